@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Build per-patient MIMIC-IV trajectories: raw hosp/icu/note tables in, one compressed record
+per patient plus a manifest out.
+
+    python build_patient_files.py --demo                      # synthetic data, zero set-up
+    DATA_DIR=/data/mimiciv/3.1 MAX_CPUS=8 python build_patient_files.py
+    python build_patient_files.py inspect trajectories/v1 --subject 10000032
+    python build_patient_files.py status
+
+Settings come from config.py, then environment variables of the same name, then these flags.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import config
+
+# flag -> config key; help text is the config field's meaning
+SETTINGS = {
+    "--data-dir": ("DATA_DIR", "raw MIMIC-IV root holding hosp/, icu/, note/"),
+    "--version": ("TRAJECTORY_VERSION", "output version name (OUT_DIR/<version>)"),
+    "--max-cpus": ("MAX_CPUS", "Dask workers; never changes the output"),
+    "--out-dir": ("OUT_DIR", "where versions are published"),
+    "--work-dir": ("WORK_DIR", "intermediate files (default OUT_DIR/_work/<version>)"),
+    "--n-shards": ("N_SHARDS", "patient shards, 0 = auto from input size"),
+    "--partition-buffer-mb": ("PARTITION_BUFFER_MB", "events held per partition unit before "
+                                                     "a flush"),
+    "--worker-memory-gb": ("WORKER_MEMORY_GB", "Dask memory limit per worker"),
+    "--zstd-level": ("ZSTD_LEVEL", "record compression level (1-22)"),
+    "--scheduler": ("SCHEDULER", "address of an existing Dask scheduler"),
+    "--runner": ("RUNNER", "'dask' or 'serial' (in-process)"),
+}
+COMMANDS = ("build", "inspect", "status")
+
+
+def _settings_parser(parser: argparse.ArgumentParser) -> None:
+    defaults = config.defaults()
+    for flag, (key, text) in SETTINGS.items():
+        parser.add_argument(flag, dest=key, default=None,
+                            help=f"{text} [{key}; config.py: {defaults[key]!r}]")
+
+
+def _load(args) -> "config.Config":
+    overrides = {k: getattr(args, k) for _, (k, _) in SETTINGS.items()}
+    overrides["OVERWRITE"] = getattr(args, "overwrite", False)
+    return config.load(overrides)
+
+
+def cmd_build(args) -> int:
+    from trajectory.driver import describe, run_build
+
+    if args.demo:
+        from trajectory import synth
+
+        demo_dir = Path(args.demo_dir or Path(args.OUT_DIR or config.OUT_DIR) / "_demo_data")
+        if not (demo_dir / "hosp" / "patients.csv.gz").exists():
+            print(f"generating {args.demo_patients} synthetic patients in {demo_dir}")
+            synth.generate(demo_dir, n_patients=args.demo_patients, seed=0)
+        args.DATA_DIR = str(demo_dir)
+    cfg = _load(args)
+    if not str(cfg.data_dir):
+        raise ValueError("DATA_DIR is not set: set it in config.py, as an environment "
+                         "variable or with --data-dir, or use --demo")
+    summary = run_build(cfg, progress=not args.quiet)
+    print(describe(summary, cfg))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from trajectory.timeline import timeline
+
+    print(timeline(args.version_dir, args.subject, limit=args.limit))
+    return 0
+
+
+def cmd_status(args) -> int:
+    import json
+
+    from trajectory.driver import status
+
+    print(json.dumps(status(_load(args)), indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "build"
+    parser = argparse.ArgumentParser(prog="build_patient_files.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if command == "build":
+        _settings_parser(parser)
+        parser.add_argument("--demo", action="store_true",
+                            help="build the embedded synthetic dataset (generated on first use)")
+        parser.add_argument("--demo-patients", type=int, default=300,
+                            help="synthetic patients for --demo [300]")
+        parser.add_argument("--demo-dir", default=None,
+                            help="where --demo data is generated [OUT_DIR/_demo_data]")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="rebuild over a finished version or a stale work directory")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    elif command == "inspect":
+        parser.add_argument("version_dir", help="a finished version, e.g. trajectories/v1")
+        parser.add_argument("--subject", type=int, required=True, help="subject_id to print")
+        parser.add_argument("--limit", type=int, default=200, help="events to print [200]")
+    elif command == "status":
+        _settings_parser(parser)
+    args = parser.parse_args(argv)
+    try:
+        return {"build": cmd_build, "inspect": cmd_inspect, "status": cmd_status}[command](args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Stage 2, one unit per shard: read the shard's row groups of every table, assemble and write
+one record per patient into OUT_DIR/<version>/patients/<shard>/, plus the shard's index.
+
+Reads only its own row groups (listed in the partition markers), so total I/O stays O(input)
+whatever the shard count. The shard directory is written under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from trajectory.assemble import index_texts, order_events, patient_records, place_events
+from trajectory.events import EVENT_SCHEMA
+from trajectory.plan import load_plan
+from trajectory.read import POLARS_TYPES
+from trajectory.record import pack
+from trajectory.tables import PREPARE, TABLES
+from trajectory.vocab import ensure_vocab
+
+from .common import checksum_bytes, checksum_file, publish_dir, read_done, tmp_name, write_done
+
+STAGE = "build"
+RECORD_SUFFIX = ".msgpack.zst"
+
+
+def shard_name(shard: int) -> str:
+    return f"{shard:05d}"
+
+
+def partition_markers(cfg, plan) -> dict[str, dict]:
+    from . import partition  # local: avoids a cycle when jobs/__init__ lists the stages
+    markers = {}
+    for name in plan.tables:
+        marker = read_done(cfg, partition.STAGE, name)
+        if marker is None:
+            raise ValueError(f"partition of table {name!r} is not done; run stage 1 first")
+        markers[name] = marker
+    return markers
+
+
+def read_shard(folder: Path, files: list[dict], shard: int) -> pa.Table | None:
+    """This shard's row groups of the listed files, in file order."""
+    parts = []
+    for f in files:
+        groups = f["row_groups"].get(str(shard))
+        if groups:
+            parts.append(pq.ParquetFile(folder / f["path"]).read_row_groups(groups))
+    return pa.concat_tables(parts) if parts else None
+
+
+def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
+    if table is None:
+        return pl.DataFrame(schema=schema)
+    return pl.from_arrow(table)
+
+
+def load_shard(cfg, plan, markers: dict, shard: int):
+    """(events, patients, admissions, stays) frames of one shard."""
+    events, meta = [], {}
+    for t in TABLES:  # fixed table order: part of what makes record bytes deterministic
+        m = markers.get(t.name)
+        if m is None:
+            continue
+        folder = cfg.work_dir / "partitioned" / t.name
+        ev = read_shard(folder, m["events"], shard)
+        if ev is not None:
+            events.append(pl.from_arrow(ev))
+        if t.meta:
+            schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
+            meta[t.name] = _frame(read_shard(folder, m["meta"], shard), schema)
+    ev = pl.concat(events, how="vertical_relaxed") if events else None
+    return ev, meta
+
+
+def run(shard: int, cfg) -> dict:
+    unit = shard_name(shard)
+    done = read_done(cfg, STAGE, unit)
+    if done is not None:
+        return done
+    t0 = time.perf_counter()
+    plan = load_plan(cfg)
+    markers = partition_markers(cfg, plan)
+    vocab = ensure_vocab(cfg, [cfg.work_dir / "partitioned" / n / m["codes"]
+                               for n, m in sorted(markers.items())])
+    ev, meta = load_shard(cfg, plan, markers, shard)
+    patients = PREPARE["patients"](meta["patients"])
+    admissions = meta["admissions"]
+    stays = meta.get("icustays")
+    if stays is None:
+        stays = admissions.clear().select("subject_id")
+    counts: dict = {}
+    if ev is None:
+        ev = pl.DataFrame(schema=EVENT_SCHEMA)
+    ev = place_events(ev, patients, admissions, counts)
+    ev = order_events(ev, vocab["code"])
+    ev, texts = index_texts(ev)
+
+    out = cfg.version_dir / "patients" / unit
+    tmp = tmp_name(out)
+    tmp.mkdir(parents=True, exist_ok=True)
+    compressor = zstandard.ZstdCompressor(level=cfg.zstd_level)
+    rows = []
+    times = ev["time"].to_numpy()
+    sids = ev["subject_id"].to_numpy()
+    for sid, record in patient_records(ev, patients, admissions, stays, texts):
+        data = pack(record, compressor)
+        name = f"{sid}{RECORD_SUFFIX}"
+        with open(tmp / name, "wb") as f:
+            f.write(data)
+        lo, hi = np.searchsorted(sids, sid, "left"), np.searchsorted(sids, sid, "right")
+        rows.append((sid, f"patients/{unit}/{name}", shard, hi - lo,
+                     int(times[lo]) if hi > lo else None, int(times[hi - 1]) if hi > lo else None,
+                     len(data), checksum_bytes(data)))
+    _fsync_dir(tmp)
+    publish_dir(tmp, out)
+
+    index = pl.DataFrame(rows, orient="row", schema={
+        "subject_id": pl.Int64, "path": pl.String, "shard": pl.Int32, "n_events": pl.Int64,
+        "first_time": pl.Int64, "last_time": pl.Int64, "bytes": pl.Int64, "checksum": pl.String})
+    index_path = cfg.work_dir / "index" / f"{unit}.parquet"
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    itmp = tmp_name(index_path)
+    index.write_parquet(itmp)
+    os.replace(itmp, index_path)
+    code_ids, code_counts = np.unique(ev["code_id"].to_numpy(), return_counts=True)
+    return write_done(cfg, STAGE, unit, {
+        "shard": shard, "index": index_path.name, "index_checksum": checksum_file(index_path),
+        "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),
+        "counts": counts, "code_ids": code_ids.tolist(), "code_counts": code_counts.tolist(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    })
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

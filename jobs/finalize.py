@@ -1,0 +1,175 @@
+"""Stage 3, one unit: check every shard, merge indexes into the manifest, write codes.parquet,
+qc_report.json, and dataset.json last: a version exists only once dataset.json does.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import polars as pl
+
+import trajectory
+from trajectory.events import merge_counts
+from trajectory.plan import load_plan
+from trajectory.read import iter_batches
+from trajectory.record import EVENT_DTYPES, FORMAT
+from trajectory.tables import DICTIONARIES, SOURCE_ID, TABLES
+from trajectory.vocab import vocab_path
+
+from . import build, partition
+from .common import atomic_write_json, checksum_file, read_done, tmp_name
+
+STAGE = "finalize"
+
+
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    tmp = tmp_name(path)
+    df.write_parquet(tmp, statistics=True)
+    os.replace(tmp, path)
+
+
+def shard_markers(cfg, n_shards: int) -> list[dict]:
+    markers, missing = [], []
+    for shard in range(n_shards):
+        m = read_done(cfg, build.STAGE, build.shard_name(shard))
+        if m is None:
+            missing.append(shard)
+            continue
+        index = cfg.work_dir / "index" / m["index"]
+        if not index.exists() or checksum_file(index) != m["index_checksum"]:
+            raise ValueError(f"{index}: shard index missing or its checksum disagrees with its "
+                             "done-marker; delete the marker to rebuild that shard")
+        markers.append(m)
+    if missing:
+        raise ValueError(f"cannot publish: {len(missing)} of {n_shards} shards not built "
+                         f"(first: {missing[:10]}); rerun the build to finish them")
+    return markers
+
+
+def dictionary_labels(plan, cfg) -> pl.DataFrame:
+    frames = []
+    for d in DICTIONARIES:
+        if d.name not in plan.dictionaries:
+            continue
+        path = Path(plan.dictionaries[d.name]["path"])
+        for batch in iter_batches(path, d.columns, cfg.csv_block_mb << 20):
+            df = pl.from_arrow(batch)
+            frames.append(df.select(
+                pl.lit(d.name).alias("dictionary"),
+                pl.concat_str([pl.col(c).cast(pl.String).str.strip_chars() for c in d.key],
+                              separator="//").alias("label_key"),
+                pl.coalesce([pl.col(c) for c in d.label]).alias("label"),
+                (pl.col(d.unit) if d.unit else pl.lit(None, pl.String)).alias("dict_unit")))
+    if not frames:
+        return pl.DataFrame(schema={"dictionary": pl.String, "label_key": pl.String,
+                                    "label": pl.String, "dict_unit": pl.String})
+    return pl.concat(frames).unique(["dictionary", "label_key"], keep="first")
+
+
+def codes_table(cfg, plan, markers: list[dict]) -> pl.DataFrame:
+    vocab = pl.read_parquet(vocab_path(cfg))
+    counts = (pl.DataFrame({"code_id": [i for m in markers for i in m["code_ids"]],
+                            "count": [n for m in markers for n in m["code_counts"]]},
+                           schema={"code_id": pl.Int32, "count": pl.Int64})
+              .group_by("code_id").agg(pl.col("count").sum()))
+    labels = dictionary_labels(plan, cfg)
+    return (vocab.drop("count").join(counts, on="code_id", how="left")
+            .join(labels, on=["dictionary", "label_key"], how="left", maintain_order="left")
+            .select("code_id", "code", "table",
+                    pl.col("label"), pl.coalesce("unit", "dict_unit").alias("unit"),
+                    pl.col("count").fill_null(0))
+            .sort("code_id"))
+
+
+def qc_report(plan, part_markers: dict, markers: list[dict], n_events: int) -> dict:
+    """Per table and event: rows read = written + dropped by reason, checked, not assumed."""
+    later: dict = {}
+    for m in markers:
+        for table, evs in m["counts"].items():
+            merge_counts(later.setdefault(table, {}),
+                         {e: {"rows": 0, "written": 0, "dropped": c["dropped"]}
+                          for e, c in evs.items()})
+    report, total = {}, 0
+    for t in TABLES:
+        m = part_markers.get(t.name)
+        if m is None:
+            continue
+        events = json.loads(json.dumps(m["counts"]))
+        for name, c in later.get(t.name, {}).items():
+            late = sum(c["dropped"].values())
+            events[name]["written"] -= late
+            for reason, n in c["dropped"].items():
+                events[name]["dropped"][reason] = events[name]["dropped"].get(reason, 0) + n
+        for name, c in events.items():
+            if c["rows"] != c["written"] + sum(c["dropped"].values()):
+                raise RuntimeError(f"QC reconciliation failed for {t.name}/{name}: {c}")
+            total += c["written"]
+        report[t.name] = {"rows_read": m["rows_read"], "input": m["input"]["path"],
+                          "events": events}
+    if total != n_events:
+        raise RuntimeError(f"QC reconciliation failed: tables report {total} events written, "
+                           f"records hold {n_events}")
+    return report
+
+
+def _code_version() -> str:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return trajectory.__version__
+    sha = rev.stdout.strip() if rev.returncode == 0 else ""
+    return f"{trajectory.__version__}+{sha}" if sha else trajectory.__version__
+
+
+def _stage_timing(markers: list[dict]) -> dict:
+    if not markers:
+        return {}
+    start = min(m["finished_at"] - m["seconds"] for m in markers)
+    end = max(m["finished_at"] for m in markers)
+    return {"wall_seconds": round(end - start, 3), "unit_seconds": round(
+        sum(m["seconds"] for m in markers), 3), "units": len(markers)}
+
+
+def run(unit: str, cfg) -> dict:
+    """`unit` is "all" (finalize has a single unit); the version's dataset.json is the marker."""
+    t0 = time.perf_counter()
+    plan = load_plan(cfg)
+    part = {}
+    for name in plan.tables:
+        m = read_done(cfg, partition.STAGE, name)
+        if m is None:
+            raise ValueError(f"cannot publish: partition of {name!r} not done")
+        part[name] = m
+    markers = shard_markers(cfg, plan.n_shards)
+    vdir = cfg.version_dir
+    manifest = pl.concat([pl.read_parquet(cfg.work_dir / "index" / m["index"])
+                          for m in markers]).sort("subject_id")
+    n_events = int(manifest["n_events"].sum())
+    report = qc_report(plan, part, markers, n_events)
+    codes = codes_table(cfg, plan, markers)
+    _write_parquet(manifest, vdir / "manifest.parquet")
+    _write_parquet(codes, vdir / "codes.parquet")
+    atomic_write_json(vdir / "qc_report.json", {"tables": report})
+    summary = {
+        "version": cfg.trajectory_version, "record_format": FORMAT, "layout": "files",
+        "config": cfg.to_json(), "config_hash": cfg.output_hash(),
+        "code_version": _code_version(), "python": platform.python_version(),
+        "inputs": plan.tables, "dictionaries": plan.dictionaries,
+        "warnings": [f"table {m} not found in DATA_DIR: skipped" for m in plan.missing],
+        "n_shards": plan.n_shards, "n_patients": manifest.height, "n_events": n_events,
+        "record_bytes": int(manifest["bytes"].sum()), "n_codes": codes.height,
+        "sources": {str(i): name for name, i in SOURCE_ID.items()},
+        "event_dtypes": EVENT_DTYPES, "flags": {},
+        "timings": {"partition": _stage_timing(list(part.values())),
+                    "build": _stage_timing(markers)},
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    summary["timings"]["finalize"] = {"wall_seconds": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(vdir / "dataset.json", summary)
+    return summary

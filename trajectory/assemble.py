@@ -1,0 +1,121 @@
+"""One shard's events + header tables -> per-patient records (pure: frames in, dicts out)."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import polars as pl
+
+from .record import FORMAT, NONE_ID, events_to_bytes
+from .tables import TABLES
+
+SOURCE_NAME = {i + 1: t.name for i, t in enumerate(TABLES)}
+EVENT_NAME = {(i + 1, k): e.name for i, t in enumerate(TABLES) for k, e in enumerate(t.events)}
+SORT_KEY = ["subject_id", "time", "source", "code_id", "value"]
+
+
+def _count_by_stream(dropped: pl.DataFrame, reason: str, counts: dict) -> None:
+    """Add dropped rows to counts[table][event]["dropped"][reason]."""
+    if dropped.height == 0:
+        return
+    for (source, kind), n in dropped.group_by("source", "kind").len().iter_rows():
+        ev = counts.setdefault(SOURCE_NAME[source], {}).setdefault(
+            EVENT_NAME[(source, kind)], {"dropped": {}})
+        ev["dropped"][reason] = ev["dropped"].get(reason, 0) + n
+
+
+def epoch_columns(df: pl.DataFrame) -> pl.DataFrame:
+    """Datetime columns -> int64 seconds (records carry plain integers)."""
+    return df.with_columns(pl.col(pl.Datetime).dt.epoch("s"))
+
+
+def place_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
+                 counts: dict) -> pl.DataFrame:
+    """Give admission-timed events (diagnoses, DRGs) their admission's dischtime and drop what
+    cannot be placed: rows of subjects absent from `patients` and admission-timed rows whose
+    hadm_id is not in `admissions`. Every drop is counted by reason."""
+    known = ev["subject_id"].is_in(patients["subject_id"].implode())
+    _count_by_stream(ev.filter(~known), "subject_not_in_patients", counts)
+    ev = ev.filter(known)
+    untimed = ev["time"].is_null()
+    if untimed.any():
+        disch = admissions.select("hadm_id", pl.col("dischtime").dt.epoch("s").alias("_t"))
+        disch = disch.unique("hadm_id", keep="first")
+        ev = (ev.join(disch, on="hadm_id", how="left", maintain_order="left")
+              .with_columns(pl.coalesce("time", "_t").alias("time")).drop("_t"))
+        _count_by_stream(ev.filter(pl.col("time").is_null()), "no_admission_time", counts)
+        ev = ev.filter(pl.col("time").is_not_null())
+    return ev
+
+
+def order_events(ev: pl.DataFrame, codes: pl.Series) -> pl.DataFrame:
+    """Attach code ids and sort deterministically; ties keep input order (stable sort)."""
+    ids = ev["code"].cast(pl.Enum(codes)).to_physical().cast(pl.Int32)
+    return ev.with_columns(ids.alias("code_id")).sort(SORT_KEY, maintain_order=True,
+                                                      nulls_last=True)
+
+
+def index_texts(ev: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    """Per patient, distinct texts in order of first use; events point at them by index."""
+    ev = ev.with_row_index("_row")
+    texts = (ev.filter(pl.col("text").is_not_null())
+             .group_by("subject_id", "text", maintain_order=True).agg(pl.col("_row").first())
+             .sort("_row")
+             .with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("subject_id")
+                           .alias("text_id")))
+    ev = (ev.join(texts.select("subject_id", "text", "text_id"), on=["subject_id", "text"],
+                  how="left", maintain_order="left").drop("_row"))
+    per_subject = {sid: lst for sid, lst in
+                   texts.group_by("subject_id", maintain_order=True).agg("text").iter_rows()}
+    return ev, per_subject
+
+
+def _sections(df: pl.DataFrame, order: list[str]) -> dict:
+    """Header table rows of each subject as {column: [values]} (None for null)."""
+    if df.height == 0:
+        return {}
+    df = epoch_columns(df.sort(order, maintain_order=True, nulls_last=True)).drop("shard", strict=False)
+    grouped = df.group_by("subject_id", maintain_order=True).agg(pl.all())
+    cols = [c for c in grouped.columns if c != "subject_id"]
+    return {row[0]: dict(zip(cols, row[1:])) for row in grouped.iter_rows()}
+
+
+def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
+                    stays: pl.DataFrame, texts: dict) -> Iterator[tuple[int, dict]]:
+    """Yield (subject_id, record) for every patient of the shard, in subject_id order; `ev` is
+    sorted by SORT_KEY and carries code_id and text_id."""
+    patients = epoch_columns(patients.unique("subject_id", keep="first", maintain_order=True)
+                             .sort("subject_id"))
+    adm = _sections(admissions, ["subject_id", "admittime", "hadm_id"])
+    icu = _sections(stays, ["subject_id", "intime", "stay_id"])
+    sid = ev["subject_id"].to_numpy()
+    cols = {
+        "time": ev["time"].to_numpy(),
+        "code": ev["code_id"].to_numpy(),
+        "value": ev["value"].fill_null(np.nan).to_numpy().astype(np.float32),
+        "text": ev["text_id"].fill_null(NONE_ID).to_numpy(),
+        "hadm_id": ev["hadm_id"].fill_null(NONE_ID).to_numpy(),
+        "stay_id": ev["stay_id"].fill_null(NONE_ID).to_numpy(),
+        "source": ev["source"].to_numpy(),
+        "flags": (ev["flags"].to_numpy() if "flags" in ev.columns
+                  else np.zeros(ev.height, np.uint8)),
+    }
+    refs = ev["ref"]
+    has_ref = refs.is_not_null().to_numpy()
+    for p in patients.iter_rows(named=True):
+        s = p["subject_id"]
+        lo, hi = np.searchsorted(sid, s, "left"), np.searchsorted(sid, s, "right")
+        note_pos = np.flatnonzero(has_ref[lo:hi])
+        yield s, {
+            "format": FORMAT,
+            "subject_id": s,
+            "static": {k: p[k] for k in ("gender", "anchor_age", "anchor_year",
+                                         "anchor_year_group", "dod", "birth_time")},
+            "admissions": adm.get(s, {}),
+            "stays": icu.get(s, {}),
+            "events": events_to_bytes({k: v[lo:hi] for k, v in cols.items()}),
+            "texts": texts.get(s, []),
+            "notes": {"event": note_pos.astype(np.int32).tolist(),
+                      "note_id": refs.slice(lo, hi - lo).gather(note_pos).to_list()},
+            "windows": [],
+        }

@@ -1,0 +1,91 @@
+"""The driver: plan the units of each stage and hand them to a runner, in order."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+from jobs import build, finalize, partition
+from jobs.common import atomic_write_json
+
+from .plan import load_plan, make_plan, plan_path, same_inputs
+from .runners import open_runner
+from .vocab import ensure_vocab
+
+
+def prepare(cfg):
+    """Validate inputs and outputs, write (or check) the plan; returns it."""
+    vdir = cfg.version_dir
+    if (vdir / "dataset.json").exists():
+        if not cfg.overwrite:
+            raise ValueError(f"{vdir} is a finished version; choose another TRAJECTORY_VERSION "
+                             "or pass --overwrite to rebuild it")
+        shutil.rmtree(vdir)
+        shutil.rmtree(cfg.work_dir, ignore_errors=True)
+    plan = make_plan(cfg)
+    path = plan_path(cfg)
+    if path.exists():
+        problems = same_inputs(load_plan(cfg), plan)
+        if problems:
+            if not cfg.overwrite:
+                raise ValueError(f"{cfg.work_dir} holds an unfinished build of different "
+                                 f"inputs or config ({'; '.join(problems)}); pass --overwrite "
+                                 "to discard it, or use another WORK_DIR")
+            shutil.rmtree(cfg.work_dir)
+    if not path.exists():
+        atomic_write_json(path, plan.to_json())
+    return plan
+
+
+def partition_units(plan) -> list[str]:
+    # Largest first: with one huge table (chartevents) and many small ones, starting the big
+    # one last would leave the other workers idle at the end of the stage.
+    return sorted(plan.tables, key=lambda t: -plan.tables[t]["bytes"])
+
+
+def run_build(cfg, progress: bool = True) -> dict:
+    t0 = time.perf_counter()
+    plan = prepare(cfg)
+    wall = {}
+    with open_runner(cfg) as runner:
+        t = time.perf_counter()
+        parts = runner.map(partition.run, partition_units(plan), cfg, "partition", progress)
+        ensure_vocab(cfg, [cfg.work_dir / "partitioned" / m["table"] / m["codes"]
+                           for m in sorted(parts, key=lambda m: m["table"])])
+        wall["partition"] = time.perf_counter() - t
+        t = time.perf_counter()
+        runner.map(build.run, range(plan.n_shards), cfg, "build", progress)
+        wall["build"] = time.perf_counter() - t
+    t = time.perf_counter()
+    summary = finalize.run("all", cfg)
+    wall["finalize"] = time.perf_counter() - t
+    wall["total"] = time.perf_counter() - t0
+    summary["driver_wall_seconds"] = {k: round(v, 2) for k, v in wall.items()}
+    atomic_write_json(cfg.version_dir / "dataset.json", summary)
+    return summary
+
+
+def describe(summary: dict, cfg) -> str:
+    w = summary["driver_wall_seconds"]
+    lines = [
+        f"built {summary['version']}: {summary['n_patients']:,} patients, "
+        f"{summary['n_events']:,} events, {summary['n_codes']:,} codes, "
+        f"{summary['record_bytes'] / 1e6:,.1f} MB of records in {summary['n_shards']} shards",
+        "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in w.items()),
+        f"output: {cfg.version_dir}",
+    ]
+    lines += [f"warning: {x}" for x in summary["warnings"]]
+    return "\n".join(lines)
+
+
+def status(cfg) -> dict:
+    """Done / pending units per stage, from the done-markers alone."""
+    plan = load_plan(cfg)
+    stages = {"partition": list(plan.tables),
+              "build": [build.shard_name(s) for s in range(plan.n_shards)]}
+    out = {}
+    for stage, units in stages.items():
+        done = [u for u in units if (cfg.work_dir / "done" / stage / f"{u}.json").exists()]
+        out[stage] = {"done": len(done), "pending": sorted(set(units) - set(done))}
+    out["published"] = (cfg.version_dir / "dataset.json").exists()
+    return json.loads(json.dumps(out))

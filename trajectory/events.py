@@ -1,0 +1,125 @@
+"""Row -> event mapping (pure polars): one source frame in, one event frame plus counts out.
+
+Mapping happens in the partition stage, not per shard as DESIGN.md first drew it: the rows are
+already in memory there, only the narrow event columns get written and re-read (chartevents'
+11 raw columns shrink to 9 typed ones, text only where there is no number), and the global code
+vocabulary falls out of the same pass. Only what needs another table (diagnoses' time from
+their admission) waits for the shard stage.
+"""
+from __future__ import annotations
+
+import polars as pl
+
+from .tables import PREPARE, SOURCE_ID, Event, Table
+
+EVENT_SCHEMA = {
+    "subject_id": pl.Int64, "time": pl.Int64, "code": pl.String, "value": pl.Float64,
+    "text": pl.String, "hadm_id": pl.Int64, "stay_id": pl.Int64, "source": pl.UInt8,
+    "kind": pl.UInt8, "ref": pl.String,
+}
+UNKNOWN = "UNK"  # null code part, as MIMIC_IV_MEDS writes it
+
+
+def _epoch(cols: tuple[str, ...]) -> pl.Expr:
+    exprs = [pl.col(c).dt.epoch("s") for c in cols]
+    return (exprs[0] if len(exprs) == 1 else pl.coalesce(exprs)).cast(pl.Int64)
+
+
+def _code(ev: Event) -> pl.Expr:
+    prefix, *cols = ev.code
+    parts = [pl.lit(prefix)] + [pl.col(c).cast(pl.String).str.strip_chars().fill_null(UNKNOWN)
+                                for c in cols]
+    return pl.concat_str(parts, separator="//") if cols else pl.lit(prefix)
+
+
+def _label_key(ev: Event) -> pl.Expr:
+    if ev.label is None:
+        return pl.lit(None, pl.String)
+    return pl.concat_str([pl.col(c).cast(pl.String).str.strip_chars() for c in ev.label[1]],
+                         separator="//")
+
+
+def event_exprs(table: Table, kind: int, columns: set[str]) -> dict[str, pl.Expr]:
+    """The columns of the table's `kind`-th event as expressions over the source frame."""
+    ev = table.events[kind]
+    value = (pl.col(ev.value).cast(pl.Float64, strict=False) if ev.value
+             else pl.lit(None, pl.Float64))
+    text = pl.lit(None, pl.String)
+    if ev.text:
+        text = pl.coalesce([pl.col(c).cast(pl.String) for c in ev.text])
+        if not ev.text_always:
+            text = pl.when(value.is_null()).then(text).otherwise(None)
+    optional_id = {c: (pl.col(c) if c in columns else pl.lit(None, pl.Int64))
+                   for c in ("hadm_id", "stay_id")}
+    return {
+        "subject_id": pl.col("subject_id"),
+        "time": _epoch(ev.time) if ev.time else pl.lit(None, pl.Int64),
+        "code": _code(ev),
+        "value": value,
+        "text": text,
+        "hadm_id": optional_id["hadm_id"],
+        "stay_id": optional_id["stay_id"],
+        "source": pl.lit(SOURCE_ID[table.name], pl.UInt8),
+        "kind": pl.lit(kind, pl.UInt8),  # which of the table's events: exact QC accounting
+        "ref": pl.col(ev.ref).cast(pl.String) if ev.ref else pl.lit(None, pl.String),
+    }
+
+
+def map_rows(table: Table, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Source rows -> (events, per-code stats, counts per event stream).
+
+    counts[event] = {"rows": n, "written": k, "dropped": {reason: m}} with rows = written +
+    sum(dropped). Events whose time comes from their admission keep a null time here.
+    """
+    prepare = PREPARE.get(table.name)
+    if prepare is not None:
+        df = prepare(df)
+    columns = set(df.columns)
+    frames, stats, counts = [], [], {}
+    for kind, ev in enumerate(table.events):
+        exprs = event_exprs(table, kind, columns)
+        frame = df.select(**exprs, _unit=pl.col(ev.unit) if ev.unit else pl.lit(None, pl.String),
+                          _key=_label_key(ev))
+        dropped = {}
+        keep = pl.col("subject_id").is_not_null()
+        n_null_subject = frame["subject_id"].null_count()
+        if n_null_subject:
+            dropped["null_subject_id"] = n_null_subject
+        if ev.time:
+            # A row with no time cannot be placed in a trajectory; counted, never silent.
+            n_null_time = frame.filter(keep & pl.col("time").is_null()).height
+            if n_null_time:
+                dropped["null_time"] = n_null_time
+            keep = keep & pl.col("time").is_not_null()
+        if dropped:
+            frame = frame.filter(keep)
+        counts[ev.name] = {"rows": df.height, "written": frame.height, "dropped": dropped}
+        stats.append(frame.group_by("code").agg(
+            pl.len().alias("count"), pl.col("_unit").drop_nulls().first().alias("unit"),
+            pl.col("_key").first().alias("label_key"))
+            .with_columns(pl.lit(ev.label[0] if ev.label else None, pl.String).alias("dictionary")))
+        frames.append(frame.drop("_unit", "_key"))
+    return pl.concat(frames), pl.concat(stats), counts
+
+
+def merge_code_stats(stats: list[pl.DataFrame]) -> pl.DataFrame:
+    """Combine per-batch code stats (count summed; unit, key, dictionary first seen)."""
+    if not stats:
+        return pl.DataFrame(schema={"code": pl.String, "count": pl.Int64, "unit": pl.String,
+                                    "label_key": pl.String, "dictionary": pl.String})
+    return (pl.concat(stats).group_by("code", maintain_order=True)
+            .agg(pl.col("count").sum().cast(pl.Int64), pl.col("unit").drop_nulls().first(),
+                 pl.col("label_key").drop_nulls().first(),
+                 pl.col("dictionary").drop_nulls().first())
+            .sort("code"))
+
+
+def merge_counts(total: dict, part: dict) -> dict:
+    """Add nested {event: {rows, written, dropped: {reason: n}}} counters."""
+    for name, c in part.items():
+        t = total.setdefault(name, {"rows": 0, "written": 0, "dropped": {}})
+        t["rows"] += c["rows"]
+        t["written"] += c["written"]
+        for reason, n in c["dropped"].items():
+            t["dropped"][reason] = t["dropped"].get(reason, 0) + n
+    return total

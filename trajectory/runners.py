@@ -1,0 +1,61 @@
+"""Runners hand units to workers; they know nothing of what a unit computes.
+
+`dask`: a LocalCluster of MAX_CPUS single-threaded worker processes (numba and polars release
+the GIL unevenly, so processes, not threads), or an existing scheduler at SCHEDULER.
+`serial`: in this process, for debugging and for environments where Dask cannot start.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+from tqdm.auto import tqdm
+
+
+class SerialRunner:
+    workers = 1
+
+    def map(self, fn: Callable, units: Iterable, cfg, desc: str, progress: bool = True) -> list:
+        units = list(units)
+        return [fn(u, cfg) for u in tqdm(units, desc=desc, disable=not progress, unit="unit")]
+
+
+class DaskRunner:
+    def __init__(self, client):
+        self.client = client
+        self.workers = len(client.scheduler_info().get("workers", {})) or 1
+
+    def map(self, fn: Callable, units: Iterable, cfg, desc: str, progress: bool = True) -> list:
+        from distributed import as_completed
+
+        units = list(units)
+        futures = self.client.map(fn, units, cfg=cfg, pure=False,
+                                  key=[f"{desc}-{u}" for u in units])
+        index = {f.key: i for i, f in enumerate(futures)}
+        results = [None] * len(units)
+        with tqdm(total=len(units), desc=desc, disable=not progress, unit="unit") as bar:
+            for fut in as_completed(futures):
+                if fut.status == "error":
+                    for other in futures:
+                        other.cancel()
+                    fut.result()  # re-raises the unit's own exception with its message
+                results[index[fut.key]] = fut.result()
+                bar.update()
+        return results
+
+
+@contextlib.contextmanager
+def open_runner(cfg):
+    if cfg.runner == "serial":
+        yield SerialRunner()
+        return
+    from distributed import Client, LocalCluster
+
+    if cfg.scheduler:
+        with Client(cfg.scheduler) as client:
+            yield DaskRunner(client)
+        return
+    with LocalCluster(n_workers=cfg.max_cpus, threads_per_worker=1, processes=True,
+                      memory_limit=f"{cfg.worker_memory_gb}GiB", dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        yield DaskRunner(client)

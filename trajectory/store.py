@@ -1,0 +1,83 @@
+"""Read a published version: open it, get a patient, iterate patients.
+
+    v = open_version("trajectories/v1")
+    p = v.patient(10000032)          # Patient: numpy event columns, decoded code strings
+    for p in v: ...                  # manifest order (subject_id)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import polars as pl
+import zstandard
+
+from .record import unpack
+
+
+@dataclass
+class Patient:
+    subject_id: int
+    static: dict
+    admissions: dict  # column -> list, one entry per admission (times in epoch seconds)
+    stays: dict  # column -> list, one entry per ICU stay
+    events: dict  # column -> numpy array (see record.EVENT_DTYPES)
+    texts: list  # event["text"] indexes this list
+    notes: dict  # {"event": [event index], "note_id": [str]}
+    windows: list
+    codes: np.ndarray = field(repr=False)  # code string of every event
+
+    def __len__(self) -> int:
+        return len(self.events["time"])
+
+    def text(self, i: int) -> str | None:
+        t = int(self.events["text"][i])
+        return None if t < 0 else self.texts[t]
+
+
+class Version:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta = self.path / "dataset.json"
+        if not meta.exists():
+            raise ValueError(f"{self.path}: not a finished trajectory version (no dataset.json)")
+        self.meta = json.loads(meta.read_text())
+        self.manifest = pl.read_parquet(self.path / "manifest.parquet")
+        self.codes = pl.read_parquet(self.path / "codes.parquet")
+        self._code_strings = self.codes["code"].to_numpy()
+        self._paths = dict(zip(self.manifest["subject_id"].to_list(),
+                               self.manifest["path"].to_list()))
+        self._dctx = zstandard.ZstdDecompressor()
+
+    def __len__(self) -> int:
+        return self.manifest.height
+
+    @property
+    def subject_ids(self) -> list[int]:
+        return self.manifest["subject_id"].to_list()
+
+    def raw(self, subject_id: int) -> dict:
+        """The record as stored (events as numpy arrays, code ids not decoded)."""
+        try:
+            rel = self._paths[int(subject_id)]
+        except KeyError as e:
+            raise KeyError(f"subject_id {subject_id} is not in {self.path}") from e
+        return unpack((self.path / rel).read_bytes(), self._dctx)
+
+    def patient(self, subject_id: int) -> Patient:
+        r = self.raw(subject_id)
+        return Patient(subject_id=r["subject_id"], static=r["static"],
+                       admissions=r["admissions"], stays=r["stays"], events=r["events"],
+                       texts=r["texts"], notes=r["notes"], windows=r["windows"],
+                       codes=self._code_strings[r["events"]["code"]])
+
+    def __iter__(self) -> Iterator[Patient]:
+        for sid in self.subject_ids:
+            yield self.patient(sid)
+
+
+def open_version(path: str | Path) -> Version:
+    return Version(path)

@@ -1,0 +1,288 @@
+"""The MIMIC-IV table -> event mapping, as data: one block per table.
+
+Each `Table` names the columns read (with explicit types: nothing is inferred) and the events
+one source row becomes. An `Event` is: a code (a literal prefix joined with "//" to the listed
+columns, a null part written "UNK" as MIMIC_IV_MEDS does), a time (first non-null of the listed
+columns), an optional numeric value and text. Per (table, event) every row read is either
+written or dropped by a named reason, which `qc_report.json` shows.
+
+Column types: "int" int64, "float" float64, "str" utf8, "time" timestamp (seconds; a date-only
+column parses as midnight). Column names are matched case-insensitively.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str  # QC stream name, unique within the table
+    code: tuple[str, ...]  # literal prefix, then the columns whose values complete the code
+    time: tuple[str, ...] = ()  # first non-null of these; () = the admission's discharge time
+    value: str | None = None  # numeric value (a text column is parsed, non-numbers -> text)
+    text: tuple[str, ...] = ()  # first non-null of these is the event's text...
+    text_always: bool = False  # ...kept always (notes), else only where value is null
+    unit: str | None = None  # unit column reported in codes.parquet
+    label: tuple[str, tuple[str, ...]] | None = None  # (dictionary, key columns) for the label
+    ref: str | None = None  # source row identifier kept in the record (note_id)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    module: str  # hosp / icu / note
+    columns: dict  # column -> type, exactly the columns read
+    events: tuple[Event, ...]
+    required: bool = False  # a missing required table is an error, others a recorded warning
+    meta: bool = False  # also kept whole (narrow) for the record's static/admissions/stays
+    multiline: bool = False  # quoted fields hold newlines (notes): slower CSV parser mode
+
+
+def _birth_time(df: pl.DataFrame) -> pl.DataFrame:
+    # MIMIC-IV shifts dates per patient and gives only anchor_age in anchor_year; the birth
+    # year is anchor_year - anchor_age, placed on Jan 1 as MIMIC_IV_MEDS does (MEDS_BIRTH).
+    year = (pl.col("anchor_year") - pl.col("anchor_age")).cast(pl.Int32)
+    return df.with_columns(pl.date(year, 1, 1).cast(pl.Datetime("ms")).alias("birth_time"))
+
+
+# Derived columns a table needs before its events are formed (pure frame -> frame).
+PREPARE = {"patients": _birth_time}
+
+TABLES: tuple[Table, ...] = (
+    Table("patients", "hosp", required=True, meta=True,
+          columns={"subject_id": "int", "gender": "str", "anchor_age": "int",
+                   "anchor_year": "int", "anchor_year_group": "str", "dod": "time"},
+          events=(
+              Event("birth", ("BIRTH",), time=("birth_time",)),
+              # Gender also sits in `static`; as an event at birth sequence models see it.
+              Event("gender", ("GENDER", "gender"), time=("birth_time",)),
+              # dod is the out-of-hospital death date from state records (date only) or the
+              # in-hospital deathtime truncated to the day; null for the living.
+              Event("death", ("DEATH",), time=("dod",)),
+          )),
+    Table("admissions", "hosp", required=True, meta=True,
+          columns={"subject_id": "int", "hadm_id": "int", "admittime": "time",
+                   "dischtime": "time", "deathtime": "time", "admission_type": "str",
+                   "admission_location": "str", "discharge_location": "str",
+                   "insurance": "str", "language": "str", "marital_status": "str",
+                   "race": "str", "edregtime": "time", "edouttime": "time",
+                   "hospital_expire_flag": "int"},
+          events=(
+              Event("admit", ("ADMISSION", "admission_type", "admission_location"),
+                    time=("admittime",)),
+              Event("discharge", ("DISCHARGE", "discharge_location"), time=("dischtime",)),
+              # ED times are null for direct admissions: those rows drop as "null_time".
+              Event("ed_registration", ("ED_REGISTRATION",), time=("edregtime",)),
+              Event("ed_out", ("ED_OUT",), time=("edouttime",)),
+              # In-hospital death to the minute; patients.dod keeps the day (kept apart:
+              # MIMIC_IV_MEDS merges them, we keep both so no precision is lost).
+              Event("death", ("HOSPITAL_DEATH",), time=("deathtime",)),
+          )),
+    Table("transfers", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "transfer_id": "int",
+                   "eventtype": "str", "careunit": "str", "intime": "time", "outtime": "time"},
+          events=(Event("transfer", ("TRANSFER", "eventtype", "careunit"), time=("intime",)),)),
+    Table("services", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "transfertime": "time",
+                   "prev_service": "str", "curr_service": "str"},
+          events=(Event("service", ("SERVICE", "curr_service"), time=("transfertime",)),)),
+    Table("labevents", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "itemid": "int", "charttime": "time",
+                   "value": "str", "valuenum": "float", "valueuom": "str", "comments": "str"},
+          events=(
+              # The unit is part of the code: MIMIC-IV reports some itemids in several units.
+              # Text results (">100", "NEG") and result comments are kept where valuenum is
+              # null; numeric rows' `value` text repeats valuenum and is not stored twice.
+              Event("lab", ("LAB", "itemid", "valueuom"), time=("charttime",), value="valuenum",
+                    text=("value", "comments"), unit="valueuom",
+                    label=("d_labitems", ("itemid",))),
+          )),
+    Table("microbiologyevents", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "chartdate": "time",
+                   "charttime": "time", "spec_type_desc": "str", "test_name": "str",
+                   "org_name": "str", "ab_name": "str", "dilution_value": "float",
+                   "interpretation": "str", "comments": "str"},
+          events=(
+              # charttime is null when only the day is known: fall back to chartdate.
+              # A row is one (specimen, test, organism, antibiotic); names not itemids because
+              # MIMIC-IV 2.x ships no d_micro dictionary.
+              Event("micro", ("MICRO", "spec_type_desc", "test_name", "org_name", "ab_name"),
+                    time=("charttime", "chartdate"), value="dilution_value",
+                    text=("interpretation", "comments")),
+          )),
+    Table("diagnoses_icd", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "seq_num": "int",
+                   "icd_code": "str", "icd_version": "int"},
+          events=(
+              # Billing diagnoses carry no time: they are known at discharge, so they go at the
+              # admission's dischtime (as MIMIC_IV_MEDS); placing them at admittime would leak
+              # the future into models. value = seq_num (1 = principal diagnosis).
+              Event("diagnosis", ("DX//ICD", "icd_version", "icd_code"), value="seq_num",
+                    label=("d_icd_diagnoses", ("icd_version", "icd_code"))),
+          )),
+    Table("procedures_icd", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "seq_num": "int",
+                   "chartdate": "time", "icd_code": "str", "icd_version": "int"},
+          events=(Event("procedure", ("PX//ICD", "icd_version", "icd_code"), time=("chartdate",),
+                        value="seq_num",
+                        label=("d_icd_procedures", ("icd_version", "icd_code"))),)),
+    Table("hcpcsevents", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "chartdate": "time",
+                   "hcpcs_cd": "str", "seq_num": "int"},
+          events=(Event("hcpcs", ("HCPCS", "hcpcs_cd"), time=("chartdate",), value="seq_num",
+                        label=("d_hcpcs", ("hcpcs_cd",))),)),
+    Table("drgcodes", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "drg_type": "str",
+                   "drg_code": "str", "description": "str", "drg_severity": "float"},
+          events=(
+              # DRGs are assigned for billing after discharge: admission dischtime, as diagnoses.
+              Event("drg", ("DRG", "drg_type", "drg_code"), value="drg_severity",
+                    text=("description",), text_always=True),
+          )),
+    Table("prescriptions", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "starttime": "time",
+                   "stoptime": "time", "drug": "str", "dose_val_rx": "str",
+                   "dose_unit_rx": "str", "route": "str"},
+          events=(
+              # dose_val_rx is text ("1-2", "0.5-1"): numeric doses become the value, ranges
+              # stay as text. The dose unit is part of the code so values are comparable.
+              Event("start", ("RX_START", "drug", "route", "dose_unit_rx"), time=("starttime",),
+                    value="dose_val_rx", text=("dose_val_rx",), unit="dose_unit_rx"),
+              Event("stop", ("RX_STOP", "drug", "route"), time=("stoptime",)),
+          )),
+    Table("pharmacy", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "starttime": "time",
+                   "entertime": "time", "medication": "str", "proc_type": "str",
+                   "status": "str", "route": "str", "frequency": "str"},
+          events=(
+              # starttime is null on some non-administered entries; entertime is always set.
+              Event("pharmacy", ("PHARMACY", "medication", "route"),
+                    time=("starttime", "entertime"), text=("frequency",)),
+          )),
+    Table("emar", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "emar_id": "str",
+                   "charttime": "time", "medication": "str", "event_txt": "str"},
+          events=(Event("emar", ("EMAR", "event_txt", "medication"), time=("charttime",)),)),
+    Table("poe", "hosp",
+          columns={"subject_id": "int", "hadm_id": "int", "poe_id": "str", "ordertime": "time",
+                   "order_type": "str", "order_subtype": "str", "transaction_type": "str"},
+          events=(Event("order", ("POE", "order_type", "order_subtype"), time=("ordertime",),
+                        text=("transaction_type",)),)),
+    Table("omr", "hosp",
+          columns={"subject_id": "int", "chartdate": "time", "seq_num": "int",
+                   "result_name": "str", "result_value": "str"},
+          events=(
+              # Outpatient measurements with a date only. Blood pressure is "120/80": kept as
+              # text (the numeric part would be misleading as one value).
+              Event("omr", ("OMR", "result_name"), time=("chartdate",), value="result_value",
+                    text=("result_value",)),
+          )),
+    Table("icustays", "icu", meta=True,
+          columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
+                   "first_careunit": "str", "last_careunit": "str", "intime": "time",
+                   "outtime": "time", "los": "float"},
+          events=(
+              Event("icu_admission", ("ICU_ADMISSION", "first_careunit"), time=("intime",)),
+              Event("icu_discharge", ("ICU_DISCHARGE", "last_careunit"), time=("outtime",)),
+          )),
+    Table("chartevents", "icu",
+          columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
+                   "charttime": "time", "itemid": "int", "value": "str", "valuenum": "float",
+                   "valueuom": "str"},
+          events=(
+              # About 60% of chartevents rows are text-only (rhythm, alarms): value is null and
+              # the text is kept.
+              Event("chart", ("CHART", "itemid", "valueuom"), time=("charttime",),
+                    value="valuenum", text=("value",), unit="valueuom",
+                    label=("d_items", ("itemid",))),
+          )),
+    Table("datetimeevents", "icu",
+          columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
+                   "charttime": "time", "itemid": "int", "value": "str"},
+          events=(
+              # The value is itself a date (e.g. last dialysis): kept as text, exact.
+              Event("datetime", ("DATETIME", "itemid"), time=("charttime",), text=("value",),
+                    label=("d_items", ("itemid",))),
+          )),
+    Table("inputevents", "icu",
+          columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
+                   "starttime": "time", "endtime": "time", "itemid": "int", "amount": "float",
+                   "amountuom": "str", "rate": "float", "rateuom": "str"},
+          events=(
+              # Start carries the amount given over the interval, end carries the rate (null for
+              # boluses), as MIMIC_IV_MEDS's INFUSION_START/INFUSION_END.
+              Event("start", ("INPUT_START", "itemid", "amountuom"), time=("starttime",),
+                    value="amount", unit="amountuom", label=("d_items", ("itemid",))),
+              Event("end", ("INPUT_END", "itemid", "rateuom"), time=("endtime",), value="rate",
+                    unit="rateuom", label=("d_items", ("itemid",))),
+          )),
+    Table("ingredientevents", "icu",
+          columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
+                   "starttime": "time", "itemid": "int", "amount": "float",
+                   "amountuom": "str"},
+          events=(Event("ingredient", ("INGREDIENT", "itemid", "amountuom"),
+                        time=("starttime",), value="amount", unit="amountuom",
+                        label=("d_items", ("itemid",))),)),
+    Table("outputevents", "icu",
+          columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
+                   "charttime": "time", "itemid": "int", "value": "float", "valueuom": "str"},
+          events=(Event("output", ("OUTPUT", "itemid", "valueuom"), time=("charttime",),
+                        value="value", unit="valueuom", label=("d_items", ("itemid",))),)),
+    Table("procedureevents", "icu",
+          columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
+                   "starttime": "time", "endtime": "time", "itemid": "int", "value": "float",
+                   "valueuom": "str"},
+          events=(
+              # value is the duration (min/hour/day) or count, its unit in the code.
+              Event("start", ("PROCEDURE_START", "itemid", "valueuom"), time=("starttime",),
+                    value="value", unit="valueuom", label=("d_items", ("itemid",))),
+              Event("end", ("PROCEDURE_END", "itemid"), time=("endtime",),
+                    label=("d_items", ("itemid",))),
+          )),
+    Table("discharge", "note", multiline=True,
+          columns={"note_id": "str", "subject_id": "int", "hadm_id": "int", "note_type": "str",
+                   "charttime": "time", "text": "str"},
+          events=(Event("note", ("NOTE", "note_type"), time=("charttime",), text=("text",),
+                        text_always=True, ref="note_id"),)),
+    Table("radiology", "note", multiline=True,
+          columns={"note_id": "str", "subject_id": "int", "hadm_id": "int", "note_type": "str",
+                   "charttime": "time", "text": "str"},
+          events=(Event("note", ("NOTE", "note_type"), time=("charttime",), text=("text",),
+                        text_always=True, ref="note_id"),)),
+)
+
+TABLES_BY_NAME = {t.name: t for t in TABLES}
+# uint8 `source` in records: position in TABLES, 1-based (0 is reserved for "unknown").
+SOURCE_ID = {t.name: i + 1 for i, t in enumerate(TABLES)}
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    name: str
+    module: str
+    columns: dict
+    key: tuple[str, ...]  # joined with "//" exactly as the events' label key columns
+    label: tuple[str, ...]  # first non-null is the label
+    unit: str | None = None
+
+
+DICTIONARIES: tuple[Dictionary, ...] = (
+    Dictionary("d_labitems", "hosp", {"itemid": "int", "label": "str", "fluid": "str"},
+               key=("itemid",), label=("label",)),
+    Dictionary("d_items", "icu", {"itemid": "int", "label": "str", "unitname": "str"},
+               key=("itemid",), label=("label",), unit="unitname"),
+    Dictionary("d_icd_diagnoses", "hosp",
+               {"icd_code": "str", "icd_version": "int", "long_title": "str"},
+               key=("icd_version", "icd_code"), label=("long_title",)),
+    Dictionary("d_icd_procedures", "hosp",
+               {"icd_code": "str", "icd_version": "int", "long_title": "str"},
+               key=("icd_version", "icd_code"), label=("long_title",)),
+    Dictionary("d_hcpcs", "hosp", {"code": "str", "short_description": "str"},
+               key=("code",), label=("short_description",)),
+)
+
+# Record header sections, built from the meta tables' rows of one patient.
+ADMISSION_COLUMNS = tuple(TABLES_BY_NAME["admissions"].columns)
+STAY_COLUMNS = tuple(TABLES_BY_NAME["icustays"].columns)
