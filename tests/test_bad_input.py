@@ -1,0 +1,86 @@
+"""Bad input: one clear error naming the file/column, and no version that looks complete."""
+import gzip
+import shutil
+
+import pytest
+
+from trajectory.driver import run_build
+
+from .conftest import make_cfg
+
+
+def build_fails(data_dir, tmp_path, match):
+    cfg = make_cfg(data_dir, tmp_path / "out")
+    with pytest.raises(ValueError, match=match):
+        run_build(cfg, progress=False)
+    assert not (cfg.version_dir / "dataset.json").exists()
+    assert not (cfg.version_dir / "manifest.parquet").exists()
+    return cfg
+
+
+def test_data_dir_not_a_directory(tmp_path):
+    build_fails(tmp_path / "nope", tmp_path, "is not a directory")
+
+
+def test_data_dir_wrong_folder(tmp_path):
+    (tmp_path / "somewhere" / "icu").mkdir(parents=True)
+    build_fails(tmp_path / "somewhere", tmp_path, "no hosp/ folder")
+
+
+def test_missing_core_table(demo_copy, tmp_path):
+    (demo_copy / "hosp" / "admissions.csv.gz").unlink()
+    build_fails(demo_copy, tmp_path, "core table hosp/admissions is missing")
+
+
+def test_missing_column_names_file_and_column(demo_copy, tmp_path):
+    path = demo_copy / "hosp" / "labevents.csv.gz"
+    with gzip.open(path, "rt") as f:
+        text = f.read()
+    header, rest = text.split("\n", 1)
+    with gzip.open(path, "wt") as f:
+        f.write(header.replace("valuenum", "value_num") + "\n" + rest)
+    build_fails(demo_copy, tmp_path, r"labevents\.csv\.gz: missing required column\(s\) 'valuenum'")
+
+
+def test_truncated_gzip(demo_copy, tmp_path):
+    path = demo_copy / "hosp" / "labevents.csv.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    build_fails(demo_copy, tmp_path, r"labevents\.csv\.gz")
+
+
+def test_wrong_type_names_column(demo_copy, tmp_path):
+    path = demo_copy / "hosp" / "labevents.csv.gz"
+    with gzip.open(path, "rt") as f:
+        lines = f.read().split("\n")
+    cols = lines[1].split(",")
+    cols[9] = "not-a-number"  # valuenum
+    lines[1] = ",".join(cols)
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines))
+    build_fails(demo_copy, tmp_path, r"labevents\.csv\.gz: column 'valuenum'.*not-a-number")
+
+
+def test_uppercase_columns_and_plain_csv_and_parquet(demo_copy, tmp_path):
+    """Column names match case-insensitively; .csv and .parquet inputs work like .csv.gz."""
+    import polars as pl
+
+    path = demo_copy / "hosp" / "services.csv.gz"
+    with gzip.open(path, "rt") as f:
+        text = f.read()
+    header, rest = text.split("\n", 1)
+    path.unlink()
+    (demo_copy / "hosp" / "services.csv").write_text(header.upper() + "\n" + rest)
+    omr = demo_copy / "hosp" / "omr.csv.gz"
+    pl.read_csv(omr, infer_schema=False).write_parquet(demo_copy / "hosp" / "omr.parquet")
+    omr.unlink()
+    shutil.rmtree(demo_copy / "icu")  # icu is optional: its absence is a warning
+    cfg = make_cfg(demo_copy, tmp_path / "out")
+    summary = run_build(cfg, progress=False)
+    assert summary["n_patients"] == 100
+    import json
+
+    report = json.loads((cfg.version_dir / "qc_report.json").read_text())["tables"]
+    assert report["services"]["rows_read"] == 319
+    assert report["omr"]["rows_read"] == 2964
+    assert any("icu/chartevents" in w for w in summary["warnings"])

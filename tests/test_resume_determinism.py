@@ -1,0 +1,96 @@
+"""Same bytes whatever the worker count or shard count; a killed run resumes without redoing
+finished units."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+
+from jobs import build, partition
+from jobs.common import done_path
+from trajectory.driver import prepare, run_build
+
+from .conftest import REPO, demo_dir, make_cfg
+
+
+def manifest(cfg):
+    return pl.read_parquet(cfg.version_dir / "manifest.parquet")
+
+
+def test_max_cpus_1_and_2_identical(demo_build, tmp_path):
+    ref_cfg, _ = demo_build
+    for cpus in (1, 2):
+        cfg = make_cfg(demo_dir(), tmp_path / f"cpus{cpus}", runner="dask", max_cpus=cpus)
+        run_build(cfg, progress=False)
+        assert manifest(cfg).equals(manifest(ref_cfg)), cpus
+        plan = json.loads((cfg.work_dir / "plan.json").read_text())
+        assert plan["n_shards"] == json.loads((ref_cfg.work_dir / "plan.json").read_text())["n_shards"]
+
+
+def test_shard_count_does_not_change_records(demo_build, tmp_path):
+    ref_cfg, _ = demo_build
+    cfg = make_cfg(demo_dir(), tmp_path / "one", n_shards=1)
+    run_build(cfg, progress=False)
+    a, b = manifest(cfg), manifest(ref_cfg)
+    assert a["shard"].unique().to_list() == [0]
+    assert a["checksum"].equals(b["checksum"]) and a["subject_id"].equals(b["subject_id"])
+    assert pl.read_parquet(cfg.version_dir / "codes.parquet").equals(
+        pl.read_parquet(ref_cfg.version_dir / "codes.parquet"))
+
+
+def test_resume_skips_finished_units(demo_build, tmp_path):
+    ref_cfg, _ = demo_build
+    cfg = make_cfg(demo_dir(), tmp_path / "resume")
+    plan = prepare(cfg)
+    for table in plan.tables:
+        partition.run(table, cfg)
+    build.run(0, cfg)
+    # A killed shard: its directory half-written, no marker.
+    stale = cfg.version_dir / "patients" / build.shard_name(1)
+    stale.mkdir(parents=True)
+    (stale / "garbage.msgpack.zst").write_bytes(b"partial")
+    before = {p: p.stat().st_mtime_ns for p in (cfg.work_dir / "done").rglob("*.json")}
+    run_build(cfg, progress=False)
+    for p, mtime in before.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
+    assert not (stale / "garbage.msgpack.zst").exists()
+    assert manifest(cfg).equals(manifest(ref_cfg))
+
+
+def test_sigkill_mid_build_then_rerun(demo_build, tmp_path):
+    """Kill the real CLI (driver and Dask workers) mid-build, rerun, compare with a clean
+    build. Finished units' markers must not be rewritten by the rerun."""
+    ref_cfg, _ = demo_build
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(REPO / "build_patient_files.py"), "--data-dir", str(demo_dir()),
+           "--out-dir", str(out), "--max-cpus", "2", "--quiet", "--n-shards", "4"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    cfg = make_cfg(demo_dir(), out, n_shards=4)
+    first = done_path(cfg, build.STAGE, build.shard_name(0)).parent
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(first.glob("*.json")):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (cfg.version_dir / "dataset.json").exists()
+    before = {p: p.stat().st_mtime_ns for p in (cfg.work_dir / "done").rglob("*.json")}
+    assert before, "nothing finished before the kill"
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    for p, mtime in before.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
+    assert manifest(cfg)["checksum"].equals(manifest(ref_cfg)["checksum"])
+
+
+def test_changed_config_on_existing_work_dir_is_refused(tmp_path):
+    import pytest
+
+    cfg = make_cfg(demo_dir(), tmp_path / "o", n_shards=3)
+    plan = prepare(cfg)
+    partition.run(sorted(plan.tables)[0], cfg)
+    other = make_cfg(demo_dir(), tmp_path / "o", n_shards=5)
+    with pytest.raises(ValueError, match="unfinished build of different inputs or config"):
+        run_build(other, progress=False)
