@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # ---- defaults (edit these) --------------------------------------------------------------------
@@ -28,6 +28,21 @@ ZSTD_LEVEL = 3  # level 3 is zstd's default: ~4x on records at >300 MB/s; 19 gai
 WORKER_MEMORY_GB = 4.0  # Dask memory_limit per worker; stage budgets are sized below this
 SCHEDULER = ""  # address of an existing Dask scheduler; empty starts a LocalCluster
 RUNNER = "dask"  # "dask" (LocalCluster or SCHEDULER) or "serial" (in-process, for debugging)
+# ---- cleaning (docs: README "Cleaning") ----
+OUTLIER_METHOD = "iqr"  # "iqr", "mad" or "none": per-code thresholds from whole-dataset sketches
+OUTLIER_K = 3.0  # fence width: Tukey's "far out" 3 x IQR (or 3 scaled MADs) flags ~0.1% of normal data
+OUTLIER_MIN_COUNT = 50  # codes seen fewer times get no statistical threshold (quartiles too noisy)
+CLIP_TO_RANGE = False  # clip concept values outside plausible ranges instead of only flagging them
+DROP_RULES = "duplicate"  # comma-separated rules that drop events instead of flagging them
+DEATH_MARGIN_HOURS = 24.0  # events up to this long after the day of death are not flagged
+STAY_MARGIN_HOURS = 1.0  # ICU charting is often timed minutes outside intime/outtime
+QC_MAX_FLAG_RATE = 0.5  # a table with more of its events flagged by one rule fails the run
+QC_MAX_DROP_RATE = 0.2  # a table with more of its rows dropped by cleaning rules fails the run
+QC_ON_FAIL = "error"  # "error" (nothing published) or "quarantine" (published, table excluded on read)
+# ---- windows ----
+WINDOW_STEP_MINUTES = 60  # grid step of the per-stay aggregates (mimic3-benchmarks, YAIB use 1 h)
+WINDOW_MAX = 720  # at most 30 days of hourly windows per stay; longer stays keep the first 720
+WINDOW_ADMISSIONS = False  # also build grids per hospital admission
 
 
 
@@ -47,8 +62,20 @@ class Config:
     worker_memory_gb: float  # Dask worker memory limit
     scheduler: str  # existing Dask scheduler address, "" = LocalCluster
     runner: str  # "dask" or "serial"
+    outlier_method: str = "iqr"  # "iqr", "mad" or "none"
+    outlier_k: float = 3.0  # outlier fence width (IQRs or scaled MADs)
+    outlier_min_count: int = 50  # minimum observations of a code for a threshold
+    clip_to_range: bool = False  # clip out-of-range concept values instead of flag only
+    drop_rules: tuple = ("duplicate",)  # rules that drop rather than flag
+    death_margin_hours: float = 24.0  # tolerance after the day of death
+    stay_margin_hours: float = 1.0  # tolerance around ICU intime/outtime
+    qc_max_flag_rate: float = 0.5  # per table and rule, else the run fails / quarantines
+    qc_max_drop_rate: float = 0.2  # per table, cleaning drops, else fail / quarantine
+    qc_on_fail: str = "error"  # "error" or "quarantine"
+    window_step_minutes: int = 60  # per-stay grid step
+    window_max: int = 720  # most windows per stay
+    window_admissions: bool = False  # grids per admission too
     overwrite: bool = False  # republish over a finished version
-    extra: dict = field(default_factory=dict)  # reserved for later stages' options
 
     @property
     def version_dir(self) -> Path:
@@ -56,8 +83,9 @@ class Config:
 
     def output_hash(self) -> str:
         """Hash of the fields that change output bytes (not MAX_CPUS, paths or runners)."""
-        keys = ("trajectory_version", "n_shards", "shard_target_mb", "min_shards", "zstd_level")
-        blob = json.dumps({k: getattr(self, k) for k in keys} | {"extra": self.extra},
+        skip = {"data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb",
+                "csv_block_mb", "worker_memory_gb", "scheduler", "runner", "overwrite"}
+        blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in skip},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -66,12 +94,29 @@ class Config:
                 for k, v in dataclasses.asdict(self).items()}
 
 
+def _bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false/1/0), got {v!r}")
+
+
 _TYPES = {
     "DATA_DIR": str, "TRAJECTORY_VERSION": str, "MAX_CPUS": int, "OUT_DIR": str, "WORK_DIR": str,
     "N_SHARDS": int, "SHARD_TARGET_MB": int, "MIN_SHARDS": int, "PARTITION_BUFFER_MB": int,
     "CSV_BLOCK_MB": int, "ZSTD_LEVEL": int, "WORKER_MEMORY_GB": float, "SCHEDULER": str,
-    "RUNNER": str,
+    "RUNNER": str, "OUTLIER_METHOD": str, "OUTLIER_K": float, "OUTLIER_MIN_COUNT": int,
+    "CLIP_TO_RANGE": _bool, "DROP_RULES": str, "DEATH_MARGIN_HOURS": float,
+    "STAY_MARGIN_HOURS": float, "QC_MAX_FLAG_RATE": float, "QC_MAX_DROP_RATE": float,
+    "QC_ON_FAIL": str, "WINDOW_STEP_MINUTES": int, "WINDOW_MAX": int,
+    "WINDOW_ADMISSIONS": _bool,
 }
+RULES = ("range", "outlier", "duplicate", "before_birth", "after_death", "outside_stay",
+         "admission_order")
 
 
 def defaults() -> dict:
@@ -87,7 +132,7 @@ def load(overrides: dict | None = None, environ: dict | None = None) -> Config:
             try:
                 values[key] = typ(env[key])
             except ValueError as e:
-                raise ValueError(f"environment variable {key}: expected {typ.__name__}, "
+                raise ValueError(f"environment variable {key}: expected {typ.__name__.strip('_')}, "
                                  f"got {env[key]!r}") from e
     overwrite = False
     for key, v in (overrides or {}).items():
@@ -96,7 +141,10 @@ def load(overrides: dict | None = None, environ: dict | None = None) -> Config:
         elif v is not None:
             if key not in _TYPES:
                 raise ValueError(f"unknown setting {key!r}; known: {', '.join(_TYPES)}")
-            values[key] = _TYPES[key](v)
+            try:
+                values[key] = _TYPES[key](v)
+            except ValueError as e:
+                raise ValueError(f"setting {key}: {e}") from e
     return _validate(values, overwrite)
 
 
@@ -114,6 +162,22 @@ def _validate(v: dict, overwrite: bool) -> Config:
         raise ValueError(f"ZSTD_LEVEL must be in 1..22, got {v['ZSTD_LEVEL']!r}")
     if v["RUNNER"] not in ("dask", "serial"):
         raise ValueError(f"RUNNER must be 'dask' or 'serial', got {v['RUNNER']!r}")
+    if v["OUTLIER_METHOD"] not in ("iqr", "mad", "none"):
+        raise ValueError(f"OUTLIER_METHOD must be 'iqr', 'mad' or 'none', got {v['OUTLIER_METHOD']!r}")
+    if v["QC_ON_FAIL"] not in ("error", "quarantine"):
+        raise ValueError(f"QC_ON_FAIL must be 'error' or 'quarantine', got {v['QC_ON_FAIL']!r}")
+    drop_rules = tuple(r.strip() for r in v["DROP_RULES"].split(",") if r.strip())
+    unknown = [r for r in drop_rules if r not in RULES]
+    if unknown:
+        raise ValueError(f"DROP_RULES: unknown rule(s) {unknown}; known: {', '.join(RULES)}")
+    for key in ("OUTLIER_K", "WINDOW_STEP_MINUTES", "WINDOW_MAX"):
+        positive(key)
+    for key in ("QC_MAX_FLAG_RATE", "QC_MAX_DROP_RATE"):
+        if not 0 <= v[key] <= 1:
+            raise ValueError(f"{key} must be in [0, 1], got {v[key]!r}")
+    for key in ("DEATH_MARGIN_HOURS", "STAY_MARGIN_HOURS", "OUTLIER_MIN_COUNT"):
+        if v[key] < 0:
+            raise ValueError(f"{key} must be >= 0, got {v[key]!r}")
     name = v["TRAJECTORY_VERSION"]
     if not name or "/" in name or name.startswith((".", "_")):
         raise ValueError(f"TRAJECTORY_VERSION must be a plain directory name, got {name!r}")
@@ -127,5 +191,11 @@ def _validate(v: dict, overwrite: bool) -> Config:
         min_shards=v["MIN_SHARDS"], partition_buffer_mb=v["PARTITION_BUFFER_MB"],
         csv_block_mb=v["CSV_BLOCK_MB"], zstd_level=v["ZSTD_LEVEL"],
         worker_memory_gb=v["WORKER_MEMORY_GB"], scheduler=v["SCHEDULER"], runner=v["RUNNER"],
-        overwrite=overwrite,
+        outlier_method=v["OUTLIER_METHOD"], outlier_k=v["OUTLIER_K"],
+        outlier_min_count=v["OUTLIER_MIN_COUNT"], clip_to_range=v["CLIP_TO_RANGE"],
+        drop_rules=drop_rules, death_margin_hours=v["DEATH_MARGIN_HOURS"],
+        stay_margin_hours=v["STAY_MARGIN_HOURS"], qc_max_flag_rate=v["QC_MAX_FLAG_RATE"],
+        qc_max_drop_rate=v["QC_MAX_DROP_RATE"], qc_on_fail=v["QC_ON_FAIL"],
+        window_step_minutes=v["WINDOW_STEP_MINUTES"], window_max=v["WINDOW_MAX"],
+        window_admissions=v["WINDOW_ADMISSIONS"], overwrite=overwrite,
     )

@@ -95,7 +95,7 @@ def map_rows(table: Table, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
             frame = frame.filter(keep)
         counts[ev.name] = {"rows": df.height, "written": frame.height, "dropped": dropped}
         stats.append(frame.group_by("code").agg(
-            pl.len().alias("count"), pl.col("_unit").drop_nulls().first().alias("unit"),
+            pl.len().cast(pl.Int64).alias("count"), pl.col("_unit").drop_nulls().first().alias("unit"),
             pl.col("_key").first().alias("label_key"))
             .with_columns(pl.lit(ev.label[0] if ev.label else None, pl.String).alias("dictionary")))
         frames.append(frame.drop("_unit", "_key"))

@@ -35,11 +35,11 @@ class DaskRunner:
         results = [None] * len(units)
         with tqdm(total=len(units), desc=desc, disable=not progress, unit="unit") as bar:
             for fut in as_completed(futures):
-                if fut.status == "error":
-                    for other in futures:
-                        other.cancel()
-                    fut.result()  # re-raises the unit's own exception with its message
-                results[index[fut.key]] = fut.result()
+                try:
+                    results[index[fut.key]] = fut.result()  # re-raises the unit's own error
+                except BaseException:
+                    self.client.cancel([f for f in futures if f is not fut])
+                    raise
                 bar.update()
         return results
 
