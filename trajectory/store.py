@@ -37,6 +37,13 @@ class Patient:
         t = int(self.events["text"][i])
         return None if t < 0 else self.texts[t]
 
+    def note_id(self, i: int) -> str | None:
+        """MIMIC-IV note_id of event i, None when it is not a note."""
+        try:
+            return self.notes["note_id"][self.notes["event"].index(int(i))]
+        except ValueError:
+            return None
+
 
 class Version:
     def __init__(self, path: str | Path):
