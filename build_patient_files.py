@@ -29,6 +29,7 @@ SETTINGS = {
                                                      "a flush"),
     "--worker-memory-gb": ("WORKER_MEMORY_GB", "Dask memory limit per worker"),
     "--zstd-level": ("ZSTD_LEVEL", "record compression level (1-22)"),
+    "--layout": ("LAYOUT", "'files' (one per patient) or 'shards' (packed, with offsets)"),
     "--scheduler": ("SCHEDULER", "address of an existing Dask scheduler"),
     "--runner": ("RUNNER", "'dask' or 'serial' (in-process)"),
 }

@@ -28,6 +28,7 @@ from .common import checksum_bytes, checksum_file, publish_dir, read_done, tmp_n
 
 STAGE = "build"
 RECORD_SUFFIX = ".msgpack.zst"
+PACK_SUFFIX = ".pack"
 
 
 def shard_name(shard: int) -> str:
@@ -102,40 +103,82 @@ def run(shard: int, cfg) -> dict:
     ev = order_events(ev, vocab["code"])
     ev, texts = index_texts(ev)
 
-    out = cfg.version_dir / "patients" / unit
-    tmp = tmp_name(out)
-    tmp.mkdir(parents=True, exist_ok=True)
+    sink = (PackSink if cfg.layout == "shards" else FileSink)(cfg.version_dir, unit)
     compressor = zstandard.ZstdCompressor(level=cfg.zstd_level)
     rows = []
     times = ev["time"].to_numpy()
     sids = ev["subject_id"].to_numpy()
     for sid, record in patient_records(ev, patients, admissions, stays, texts):
         data = pack(record, compressor)
-        name = f"{sid}{RECORD_SUFFIX}"
-        with open(tmp / name, "wb") as f:
-            f.write(data)
+        path, offset = sink.add(sid, data)
         lo, hi = np.searchsorted(sids, sid, "left"), np.searchsorted(sids, sid, "right")
-        rows.append((sid, f"patients/{unit}/{name}", shard, hi - lo,
+        rows.append((sid, path, offset, shard, hi - lo,
                      int(times[lo]) if hi > lo else None, int(times[hi - 1]) if hi > lo else None,
                      len(data), checksum_bytes(data)))
-    _fsync_dir(tmp)
-    publish_dir(tmp, out)
+    sink.publish()
 
     index = pl.DataFrame(rows, orient="row", schema={
-        "subject_id": pl.Int64, "path": pl.String, "shard": pl.Int32, "n_events": pl.Int64,
+        "subject_id": pl.Int64, "path": pl.String, "offset": pl.Int64, "shard": pl.Int32,
+        "n_events": pl.Int64,
         "first_time": pl.Int64, "last_time": pl.Int64, "bytes": pl.Int64, "checksum": pl.String})
     index_path = cfg.work_dir / "index" / f"{unit}.parquet"
     index_path.parent.mkdir(parents=True, exist_ok=True)
     itmp = tmp_name(index_path)
     index.write_parquet(itmp)
     os.replace(itmp, index_path)
-    code_ids, code_counts = np.unique(ev["code_id"].to_numpy(), return_counts=True)
+    code_counts = np.bincount(ev["code_id"].to_numpy(), minlength=vocab.height)
+    code_ids = np.flatnonzero(code_counts)
+    code_counts = code_counts[code_ids]
     return write_done(cfg, STAGE, unit, {
         "shard": shard, "index": index_path.name, "index_checksum": checksum_file(index_path),
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),
         "counts": counts, "code_ids": code_ids.tolist(), "code_counts": code_counts.tolist(),
         "seconds": round(time.perf_counter() - t0, 3),
     })
+
+
+class FileSink:
+    """One file per patient in patients/<shard>/, published by renaming the directory."""
+
+    def __init__(self, version_dir: Path, unit: str):
+        self.rel = f"patients/{unit}"
+        self.final = version_dir / self.rel
+        self.tmp = tmp_name(self.final)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def add(self, sid: int, data: bytes) -> tuple[str, int]:
+        name = f"{sid}{RECORD_SUFFIX}"
+        with open(self.tmp / name, "wb") as f:
+            f.write(data)
+        return f"{self.rel}/{name}", 0
+
+    def publish(self) -> None:
+        _fsync_dir(self.tmp)
+        publish_dir(self.tmp, self.final)
+
+
+class PackSink:
+    """All records of a shard back to back in patients/<shard>.pack (the same bytes as the
+    per-patient files); the manifest's offset and bytes locate each one. For cluster file
+    systems where 365k small files cost more than the data."""
+
+    def __init__(self, version_dir: Path, unit: str):
+        self.rel = f"patients/{unit}{PACK_SUFFIX}"
+        self.final = version_dir / self.rel
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp_name(self.final)
+        self.f = open(self.tmp, "wb")
+
+    def add(self, sid: int, data: bytes) -> tuple[str, int]:
+        offset = self.f.tell()
+        self.f.write(data)
+        return self.rel, offset
+
+    def publish(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.final)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -157,7 +157,7 @@ def run(unit: str, cfg) -> dict:
     _write_parquet(codes, vdir / "codes.parquet")
     atomic_write_json(vdir / "qc_report.json", {"tables": report})
     summary = {
-        "version": cfg.trajectory_version, "record_format": FORMAT, "layout": "files",
+        "version": cfg.trajectory_version, "record_format": FORMAT, "layout": cfg.layout,
         "config": cfg.to_json(), "config_hash": cfg.output_hash(),
         "code_version": _code_version(), "python": platform.python_version(),
         "inputs": plan.tables, "dictionaries": plan.dictionaries,

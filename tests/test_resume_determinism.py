@@ -94,3 +94,18 @@ def test_changed_config_on_existing_work_dir_is_refused(tmp_path):
     other = make_cfg(demo_dir(), tmp_path / "o", n_shards=5)
     with pytest.raises(ValueError, match="unfinished build of different inputs or config"):
         run_build(other, progress=False)
+
+
+def test_packed_shards_hold_the_same_record_bytes(demo_build, tmp_path):
+    from trajectory import open_version
+
+    ref_cfg, _ = demo_build
+    cfg = make_cfg(demo_dir(), tmp_path / "packed", layout="shards")
+    run_build(cfg, progress=False)
+    a, b = manifest(cfg), manifest(ref_cfg)
+    assert a["checksum"].equals(b["checksum"])
+    assert a["path"].str.ends_with(".pack").all()
+    assert len(list((cfg.version_dir / "patients").glob("*.pack"))) == a["shard"].n_unique()
+    packed, files = open_version(cfg.version_dir), open_version(ref_cfg.version_dir)
+    for sid in packed.subject_ids[:10]:
+        assert packed.read_bytes(sid) == files.read_bytes(sid)

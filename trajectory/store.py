@@ -55,8 +55,10 @@ class Version:
         self.manifest = pl.read_parquet(self.path / "manifest.parquet")
         self.codes = pl.read_parquet(self.path / "codes.parquet")
         self._code_strings = self.codes["code"].to_numpy()
-        self._paths = dict(zip(self.manifest["subject_id"].to_list(),
-                               self.manifest["path"].to_list()))
+        m = self.manifest
+        self._where = {sid: (path, off, n) for sid, path, off, n in zip(
+            m["subject_id"].to_list(), m["path"].to_list(), m["offset"].to_list(),
+            m["bytes"].to_list())}
         self._dctx = zstandard.ZstdDecompressor()
 
     def __len__(self) -> int:
@@ -66,13 +68,21 @@ class Version:
     def subject_ids(self) -> list[int]:
         return self.manifest["subject_id"].to_list()
 
-    def raw(self, subject_id: int) -> dict:
-        """The record as stored (events as numpy arrays, code ids not decoded)."""
+    def read_bytes(self, subject_id: int) -> bytes:
+        """The record's compressed bytes, from its own file or its packed shard (one place
+        knows the layouts)."""
         try:
-            rel = self._paths[int(subject_id)]
+            rel, offset, size = self._where[int(subject_id)]
         except KeyError as e:
             raise KeyError(f"subject_id {subject_id} is not in {self.path}") from e
-        return unpack((self.path / rel).read_bytes(), self._dctx)
+        with open(self.path / rel, "rb") as f:
+            if offset:
+                f.seek(offset)
+            return f.read(size)
+
+    def raw(self, subject_id: int) -> dict:
+        """The record as stored (events as numpy arrays, code ids not decoded)."""
+        return unpack(self.read_bytes(subject_id), self._dctx)
 
     def patient(self, subject_id: int) -> Patient:
         r = self.raw(subject_id)
