@@ -6,6 +6,7 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 
+from .kernels_sort import CODE_BITS, SOURCE_BITS, TIME_BITS, event_sort_keys
 from .record import FORMAT, NONE_ID, events_to_bytes
 from .tables import TABLES
 
@@ -51,12 +52,39 @@ def place_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
     return ev
 
 
+def sort_keys(subject_id: np.ndarray, time: np.ndarray, source: np.ndarray,
+              code: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two uint64 keys whose lexicographic order is SORT_KEY's (value compared as float32,
+    no value last)."""
+    n = len(time)
+    hi, lo = np.empty(n, np.uint64), np.empty(n, np.uint64)
+    if n == 0:
+        return hi, lo
+    # sorted distinct subjects (hash-unique, then a small sort); searchsorted gives the rank
+    subjects = np.sort(pl.Series(subject_id).unique().to_numpy())
+    rank = np.searchsorted(subjects, subject_id)
+    t0 = int(time.min())
+    if int(time.max()) - t0 >= 1 << TIME_BITS or len(subjects) >= 1 << 24:
+        raise ValueError(f"shard too wide to sort: times span {int(time.max()) - t0} s, "
+                         f"{len(subjects)} subjects; use more shards")
+    if int(code.max()) >= 1 << CODE_BITS or int(source.max()) >= 1 << SOURCE_BITS:
+        raise ValueError(f"code id {int(code.max())} or source {int(source.max())} exceeds "
+                         "the sort key's width")
+    event_sort_keys(rank.astype(np.int64), time.astype(np.int64), np.int64(t0),
+                    source.astype(np.uint8), code.astype(np.int32), value.astype(np.float32),
+                    hi, lo)
+    return hi, lo
+
+
 def order_events(ev: pl.DataFrame, codes: pl.Series) -> pl.DataFrame:
     """Attach code ids and sort deterministically; ties keep input order (stable sort)."""
     ids = ev["code"].cast(pl.Enum(codes)).to_physical().cast(pl.Int32)
-    ev = ev.with_columns(ids.alias("code_id"))
-    # arg_sort + gather measured 0.32 s against 0.57 s for DataFrame.sort on 3.3M events.
-    order = ev.select(pl.arg_sort_by(SORT_KEY, maintain_order=True, nulls_last=True))
+    ev = ev.drop("code").with_columns(ids.alias("code_id"))  # strings: the costly part of a gather
+    hi, lo = sort_keys(ev["subject_id"].to_numpy(), ev["time"].to_numpy(),
+                       ev["source"].to_numpy(), ids.to_numpy(),
+                       ev["value"].fill_null(np.nan).to_numpy())
+    order = pl.DataFrame({"hi": hi, "lo": lo}).select(
+        pl.arg_sort_by("hi", "lo", maintain_order=True))
     return ev[order.to_series()]
 
 

@@ -1,0 +1,148 @@
+"""Whole-build benchmark against the read floor, at one or more scales of the real demo.
+
+    python benchmarks/bench_build.py --times 20 100 --max-cpus 2
+
+For each scale K: replicate the demo K times (trajectory.replicate), measure the read floor
+(stream-decompress and parse every input table once with pyarrow, all columns, MAX_CPUS
+processes), then build with MAX_CPUS Dask workers while sampling every worker's RSS, then
+repack as shards and measure output bytes per event (plain and with a trained zstd
+dictionary). Prints one table; the machine is shared, so only ratios within a run count.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import psutil
+import pyarrow.csv as pacsv
+import zstandard
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import config  # noqa: E402
+from trajectory.driver import run_build  # noqa: E402
+from trajectory.replicate import replicate  # noqa: E402
+from trajectory.store import open_version  # noqa: E402
+
+
+def _parse(path: str) -> int:
+    rows = 0
+    opts = pacsv.ParseOptions(newlines_in_values="/note/" in path)
+    for batch in pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=16 << 20),
+                                parse_options=opts):
+        rows += batch.num_rows
+    return rows
+
+
+def read_floor(data_dir: Path, cpus: int) -> tuple[float, int]:
+    files = sorted((str(p) for p in data_dir.glob("*/*.csv.gz")),
+                   key=lambda p: -os.path.getsize(p))
+    t = time.perf_counter()
+    with ProcessPoolExecutor(cpus) as ex:
+        rows = sum(ex.map(_parse, files))
+    return time.perf_counter() - t, rows
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of every descendant process (the Dask workers), sampled every 50 ms."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak: dict[int, tuple[str, int]] = {}
+        self.stop = threading.Event()
+
+    def run(self):
+        me = psutil.Process()
+        while not self.stop.is_set():
+            for p in me.children(recursive=True):
+                try:
+                    rss = p.memory_info().rss
+                    name = " ".join(p.cmdline()[-2:])
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                if rss > self.peak.get(p.pid, ("", 0))[1]:
+                    self.peak[p.pid] = (name, rss)
+            time.sleep(0.05)
+
+    def worker_peak(self) -> int:
+        # Nannies and the scheduler are tiny; workers are the spawned processes that did work.
+        return max((rss for _, rss in self.peak.values()), default=0)
+
+
+def dict_gain(version_dir: Path, sample: int = 2000) -> tuple[int, int]:
+    """Bytes of all records as built, and re-compressed with a 112 KiB dictionary trained on
+    a sample of them (zstd --train's default size)."""
+    v = open_version(version_dir)
+    dctx = zstandard.ZstdDecompressor()
+    raws = [dctx.decompress(v.read_bytes(s)) for s in v.subject_ids]
+    d = zstandard.train_dictionary(112 * 1024, raws[:sample])
+    c = zstandard.ZstdCompressor(level=3, dict_data=d)
+    return sum(len(v.read_bytes(s)) for s in v.subject_ids), \
+        sum(len(c.compress(r)) for r in raws) + len(d.as_bytes())
+
+
+def run_scale(demo: Path, k: int, cpus: int, scratch: Path) -> dict:
+    data = scratch / f"demo_x{k}"
+    if not (data / "hosp" / "patients.csv.gz").exists():
+        replicate(demo, data, k)
+    floor, rows = read_floor(data, cpus)
+    out = scratch / f"out_x{k}"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": cpus},
+                      environ={})
+    sampler = RssSampler()
+    sampler.start()
+    t = time.perf_counter()
+    summary = run_build(cfg, progress=False)
+    wall = time.perf_counter() - t
+    sampler.stop.set()
+    sampler.join()
+    packed = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": cpus,
+                          "TRAJECTORY_VERSION": "packed", "LAYOUT": "shards"}, environ={})
+    run_build(packed, progress=False)
+    plain, with_dict = dict_gain(cfg.version_dir)
+    n = summary["n_events"]
+    w = summary["driver_wall_seconds"]
+    return {"K": k, "rows": rows, "events": n, "floor_s": floor, "build_s": wall,
+            "ratio": wall / floor, "partition_s": w["partition"], "build_stage_s": w["build"],
+            "finalize_s": w["finalize"], "rows_per_s": rows / wall,
+            "peak_worker_mb": sampler.worker_peak() / 2**20,
+            "bytes_per_event_files": plain / n,
+            "bytes_per_event_shards": sum(p.stat().st_size for p in
+                                          (packed.version_dir / "patients").glob("*.pack")) / n,
+            "bytes_per_event_dict": with_dict / n}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demo", default=os.environ.get("MIMIC_DEMO_DIR",
+                                                    REPO.parent / "shared/data/mimic-iv-demo"))
+    p.add_argument("--times", type=int, nargs="+", default=[20, 100])
+    p.add_argument("--max-cpus", type=int, default=2)
+    p.add_argument("--scratch", default="/tmp/traj_bench")
+    args = p.parse_args()
+    scratch = Path(args.scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    results = [run_scale(Path(args.demo), k, args.max_cpus, scratch) for k in args.times]
+    cols = list(results[0])
+    print(" ".join(f"{c:>14}" for c in cols))
+    for r in results:
+        print(" ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float) else f"{r[c]:>14}"
+                       for c in cols))
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        print(f"\nscale x{b['K'] / a['K']:.0f}: time x{b['build_s'] / a['build_s']:.2f}, "
+              f"peak worker RSS x{b['peak_worker_mb'] / a['peak_worker_mb']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Numba kernel: the event sort order packed into two uint64 keys.
+
+Sorting 3.3M events by five columns (subject, time, source, code, value) took 0.94 s in
+polars; by two packed uint64 keys 0.39 s, and the keys cost one pass here. Arrays in, `out`
+arrays filled; no I/O. Checks live in assemble.sort_keys.
+"""
+import numba
+import numpy as np
+
+TIME_BITS = 40  # 2**40 s is 34,000 years: any shard's time span fits
+CODE_BITS = 27  # 134M distinct codes
+SOURCE_BITS = 5  # 31 source tables
+
+
+@numba.njit(cache=True, nogil=True)
+def event_sort_keys(subject_rank, time, time_min, source, code, value, out_hi, out_lo):
+    """out_hi = subject_rank << 40 | (time - time_min); out_lo = source << 59 | code << 32 |
+    order-preserving bits of the float32 value, NaN (no value) last."""
+    for i in range(time.shape[0]):
+        out_hi[i] = (np.uint64(subject_rank[i]) << np.uint64(TIME_BITS)) | np.uint64(
+            time[i] - time_min)
+        v = value[i]
+        if np.isnan(v):
+            bits = np.uint64(0xFFFFFFFF)
+        else:
+            u = np.uint64(np.float32(v).view(np.uint32))
+            # IEEE order trick: flip all bits of negatives, set the sign bit of positives.
+            bits = (~u & np.uint64(0xFFFFFFFF)) if u & np.uint64(0x80000000) else (
+                u | np.uint64(0x80000000))
+        out_lo[i] = ((np.uint64(source[i]) << np.uint64(59))
+                     | (np.uint64(code[i]) << np.uint64(32)) | bits)
