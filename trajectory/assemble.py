@@ -6,6 +6,7 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 
+from .grids import GridSpec, patient_windows
 from .kernels_sort import CODE_BITS, SOURCE_BITS, TIME_BITS, event_sort_keys
 from .record import FORMAT, NONE_ID, events_to_bytes
 from .tables import TABLES
@@ -114,9 +115,11 @@ def _sections(df: pl.DataFrame, order: list[str]) -> dict:
 
 
 def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
-                    stays: pl.DataFrame, texts: dict) -> Iterator[tuple[int, dict]]:
+                    stays: pl.DataFrame, texts: dict, grid: GridSpec | None = None,
+                    ) -> Iterator[tuple[int, dict]]:
     """Yield (subject_id, record) for every patient of the shard, in subject_id order; `ev` is
-    sorted by SORT_KEY and carries code_id and text_id."""
+    sorted by SORT_KEY and carries code_id and text_id (and, once cleaned, flags, concept and
+    concept_value). With a GridSpec, each record gets its per-stay windows."""
     patients = epoch_columns(patients.unique("subject_id", keep="first", maintain_order=True)
                              .sort("subject_id"))
     adm = _sections(admissions, ["subject_id", "admittime", "hadm_id"])
@@ -130,8 +133,9 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         "hadm_id": ev["hadm_id"].fill_null(NONE_ID).to_numpy(),
         "stay_id": ev["stay_id"].fill_null(NONE_ID).to_numpy(),
         "source": ev["source"].to_numpy(),
-        "flags": (ev["flags"].to_numpy() if "flags" in ev.columns
-                  else np.zeros(ev.height, np.uint8)),
+        "flags": _column(ev, "flags", 0, np.uint8),
+        "concept": _column(ev, "concept", NONE_ID, np.int16),
+        "concept_value": _column(ev, "concept_value", np.nan, np.float32),
     }
     refs = ev["ref"]
     has_ref = refs.is_not_null().to_numpy()
@@ -139,6 +143,10 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         s = p["subject_id"]
         lo, hi = np.searchsorted(sid, s, "left"), np.searchsorted(sid, s, "right")
         note_pos = np.flatnonzero(has_ref[lo:hi])
+        mine = {k: v[lo:hi] for k, v in cols.items()}
+        windows = [] if grid is None else patient_windows(
+            mine["time"], mine["concept"], mine["concept_value"], mine["flags"],
+            icu.get(s, {}), adm.get(s, {}), grid)
         yield s, {
             "format": FORMAT,
             "subject_id": s,
@@ -146,9 +154,15 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
                                          "anchor_year_group", "dod", "birth_time")},
             "admissions": adm.get(s, {}),
             "stays": icu.get(s, {}),
-            "events": events_to_bytes({k: v[lo:hi] for k, v in cols.items()}),
+            "events": events_to_bytes(mine),
             "texts": texts.get(s, []),
             "notes": {"event": note_pos.astype(np.int32).tolist(),
                       "note_id": refs.slice(lo, hi - lo).gather(note_pos).to_list()},
-            "windows": [],
+            "windows": windows,
         }
+
+
+def _column(ev: pl.DataFrame, name: str, missing, dtype) -> np.ndarray:
+    if name not in ev.columns:
+        return np.full(ev.height, missing, dtype)
+    return ev[name].fill_null(missing).to_numpy().astype(dtype, copy=False)

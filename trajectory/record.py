@@ -19,6 +19,8 @@ EVENT_DTYPES = {
     "stay_id": "<i8",  # -1 when none
     "source": "|u1",  # source table id (dataset.json "sources")
     "flags": "|u1",  # QC bits (dataset.json "flags"); 0 = clean
+    "concept": "<i2",  # canonical variable (dataset.json "concepts"), -1 when none
+    "concept_value": "<f4",  # value in the concept's unit (converted, maybe clipped), else NaN
 }
 NONE_ID = -1
 

@@ -1,0 +1,49 @@
+"""Per-stay (and optionally per-admission) time grids of one patient, for the record.
+
+Every concept event of the patient counts, not only those charted with the stay's stay_id: a
+creatinine drawn in the ICU is a hospital lab row without a stay_id. Flagged events (any QC bit)
+are excluded. A grid keeps only the concepts the patient has, so a stay's block is
+[T, F_observed, S]; `features` names them by concept id (dataset.json "concepts").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .windows import STAT_NAMES, compute_windows, grid_for_stay
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    step: int  # seconds
+    max_windows: int  # per grid
+    admissions: bool  # also one grid per hospital admission
+    n_concepts: int
+
+
+def patient_windows(time: np.ndarray, concept: np.ndarray, value: np.ndarray,
+                    flags: np.ndarray, stays: dict, admissions: dict, spec: GridSpec) -> list:
+    valid = flags == 0
+    observed = np.unique(concept[(concept >= 0) & valid & ~np.isnan(value)])
+    remap = np.full(spec.n_concepts, -1, np.int32)
+    remap[observed] = np.arange(observed.size, dtype=np.int32)
+    feature = np.where(concept >= 0, remap[np.maximum(concept, 0)], -1).astype(np.int32)
+    spans = [("stay", i, a, b) for i, a, b in zip(stays.get("stay_id", []),
+                                                  stays.get("intime", []),
+                                                  stays.get("outtime", []))]
+    if spec.admissions:
+        spans += [("admission", i, a, b) for i, a, b in zip(admissions.get("hadm_id", []),
+                                                            admissions.get("admittime", []),
+                                                            admissions.get("dischtime", []))]
+    grids = []
+    for kind, ident, begin, end in spans:
+        if begin is None:  # no anchor time: nothing to lay a grid on
+            continue
+        start, n = grid_for_stay(begin, begin if end is None else end, spec.step,
+                                 spec.max_windows)
+        block = compute_windows(time, feature, value, valid, start, spec.step, n, observed.size)
+        grids.append({"kind": kind, "id": ident, "start": start, "step": spec.step,
+                      "features": observed.astype(int).tolist(), "stats": list(STAT_NAMES),
+                      "shape": list(block.shape), "data": block.tobytes()})
+    return grids
