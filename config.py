@@ -34,7 +34,7 @@ OUTLIER_METHOD = "iqr"  # "iqr", "mad" or "none": per-code thresholds from whole
 OUTLIER_K = 3.0  # fence width: Tukey's "far out" 3 x IQR (or 3 scaled MADs) flags ~0.1% of normal data
 OUTLIER_MIN_COUNT = 50  # codes seen fewer times get no statistical threshold (quartiles too noisy)
 CLIP_TO_RANGE = False  # clip concept values outside plausible ranges instead of only flagging them
-DROP_RULES = "duplicate"  # comma-separated rules that drop events instead of flagging them
+DROP_RULES = ""  # comma-separated rules that drop events instead of flagging them (lossless: none)
 DEATH_MARGIN_HOURS = 24.0  # events up to this long after the day of death are not flagged
 STAY_MARGIN_HOURS = 1.0  # ICU charting is often timed minutes outside intime/outtime
 QC_MAX_FLAG_RATE = 0.5  # a table with more of its events flagged by one rule fails the run
@@ -68,7 +68,7 @@ class Config:
     outlier_k: float = 3.0  # outlier fence width (IQRs or scaled MADs)
     outlier_min_count: int = 50  # minimum observations of a code for a threshold
     clip_to_range: bool = False  # clip out-of-range concept values instead of flag only
-    drop_rules: tuple = ("duplicate",)  # rules that drop rather than flag
+    drop_rules: tuple = ()  # rules that drop rather than flag
     death_margin_hours: float = 24.0  # tolerance after the day of death
     stay_margin_hours: float = 1.0  # tolerance around ICU intime/outtime
     qc_max_flag_rate: float = 0.5  # per table and rule, else the run fails / quarantines

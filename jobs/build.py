@@ -16,12 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from trajectory.assemble import index_texts, order_events, patient_records, place_events
+from trajectory.assemble import (count_cleaning_drops, index_texts, order_events,
+                                 patient_records, place_events)
+from trajectory.cleaning import clean_events, code_tables, load_concepts
+from trajectory.grids import GridSpec
 from trajectory.events import EVENT_SCHEMA
 from trajectory.plan import load_plan
 from trajectory.read import POLARS_TYPES
 from trajectory.record import pack
-from trajectory.tables import PREPARE, TABLES
+from trajectory.tables import PREPARE, TABLES, TABLES_BY_NAME
 from trajectory.vocab import ensure_vocab
 
 from .common import checksum_bytes, checksum_file, publish_dir, read_done, tmp_name, write_done
@@ -88,27 +91,35 @@ def run(shard: int, cfg) -> dict:
     t0 = time.perf_counter()
     plan = load_plan(cfg)
     markers = partition_markers(cfg, plan)
-    vocab = ensure_vocab(cfg, [cfg.work_dir / "partitioned" / n / m["codes"]
-                               for n, m in sorted(markers.items())])
+    vocab, thresholds = ensure_vocab(cfg, [cfg.work_dir / "partitioned" / n
+                                           for n in sorted(markers)])
     ev, meta = load_shard(cfg, plan, markers, shard)
     patients = PREPARE["patients"](meta["patients"])
     admissions = meta["admissions"]
     stays = meta.get("icustays")
     if stays is None:
-        stays = admissions.clear().select("subject_id")
+        stays = pl.DataFrame(schema={c: POLARS_TYPES[t] for c, t in
+                                     TABLES_BY_NAME["icustays"].columns.items()})
     counts: dict = {}
     if ev is None:
         ev = pl.DataFrame(schema=EVENT_SCHEMA)
     ev = place_events(ev, patients, admissions, counts)
     ev = order_events(ev, vocab["code"])
+    concepts = load_concepts()
+    ev, qc = clean_events(ev, patients, admissions, stays,
+                          code_tables(vocab, concepts, thresholds), cfg)
+    count_cleaning_drops(qc, counts)
     ev, texts = index_texts(ev)
+    grid = GridSpec(step=cfg.window_step_minutes * 60, max_windows=cfg.window_max,
+                    admissions=cfg.window_admissions,
+                    n_concepts=concepts["concept_id"].max() + 1)
 
     sink = (PackSink if cfg.layout == "shards" else FileSink)(cfg.version_dir, unit)
     compressor = zstandard.ZstdCompressor(level=cfg.zstd_level)
     rows = []
     times = ev["time"].to_numpy()
     sids = ev["subject_id"].to_numpy()
-    for sid, record in patient_records(ev, patients, admissions, stays, texts):
+    for sid, record in patient_records(ev, patients, admissions, stays, texts, grid):
         data = pack(record, compressor)
         path, offset = sink.add(sid, data)
         lo, hi = np.searchsorted(sids, sid, "left"), np.searchsorted(sids, sid, "right")
@@ -121,6 +132,11 @@ def run(shard: int, cfg) -> dict:
         "subject_id": pl.Int64, "path": pl.String, "offset": pl.Int64, "shard": pl.Int32,
         "n_events": pl.Int64,
         "first_time": pl.Int64, "last_time": pl.Int64, "bytes": pl.Int64, "checksum": pl.String})
+    qc_path = cfg.work_dir / "qc" / f"{unit}.parquet"
+    qc_path.parent.mkdir(parents=True, exist_ok=True)
+    qtmp = tmp_name(qc_path)
+    qc.write_parquet(qtmp)
+    os.replace(qtmp, qc_path)
     index_path = cfg.work_dir / "index" / f"{unit}.parquet"
     index_path.parent.mkdir(parents=True, exist_ok=True)
     itmp = tmp_name(index_path)
@@ -131,6 +147,7 @@ def run(shard: int, cfg) -> dict:
     code_counts = code_counts[code_ids]
     return write_done(cfg, STAGE, unit, {
         "shard": shard, "index": index_path.name, "index_checksum": checksum_file(index_path),
+        "qc": qc_path.name,
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),
         "counts": counts, "code_ids": code_ids.tolist(), "code_counts": code_counts.tolist(),
         "seconds": round(time.perf_counter() - t0, 3),

@@ -18,7 +18,10 @@ from trajectory.plan import load_plan
 from trajectory.read import iter_batches
 from trajectory.record import EVENT_DTYPES, FORMAT
 from trajectory.tables import DICTIONARIES, SOURCE_ID, TABLES
-from trajectory.vocab import vocab_path
+from trajectory.cleaning import BITS, load_concepts
+from trajectory.qc import cleaning_report, rate_failures
+from trajectory.vocab import thresholds_path, vocab_path
+from trajectory.windows import STAT_NAMES
 
 from . import build, partition
 from .common import atomic_write_json, checksum_file, read_done, tmp_name
@@ -153,9 +156,26 @@ def run(unit: str, cfg) -> dict:
     n_events = int(manifest["n_events"].sum())
     report = qc_report(plan, part, markers, n_events)
     codes = codes_table(cfg, plan, markers)
+    concepts = load_concepts()
+    qc = pl.concat([pl.read_parquet(cfg.work_dir / "qc" / m["qc"]) for m in markers])
+    cleaning = cleaning_report(qc, pl.read_parquet(vocab_path(cfg)),
+                               pl.read_parquet(thresholds_path(cfg)), concepts,
+                               {i: n for n, i in SOURCE_ID.items()}, cfg)
+    failures = rate_failures(cleaning, cfg)
+    quarantined = []
+    if failures and cfg.qc_on_fail == "error":
+        atomic_write_json(cfg.work_dir / "qc_report.rejected.json",
+                          {"tables": report, "cleaning": cleaning, "failures": failures})
+        raise ValueError("QC failed, nothing published:\n  " + "\n  ".join(failures)
+                         + f"\n(report: {cfg.work_dir / 'qc_report.rejected.json'}; fix the "
+                         "input, raise the limits, or set QC_ON_FAIL=quarantine)")
+    if failures:
+        quarantined = sorted({f.split(":", 1)[0] for f in failures})
     _write_parquet(manifest, vdir / "manifest.parquet")
     _write_parquet(codes, vdir / "codes.parquet")
-    atomic_write_json(vdir / "qc_report.json", {"tables": report})
+    atomic_write_json(vdir / "qc_report.json", {"tables": report, "cleaning": cleaning,
+                                                "failures": failures,
+                                                "quarantined": quarantined})
     summary = {
         "version": cfg.trajectory_version, "record_format": FORMAT, "layout": cfg.layout,
         "config": cfg.to_json(), "config_hash": cfg.output_hash(),
@@ -165,7 +185,11 @@ def run(unit: str, cfg) -> dict:
         "n_shards": plan.n_shards, "n_patients": manifest.height, "n_events": n_events,
         "record_bytes": int(manifest["bytes"].sum()), "n_codes": codes.height,
         "sources": {str(i): name for name, i in SOURCE_ID.items()},
-        "event_dtypes": EVENT_DTYPES, "flags": {},
+        "event_dtypes": EVENT_DTYPES, "flags": BITS,
+        "concepts": concepts.unique("concept_id", maintain_order=True)["concept"].to_list(),
+        "quarantined": quarantined,
+        "windows": {"step_seconds": cfg.window_step_minutes * 60, "max": cfg.window_max,
+                    "admissions": cfg.window_admissions, "stats": list(STAT_NAMES)},
         "timings": {"partition": _stage_timing(list(part.values())),
                     "build": _stage_timing(markers)},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

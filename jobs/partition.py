@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from trajectory.cleaning import merge_sketches, value_sketch
 from trajectory.events import map_rows, merge_code_stats, merge_counts
 from trajectory.plan import load_plan, shard_of
 from trajectory.read import iter_batches
@@ -81,6 +82,12 @@ def _row_groups_by_shard(path: Path, shards: np.ndarray, sizes: np.ndarray) -> d
     return groups
 
 
+def _write(df: pl.DataFrame, path: Path) -> None:
+    tmp = tmp_name(path)
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
 def run(table_name: str, cfg) -> dict:
     done = read_done(cfg, STAGE, table_name)
     if done is not None:
@@ -96,28 +103,28 @@ def run(table_name: str, cfg) -> dict:
     budget = cfg.partition_buffer_mb << 20
     events = ShardedWriter(out, "events", plan.n_shards, budget)
     meta = ShardedWriter(out, "meta", plan.n_shards, budget // 4) if table.meta else None
-    rows, counts, stats = 0, {}, []
+    rows, counts, stats, sketches = 0, {}, [], []
     for batch in iter_batches(path, table.columns, cfg.csv_block_mb << 20, table.multiline):
         df = pl.from_arrow(batch)
         rows += df.height
         ev, st, c = map_rows(table, df)
         events.add(ev)
         stats.append(st)
+        sketches.append(value_sketch(ev))
         merge_counts(counts, c)
         if meta is not None:
             meta.add(df.filter(pl.col("subject_id").is_not_null()))
         if len(stats) > 64:  # keep the per-code stats small on 400M-row tables
-            stats = [merge_code_stats(stats)]
+            stats, sketches = [merge_code_stats(stats)], [merge_sketches(sketches)]
     events.flush()
     if meta is not None:
         meta.flush()
     codes = merge_code_stats(stats).with_columns(pl.lit(table_name).alias("table"))
-    codes_path = out / "codes.parquet"
-    tmp = tmp_name(codes_path)
-    codes.write_parquet(tmp)
-    os.replace(tmp, codes_path)
+    _write(codes, out / "codes.parquet")
+    _write(merge_sketches(sketches), out / "sketch.parquet")
     return write_done(cfg, STAGE, table_name, {
         "table": table_name, "input": plan.tables[table_name], "rows_read": rows,
-        "events": events.files, "meta": meta.files if meta else [], "codes": codes_path.name,
+        "events": events.files, "meta": meta.files if meta else [], "codes": "codes.parquet",
+        "sketch": "sketch.parquet",
         "counts": counts, "seconds": round(time.perf_counter() - t0, 3),
     })

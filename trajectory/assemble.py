@@ -20,10 +20,22 @@ def _count_by_stream(dropped: pl.DataFrame, reason: str, counts: dict) -> None:
     """Add dropped rows to counts[table][event]["dropped"][reason]."""
     if dropped.height == 0:
         return
-    for (source, kind), n in dropped.group_by("source", "kind").len().iter_rows():
+    # rows are events, or pre-counted groups carrying their count in "_n"
+    weight = pl.col("_n").sum() if "_n" in dropped.columns else pl.len()
+    for source, kind, n in dropped.group_by("source", "kind").agg(weight).iter_rows():
         ev = counts.setdefault(SOURCE_NAME[source], {}).setdefault(
             EVENT_NAME[(source, kind)], {"dropped": {}})
         ev["dropped"][reason] = ev["dropped"].get(reason, 0) + n
+
+
+def count_cleaning_drops(qc: pl.DataFrame, counts: dict) -> None:
+    """Add the cleaning rules' drops (qc rows with a reason) to the per-stream counts."""
+    from .cleaning import BITS
+
+    rule = {b: r for r, b in BITS.items()}
+    for (reason,), part in qc.filter(pl.col("_reason") >= 0).group_by("_reason"):
+        _count_by_stream(part.select("source", "kind", pl.col("n").alias("_n")), rule[reason],
+                         counts)
 
 
 def epoch_columns(df: pl.DataFrame) -> pl.DataFrame:

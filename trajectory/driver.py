@@ -50,7 +50,7 @@ def run_build(cfg, progress: bool = True) -> dict:
     with open_runner(cfg) as runner:
         t = time.perf_counter()
         parts = runner.map(partition.run, partition_units(plan), cfg, "partition", progress)
-        ensure_vocab(cfg, [cfg.work_dir / "partitioned" / m["table"] / m["codes"]
+        ensure_vocab(cfg, [cfg.work_dir / "partitioned" / m["table"]
                            for m in sorted(parts, key=lambda m: m["table"])])
         wall["partition"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from .cleaning import global_thresholds, merge_sketches
 from .events import merge_code_stats
 
 
@@ -28,14 +29,24 @@ def build_vocab(code_files: list[Path]) -> pl.DataFrame:
             .with_row_index("code_id").with_columns(pl.col("code_id").cast(pl.Int32)))
 
 
-def ensure_vocab(cfg, code_files: list[Path]) -> pl.DataFrame:
-    """Read the vocabulary, creating it if absent. Any unit may create it: every writer
-    produces identical bytes and the rename is atomic, so concurrent creators are harmless."""
-    path = vocab_path(cfg)
-    if path.exists():
-        return pl.read_parquet(path)
-    vocab = build_vocab(code_files)
-    tmp = path.with_name(f".{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
-    vocab.write_parquet(tmp)
-    os.replace(tmp, path)
-    return vocab
+def thresholds_path(cfg) -> Path:
+    return cfg.work_dir / "thresholds.parquet"
+
+
+def ensure_vocab(cfg, tables: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(vocabulary, outlier thresholds) of the whole input, from the partition outputs of
+    `tables` (folders holding codes.parquet and sketch.parquet); created if absent. Any unit
+    may create them: every writer produces identical bytes and renames atomically, so
+    concurrent creators are harmless."""
+    vpath, tpath = vocab_path(cfg), thresholds_path(cfg)
+    if vpath.exists() and tpath.exists():
+        return pl.read_parquet(vpath), pl.read_parquet(tpath)
+    vocab = build_vocab([t / "codes.parquet" for t in tables])
+    sketch = merge_sketches([pl.read_parquet(t / "sketch.parquet") for t in tables])
+    thresholds = global_thresholds(vocab, sketch, cfg.outlier_method, cfg.outlier_k,
+                                   cfg.outlier_min_count)
+    for df, path in ((vocab, vpath), (thresholds, tpath)):
+        tmp = path.with_name(f".{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
+        df.write_parquet(tmp)
+        os.replace(tmp, path)
+    return vocab, thresholds

@@ -1,0 +1,216 @@
+"""Cleaning: build the per-code tables from config and data, then flag (or drop) events.
+
+Builders (`concept_table`, `global_thresholds`) turn the concept CSV, the vocabulary and the
+whole-dataset sketches into per-code numpy arrays once per shard; `clean_events` runs the
+numba kernels over the shard's sorted events. Raw codes and values are never changed: the
+concept id and converted value are extra columns, and each rule sets one bit of `flags`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import polars as pl
+
+from . import kernels_qc as k
+from .tables import SOURCE_ID
+
+# Bit of `flags` set by each rule (dataset.json "flags" repeats this map).
+BITS = {"range": 0, "outlier": 1, "duplicate": 2, "before_birth": 3, "after_death": 4,
+        "outside_stay": 5, "admission_order": 6}
+INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+# Code prefix each concept source's events carry (trajectory/tables.py).
+CODE_PREFIX = {"chartevents": "CHART", "labevents": "LAB", "outputevents": "OUTPUT",
+               "omr": "OMR"}
+SKETCH_SCHEMA = {"code": pl.String, "bucket": pl.Int32, "count": pl.Int64}
+
+
+def load_concepts() -> pl.DataFrame:
+    """concept_map.csv with a concept_id per distinct concept, in order of first appearance."""
+    path = resources.files("trajectory") / "data" / "concept_map.csv"
+    df = pl.read_csv(path.open("rb"), schema_overrides={"key": pl.String, "unit_in": pl.String})
+    names = df["concept"].unique(maintain_order=True)
+    return df.with_columns(pl.col("concept").cast(pl.Enum(names)).to_physical()
+                           .cast(pl.Int32).alias("concept_id"))
+
+
+def concept_names() -> list[str]:
+    return load_concepts()["concept"].unique(maintain_order=True).to_list()
+
+
+def concept_table(vocab: pl.DataFrame, concepts: pl.DataFrame) -> pl.DataFrame:
+    """code_id -> concept, conversion and unit check. A code maps only when its unit is the one
+    the concept row converts from (an unexpected unit would make the conversion wrong), or when
+    the concept row names no unit."""
+    parts = vocab.select("code_id", "code", pl.col("code").str.split("//").alias("p"))
+    codes = parts.with_columns(
+        pl.concat_str([pl.col("p").list.get(0), pl.col("p").list.get(1, null_on_oob=True)],
+                      separator="//").alias("base"),
+        pl.col("p").list.get(2, null_on_oob=True).alias("unit"))
+    rows = concepts.with_columns(
+        (pl.col("source").replace_strict(CODE_PREFIX) + "//" + pl.col("key")).alias("base"))
+    return (codes.join(rows, on="base", how="inner")
+            .filter(pl.col("unit_in").is_null() | (pl.col("unit_in") == pl.col("unit")))
+            .unique("code_id", keep="first", maintain_order=True)
+            .select("code_id", "code", "concept_id", "concept", "unit", "unit_out", "scale",
+                    "offset"))
+
+
+@dataclass(frozen=True)
+class CodeTables:
+    """Everything cleaning needs, as arrays indexed by code_id or concept_id."""
+    concept_of_code: np.ndarray  # int32 [n_codes], -1 none
+    scale: np.ndarray  # float64 [n_codes]
+    offset: np.ndarray  # float64 [n_codes]
+    frac_to_pct: np.ndarray  # bool [n_codes]
+    concept_lo: np.ndarray  # float64 [n_concepts], plausible range in the concept's unit
+    concept_hi: np.ndarray
+    outlier_lo: np.ndarray  # float64 [n_codes], NaN = no statistical threshold
+    outlier_hi: np.ndarray
+
+
+def code_tables(vocab: pl.DataFrame, concepts: pl.DataFrame,
+                thresholds: pl.DataFrame) -> CodeTables:
+    n = vocab.height
+    ct = concept_table(vocab, concepts)
+    ids = ct["code_id"].to_numpy()
+    concept_of_code = np.full(n, -1, np.int32)
+    concept_of_code[ids] = ct["concept_id"].to_numpy()
+    scale, offset = np.ones(n), np.zeros(n)
+    scale[ids], offset[ids] = ct["scale"].to_numpy(), ct["offset"].to_numpy()
+    frac = np.zeros(n, np.bool_)
+    frac[ids] = ct["unit_out"].to_numpy() == "%"
+    frac[ids] &= ct["concept"].to_numpy() == "fio2"
+    ranges = concepts.group_by("concept_id").agg(pl.col("lo").min(), pl.col("hi").max()).sort(
+        "concept_id")
+    lo, hi = np.full(n, np.nan), np.full(n, np.nan)
+    t_ids = thresholds["code_id"].to_numpy()
+    lo[t_ids], hi[t_ids] = thresholds["lo"].to_numpy(), thresholds["hi"].to_numpy()
+    return CodeTables(concept_of_code, scale, offset, frac,
+                      ranges["lo"].to_numpy().astype(np.float64),
+                      ranges["hi"].to_numpy().astype(np.float64), lo, hi)
+
+
+# ---- whole-dataset value sketches (partition stage) and thresholds (once, before build) ----
+
+def value_sketch(events: pl.DataFrame) -> pl.DataFrame:
+    """(code, bucket, count) of the events' numeric values: mergeable by summing counts."""
+    valued = events.select("code", "value").filter(pl.col("value").is_not_nan()
+                                                   & pl.col("value").is_not_null())
+    buckets = np.empty(valued.height, np.int32)
+    k.sketch_bucket(valued["value"].to_numpy().astype(np.float64), buckets)
+    return (valued.select("code").with_columns(pl.Series("bucket", buckets))
+            .group_by("code", "bucket").agg(pl.len().cast(pl.Int64).alias("count")))
+
+
+def merge_sketches(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    if not parts:
+        return pl.DataFrame(schema=SKETCH_SCHEMA)
+    return (pl.concat(parts).group_by("code", "bucket").agg(pl.col("count").sum())
+            .sort("code", "bucket"))
+
+
+def global_thresholds(vocab: pl.DataFrame, sketch: pl.DataFrame, method: str, k_width: float,
+                      min_count: int) -> pl.DataFrame:
+    """Per code_id: observations n and outlier fences (NaN when below min_count or method
+    'none'). Computed from the sketches of the whole input, so identical for any shard count."""
+    merged = (sketch.join(vocab.select("code", "code_id"), on="code", how="inner")
+              .group_by("code_id", "bucket").agg(pl.col("count").sum())
+              .sort("code_id", "bucket"))
+    per_code = merged.group_by("code_id", maintain_order=True).agg(pl.len().alias("m"),
+                                                                   pl.col("count").sum())
+    n = per_code.height
+    lo, hi = np.full(n, np.nan), np.full(n, np.nan)
+    if method != "none" and n:
+        offsets = np.concatenate([[0], np.cumsum(per_code["m"].to_numpy())]).astype(np.int64)
+        values = np.empty(merged.height, np.float64)
+        k.bucket_value(merged["bucket"].to_numpy().astype(np.int32), values)
+        k.thresholds_from_sketch(offsets, values, merged["count"].to_numpy().astype(np.int64),
+                                 {"iqr": 0, "mad": 1}[method], float(k_width),
+                                 np.int64(min_count), lo, hi)
+    return per_code.select("code_id", pl.col("count").alias("n")).with_columns(
+        pl.Series("lo", lo), pl.Series("hi", hi))
+
+
+# ---- per shard ----
+
+def _lookup(keys: np.ndarray, table_keys: np.ndarray, table_values: np.ndarray,
+            missing) -> np.ndarray:
+    """table_values[table_keys == key] for every key (missing where absent); table_keys
+    sorted and unique."""
+    out = np.full(len(keys), missing, dtype=np.asarray(table_values).dtype)
+    if len(table_keys) == 0 or len(keys) == 0:
+        return out
+    pos = np.clip(np.searchsorted(table_keys, keys), 0, len(table_keys) - 1)
+    hit = table_keys[pos] == keys
+    out[hit] = np.asarray(table_values)[pos[hit]]
+    return out
+
+
+def _epoch(col: pl.Series, missing: int) -> np.ndarray:
+    return col.dt.epoch("s").fill_null(missing).to_numpy().astype(np.int64)
+
+
+def clean_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
+                 stays: pl.DataFrame, tables: CodeTables, cfg,
+                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Add flags, concept and concept_value to sorted events, drop the DROP_RULES events.
+    Returns (events kept, per (source, kind, code_id) QC counts of all events seen)."""
+    n = ev.height
+    code = ev["code_id"].to_numpy().astype(np.int32)
+    value = ev["value"].fill_null(np.nan).to_numpy().astype(np.float64)
+    flags = np.zeros(n, np.uint8)
+    concept = np.empty(n, np.int32)
+    converted = np.empty(n, np.float32)
+    k.convert_units(code, value, tables.concept_of_code, tables.scale, tables.offset,
+                    tables.frac_to_pct, concept, converted)
+    cvalue = np.empty(n, np.float32)
+    k.range_flags(concept, converted, tables.concept_lo, tables.concept_hi,
+                  bool(cfg.clip_to_range), np.uint8(BITS["range"]), flags, cvalue)
+    k.outlier_flags(code, value.astype(np.float32), tables.outlier_lo, tables.outlier_hi,
+                    np.uint8(BITS["outlier"]), flags)
+    subject = ev["subject_id"].to_numpy()
+    time = ev["time"].to_numpy()
+    text_rank = ev["text"].rank("dense").fill_null(0).to_numpy().astype(np.int32)
+    k.duplicate_flags(subject, time, code, value.astype(np.float32), text_rank,
+                      np.uint8(BITS["duplicate"]), flags)
+
+    pat = patients.sort("subject_id")
+    pid = pat["subject_id"].to_numpy()
+    birth = _lookup(subject, pid, _epoch(pat["birth_time"], INT64_MIN), INT64_MIN)
+    margin = int(cfg.death_margin_hours * 3600)
+    # dod is a date: the whole day of death counts, then the margin.
+    death = _epoch(pat["dod"], INT64_MAX - 86400 - margin) + 86400 + margin
+    no_bound = np.full(n, INT64_MAX, np.int64)
+    k.time_flags(time, birth, no_bound, np.uint8(BITS["before_birth"]), flags)
+    k.time_flags(time, np.full(n, INT64_MIN, np.int64), _lookup(subject, pid, death, INT64_MAX),
+                 np.uint8(BITS["after_death"]), flags)
+    st = stays.unique("stay_id", keep="first").sort("stay_id") if "stay_id" in stays.columns \
+        else None
+    if st is not None and st.height:
+        sm = int(cfg.stay_margin_hours * 3600)
+        stay = ev["stay_id"].fill_null(-1).to_numpy()
+        sid = st["stay_id"].to_numpy()
+        lower = _lookup(stay, sid, _epoch(st["intime"], INT64_MIN + sm) - sm, INT64_MIN)
+        upper = _lookup(stay, sid, _epoch(st["outtime"], INT64_MAX - sm) + sm, INT64_MAX)
+        k.time_flags(time, lower, upper, np.uint8(BITS["outside_stay"]), flags)
+    bad_hadm = admissions.filter(pl.col("dischtime") < pl.col("admittime"))["hadm_id"]
+    if bad_hadm.len():
+        hit = (ev["source"].to_numpy() == SOURCE_ID["admissions"]) & \
+            ev["hadm_id"].is_in(bad_hadm.implode()).fill_null(False).to_numpy()
+        flags[hit] |= np.uint8(1 << BITS["admission_order"])
+
+    drop_mask = np.uint8(sum(1 << BITS[r] for r in cfg.drop_rules))
+    dropped = (flags & drop_mask) != 0
+    # The reason of a dropped event is its first drop rule in BITS order.
+    reason = np.full(n, -1, np.int8)
+    for rule in sorted(cfg.drop_rules, key=BITS.get, reverse=True):
+        reason[(flags & np.uint8(1 << BITS[rule])) != 0] = BITS[rule]
+    reason[~dropped] = -1
+    ev = ev.with_columns(pl.Series("flags", flags), pl.Series("concept", concept.astype(np.int16)),
+                         pl.Series("concept_value", cvalue), pl.Series("_reason", reason))
+    bit_cols = [((pl.col("flags") & (1 << b)) > 0).sum().alias(rule) for rule, b in BITS.items()]
+    qc = ev.group_by("source", "kind", "code_id", "_reason").agg(
+        pl.len().alias("n"), (pl.col("concept") >= 0).sum().alias("converted"), *bit_cols)
+    return ev.filter(pl.col("_reason") < 0).drop("_reason"), qc
