@@ -1,0 +1,181 @@
+"""Every cleaning kernel against a slow, obvious reference over a grid of seeded inputs with
+NaNs, empty inputs, single-element groups and codes without observations."""
+import numpy as np
+import pytest
+
+from trajectory import kernels_qc as k
+
+SEEDS = range(5)
+SIZES = [0, 1, 2, 17, 500]
+
+
+def rand_values(rng, n):
+    v = rng.normal(50, 30, n)
+    v[rng.random(n) < 0.15] = np.nan
+    return v
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", SIZES)
+def test_convert_units(seed, n):
+    rng = np.random.default_rng(seed)
+    n_codes = 6
+    code = rng.integers(0, n_codes, n).astype(np.int32)
+    value = rand_values(rng, n)
+    value[rng.random(n) < 0.1] = 0.5  # fractions for the FiO2 rule
+    concept_of_code = np.array([-1, 0, 1, 1, 2, -1], np.int32)
+    scale = np.array([1, 5 / 9, 2.54, 1, 1, 1], np.float64)
+    offset = np.array([0, -160 / 9, 0, 0, 0, 0], np.float64)
+    frac = np.array([0, 0, 0, 0, 1, 0], np.bool_)
+    out_c, out_v = np.empty(n, np.int32), np.empty(n, np.float32)
+    k.convert_units(code, value, concept_of_code, scale, offset, frac, out_c, out_v)
+    for i in range(n):
+        c = code[i]
+        assert out_c[i] == concept_of_code[c]
+        v = value[i]
+        if concept_of_code[c] < 0 or np.isnan(v):
+            assert np.isnan(out_v[i])
+            continue
+        if frac[c] and 0 < v <= 1:
+            v = v * 100
+        assert out_v[i] == pytest.approx(v * scale[c] + offset[c], rel=1e-6, abs=1e-4)
+
+
+def test_fahrenheit_to_celsius():
+    out_c, out_v = np.empty(1, np.int32), np.empty(1, np.float32)
+    k.convert_units(np.array([0], np.int32), np.array([98.6]), np.array([0], np.int32),
+                    np.array([5 / 9]), np.array([-160 / 9]), np.array([False]), out_c, out_v)
+    assert out_v[0] == pytest.approx(37.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("clip", [False, True])
+def test_range_flags(seed, n, clip):
+    rng = np.random.default_rng(seed)
+    concept = rng.integers(-1, 3, n).astype(np.int32)
+    value = rand_values(rng, n).astype(np.float32)
+    lo, hi = np.array([0.0, 30, 60]), np.array([40.0, 70, 65])
+    flags = rng.integers(0, 2, n).astype(np.uint8)  # pre-set bit 0 must survive
+    before = flags.copy()
+    out = np.empty(n, np.float32)
+    k.range_flags(concept, value, lo, hi, clip, np.uint8(3), flags, out)
+    for i in range(n):
+        c, v = concept[i], value[i]
+        bad = c >= 0 and not np.isnan(v) and (v < lo[c] or v > hi[c])
+        assert flags[i] == before[i] | (8 if bad else 0)
+        want = np.clip(v, lo[c], hi[c]) if (bad and clip) else v
+        assert (np.isnan(out[i]) and np.isnan(want)) or out[i] == np.float32(want)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", SIZES)
+def test_outlier_flags(seed, n):
+    rng = np.random.default_rng(seed)
+    code = rng.integers(0, 4, n).astype(np.int32)
+    value = rand_values(rng, n).astype(np.float32)
+    lo = np.array([np.nan, 0, 40, -1e9])
+    hi = np.array([np.nan, 100, 60, 1e9])
+    flags = np.zeros(n, np.uint8)
+    k.outlier_flags(code, value, lo, hi, np.uint8(1), flags)
+    want = [(not np.isnan(value[i]) and not np.isnan(lo[code[i]])
+             and (value[i] < lo[code[i]] or value[i] > hi[code[i]])) for i in range(n)]
+    assert flags.tolist() == [2 if w else 0 for w in want]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", SIZES)
+def test_duplicate_flags(seed, n):
+    rng = np.random.default_rng(seed)
+    subject = np.sort(rng.integers(0, 3, n))
+    time = rng.integers(0, 3, n)
+    code = rng.integers(0, 2, n).astype(np.int32)
+    value = rng.choice(np.array([1.0, 2.0, np.nan], np.float32), n)
+    text = rng.integers(-1, 2, n).astype(np.int32)
+    order = np.lexsort((code, time, subject))
+    subject, time, code, value, text = (a[order] for a in (subject, time, code, value, text))
+    flags = np.zeros(n, np.uint8)
+    k.duplicate_flags(subject, time, code, value, text, np.uint8(2), flags)
+    seen, want = set(), []
+    for i in range(n):
+        key = (subject[i], time[i], code[i], "nan" if np.isnan(value[i]) else value[i], text[i])
+        want.append(4 if key in seen else 0)
+        seen.add(key)
+    assert flags.tolist() == want
+
+
+def test_duplicate_with_text_between():
+    """[a, b, a] inside one run: the third is a duplicate of the first."""
+    z = np.zeros(3, np.int64)
+    flags = np.zeros(3, np.uint8)
+    k.duplicate_flags(z, z, z.astype(np.int32), np.full(3, np.nan, np.float32),
+                      np.array([0, 1, 0], np.int32), np.uint8(2), flags)
+    assert flags.tolist() == [0, 0, 4]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", SIZES)
+def test_time_flags(seed, n):
+    rng = np.random.default_rng(seed)
+    time = rng.integers(0, 100, n)
+    lower = np.where(rng.random(n) < 0.3, np.iinfo(np.int64).min, rng.integers(0, 50, n))
+    upper = np.where(rng.random(n) < 0.3, np.iinfo(np.int64).max, rng.integers(50, 100, n))
+    flags = np.zeros(n, np.uint8)
+    k.time_flags(time, lower, upper, np.uint8(5), flags)
+    assert flags.tolist() == [32 if (t < a or t > b) else 0 for t, a, b in zip(time, lower, upper)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sketch_buckets_are_ordered_and_accurate(seed):
+    rng = np.random.default_rng(seed)
+    v = np.concatenate([rng.normal(0, 100, 1000), rng.lognormal(0, 5, 1000), [0.0, -0.0]])
+    b = np.empty(len(v), np.int32)
+    k.sketch_bucket(v, b)
+    order = np.argsort(v)
+    assert np.all(np.diff(b[order]) >= 0)  # bucket order is value order
+    rep = np.empty(len(v), np.float64)
+    k.bucket_value(b, rep)
+    big = np.abs(v) > 1e-6
+    assert np.all(np.abs(rep[big] - v[big]) <= k.ALPHA * np.abs(v[big]) * 1.0001)
+
+
+def reference_thresholds(values, counts, method, width, min_count):
+    """numpy on the expanded sample of bucket values."""
+    sample = np.repeat(values, counts)
+    if len(sample) < min_count or len(sample) == 0:
+        return np.nan, np.nan
+    if method == 0:
+        q1, q3 = np.quantile(sample, [0.25, 0.75], method="inverted_cdf")
+        if q3 - q1 <= 0:
+            return np.nan, np.nan
+        return q1 - width * (q3 - q1), q3 + width * (q3 - q1)
+    m = np.quantile(sample, 0.5, method="inverted_cdf")
+    mad = np.quantile(np.abs(sample - m), 0.5, method="inverted_cdf")
+    if mad <= 0:
+        return np.nan, np.nan
+    return m - width * 1.4826 * mad, m + width * 1.4826 * mad
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("method", [0, 1])
+def test_thresholds_match_numpy_quantiles(seed, method):
+    rng = np.random.default_rng(seed)
+    groups = []
+    for size in [0, 1, 3, 60, 400]:  # empty and single-element codes included
+        raw = np.round(rng.lognormal(3, 1, size), 1)
+        b = np.empty(size, np.int32)
+        k.sketch_bucket(raw, b)
+        ub, cnt = np.unique(b, return_counts=True)
+        groups.append((ub, cnt))
+    groups.append((np.array([5], np.int32), np.array([100])))  # no spread
+    offsets = np.concatenate([[0], np.cumsum([len(g[0]) for g in groups])]).astype(np.int64)
+    buckets = np.concatenate([g[0] for g in groups]).astype(np.int32)
+    counts = np.concatenate([g[1] for g in groups]).astype(np.int64)
+    values = np.empty(len(buckets))
+    k.bucket_value(buckets, values)
+    lo, hi = np.empty(len(groups)), np.empty(len(groups))
+    k.thresholds_from_sketch(offsets, values, counts, method, 3.0, np.int64(2), lo, hi)
+    for c in range(len(groups)):
+        a, b = offsets[c], offsets[c + 1]
+        want = reference_thresholds(values[a:b], counts[a:b], method, 3.0, 2)
+        np.testing.assert_allclose([lo[c], hi[c]], want, rtol=1e-9, equal_nan=True)
