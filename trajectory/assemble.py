@@ -9,7 +9,7 @@ import polars as pl
 from .grids import GridSpec, patient_windows
 from .kernels_sort import CODE_BITS, SOURCE_BITS, TIME_BITS, event_sort_keys
 from .record import FORMAT, NONE_ID, events_to_bytes
-from .tables import TABLES
+from .tables import SOURCE_ID, TABLES
 
 SOURCE_NAME = {i + 1: t.name for i, t in enumerate(TABLES)}
 EVENT_NAME = {(i + 1, k): e.name for i, t in enumerate(TABLES) for k, e in enumerate(t.events)}
@@ -150,7 +150,8 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         "concept_value": _column(ev, "concept_value", np.nan, np.float32),
     }
     refs = ev["ref"]
-    has_ref = refs.is_not_null().to_numpy()
+    has_ref = ev["source"].is_in([SOURCE_ID[t.name] for t in TABLES if t.module == "note"]
+                                 ).to_numpy()
     for p in patients.iter_rows(named=True):
         s = p["subject_id"]
         lo, hi = np.searchsorted(sid, s, "left"), np.searchsorted(sid, s, "right")

@@ -172,7 +172,10 @@ def clean_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
                     np.uint8(BITS["outlier"]), flags)
     subject = ev["subject_id"].to_numpy()
     time = ev["time"].to_numpy()
-    text_rank = ev["text"].rank("dense").fill_null(0).to_numpy().astype(np.int32)
+    # text and source row id, as one dense rank: equal rank = identical text and row id
+    ident = ev.select(pl.concat_str([pl.col("text").fill_null("\x01"),
+                                     pl.col("ref").fill_null("\x01")], separator="\x00"))
+    text_rank = ident.to_series().rank("dense").to_numpy().astype(np.int32)
     k.duplicate_flags(subject, time, code, value.astype(np.float32), text_rank,
                       np.uint8(BITS["duplicate"]), flags)
 

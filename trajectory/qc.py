@@ -24,7 +24,7 @@ def cleaning_report(qc: pl.DataFrame, vocab: pl.DataFrame, thresholds: pl.DataFr
                       on="code_id", how="left")
                 .sort("code_id"))
     per_table = {}
-    for (source,), part in qc.group_by("source"):
+    for (source,), part in sorted(qc.group_by("source"), key=lambda g: source_name[g[0][0]]):
         name = source_name[source]
         n = int(part["n"].sum())
         flagged = {r: int(part[r].sum()) for r in RULES}

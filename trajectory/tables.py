@@ -26,7 +26,10 @@ class Event:
     text_always: bool = False  # ...kept always (notes), else only where value is null
     unit: str | None = None  # unit column reported in codes.parquet
     label: tuple[str, tuple[str, ...]] | None = None  # (dictionary, key columns) for the label
-    ref: str | None = None  # source row identifier kept in the record (note_id)
+    # Source row identifier. Notes keep it in the record (note_id); elsewhere it only tells
+    # apart rows that map to identical events (two orders of the same kind at the same minute
+    # are two orders, not a duplicate).
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,8 @@ TABLES: tuple[Table, ...] = (
                     label=("d_labitems", ("itemid",))),
           )),
     Table("microbiologyevents", "hosp",
-          columns={"subject_id": "int", "hadm_id": "int", "chartdate": "time",
-                   "charttime": "time", "spec_type_desc": "str", "test_name": "str",
+          columns={"microevent_id": "int", "subject_id": "int", "hadm_id": "int",
+                   "chartdate": "time", "charttime": "time", "spec_type_desc": "str", "test_name": "str",
                    "org_name": "str", "ab_name": "str", "dilution_value": "float",
                    "interpretation": "str", "comments": "str"},
           events=(
@@ -110,7 +113,7 @@ TABLES: tuple[Table, ...] = (
               # MIMIC-IV 2.x ships no d_micro dictionary.
               Event("micro", ("MICRO", "spec_type_desc", "test_name", "org_name", "ab_name"),
                     time=("charttime", "chartdate"), value="dilution_value",
-                    text=("interpretation", "comments")),
+                    text=("interpretation", "comments"), ref="microevent_id"),
           )),
     Table("diagnoses_icd", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "seq_num": "int",
@@ -142,34 +145,36 @@ TABLES: tuple[Table, ...] = (
                     text=("description",), text_always=True),
           )),
     Table("prescriptions", "hosp",
-          columns={"subject_id": "int", "hadm_id": "int", "starttime": "time",
-                   "stoptime": "time", "drug": "str", "dose_val_rx": "str",
+          columns={"subject_id": "int", "hadm_id": "int", "pharmacy_id": "int",
+                   "starttime": "time", "stoptime": "time", "drug": "str", "dose_val_rx": "str",
                    "dose_unit_rx": "str", "route": "str"},
           events=(
               # dose_val_rx is text ("1-2", "0.5-1"): numeric doses become the value, ranges
               # stay as text. The dose unit is part of the code so values are comparable.
               Event("start", ("RX_START", "drug", "route", "dose_unit_rx"), time=("starttime",),
-                    value="dose_val_rx", text=("dose_val_rx",), unit="dose_unit_rx"),
-              Event("stop", ("RX_STOP", "drug", "route"), time=("stoptime",)),
+                    value="dose_val_rx", text=("dose_val_rx",), unit="dose_unit_rx",
+                    ref="pharmacy_id"),
+              Event("stop", ("RX_STOP", "drug", "route"), time=("stoptime",), ref="pharmacy_id"),
           )),
     Table("pharmacy", "hosp",
-          columns={"subject_id": "int", "hadm_id": "int", "starttime": "time",
-                   "entertime": "time", "medication": "str", "proc_type": "str",
+          columns={"subject_id": "int", "hadm_id": "int", "pharmacy_id": "int",
+                   "starttime": "time", "entertime": "time", "medication": "str", "proc_type": "str",
                    "status": "str", "route": "str", "frequency": "str"},
           events=(
               # starttime is null on some non-administered entries; entertime is always set.
               Event("pharmacy", ("PHARMACY", "medication", "route"),
-                    time=("starttime", "entertime"), text=("frequency",)),
+                    time=("starttime", "entertime"), text=("frequency",), ref="pharmacy_id"),
           )),
     Table("emar", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "emar_id": "str",
                    "charttime": "time", "medication": "str", "event_txt": "str"},
-          events=(Event("emar", ("EMAR", "event_txt", "medication"), time=("charttime",)),)),
+          events=(Event("emar", ("EMAR", "event_txt", "medication"), time=("charttime",),
+                        ref="emar_id"),)),
     Table("poe", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "poe_id": "str", "ordertime": "time",
                    "order_type": "str", "order_subtype": "str", "transaction_type": "str"},
           events=(Event("order", ("POE", "order_type", "order_subtype"), time=("ordertime",),
-                        text=("transaction_type",)),)),
+                        text=("transaction_type",), ref="poe_id"),)),
     Table("omr", "hosp",
           columns={"subject_id": "int", "chartdate": "time", "seq_num": "int",
                    "result_name": "str", "result_value": "str"},
