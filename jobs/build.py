@@ -93,7 +93,17 @@ def run(shard: int, cfg) -> dict:
     markers = partition_markers(cfg, plan)
     vocab, thresholds = ensure_vocab(cfg, [cfg.work_dir / "partitioned" / n
                                            for n in sorted(markers)])
+    phase = {}
+    tick = time.perf_counter()
+
+    def lap(name):
+        nonlocal tick
+        now = time.perf_counter()
+        phase[name] = round(phase.get(name, 0.0) + now - tick, 4)
+        tick = now
+
     ev, meta = load_shard(cfg, plan, markers, shard)
+    lap("read")
     patients = PREPARE["patients"](meta["patients"])
     admissions = meta["admissions"]
     stays = meta.get("icustays")
@@ -105,11 +115,14 @@ def run(shard: int, cfg) -> dict:
         ev = pl.DataFrame(schema=EVENT_SCHEMA)
     ev = place_events(ev, patients, admissions, counts)
     ev = order_events(ev, vocab["code"])
+    lap("place_sort")
     concepts = load_concepts()
     ev, qc = clean_events(ev, patients, admissions, stays,
                           code_tables(vocab, concepts, thresholds), cfg)
     count_cleaning_drops(qc, counts)
+    lap("clean")
     ev, texts = index_texts(ev)
+    lap("texts")
     grid = GridSpec(step=cfg.window_step_minutes * 60, max_windows=cfg.window_max,
                     admissions=cfg.window_admissions,
                     n_concepts=concepts["concept_id"].max() + 1)
@@ -119,7 +132,7 @@ def run(shard: int, cfg) -> dict:
     rows = []
     times = ev["time"].to_numpy()
     sids = ev["subject_id"].to_numpy()
-    for sid, record in patient_records(ev, patients, admissions, stays, texts, grid):
+    for sid, record in patient_records(ev, patients, admissions, stays, texts, grid, phase):
         data = pack(record, compressor)
         path, offset = sink.add(sid, data)
         lo, hi = np.searchsorted(sids, sid, "left"), np.searchsorted(sids, sid, "right")
@@ -127,6 +140,8 @@ def run(shard: int, cfg) -> dict:
                      int(times[lo]) if hi > lo else None, int(times[hi - 1]) if hi > lo else None,
                      len(data), checksum_bytes(data)))
     sink.publish()
+    lap("records")
+    phase["records"] = round(phase["records"] - phase.get("windows", 0.0), 4)
 
     index = pl.DataFrame(rows, orient="row", schema={
         "subject_id": pl.Int64, "path": pl.String, "offset": pl.Int64, "shard": pl.Int32,
@@ -150,7 +165,7 @@ def run(shard: int, cfg) -> dict:
         "qc": qc_path.name,
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),
         "counts": counts, "code_ids": code_ids.tolist(), "code_counts": code_counts.tolist(),
-        "seconds": round(time.perf_counter() - t0, 3),
+        "seconds": round(time.perf_counter() - t0, 3), "phase_seconds": phase,
     })
 
 

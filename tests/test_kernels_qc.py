@@ -179,3 +179,22 @@ def test_thresholds_match_numpy_quantiles(seed, method):
         a, b = offsets[c], offsets[c + 1]
         want = reference_thresholds(values[a:b], counts[a:b], method, 3.0, 2)
         np.testing.assert_allclose([lo[c], hi[c]], want, rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", SIZES)
+def test_qc_count(seed, n):
+    rng = np.random.default_rng(seed)
+    n_codes, rules = 7, 3
+    code = rng.integers(0, n_codes - 1, n).astype(np.int32)  # last code never seen
+    flags = rng.integers(0, 8, n).astype(np.uint8)
+    converted = rng.random(n) < 0.5
+    reason = rng.integers(-1, rules, n).astype(np.int8)
+    out = np.zeros((n_codes, 2 + 2 * rules), np.int64)
+    k.qc_count(code, flags, converted, reason, out)
+    for c in range(n_codes):
+        m = code == c
+        want = [m.sum(), (m & converted).sum()]
+        want += [(m & ((flags >> b) & 1 == 1)).sum() for b in range(rules)]
+        want += [(m & (reason == r)).sum() for r in range(rules)]
+        assert out[c].tolist() == want

@@ -1,6 +1,7 @@
 """One shard's events + header tables -> per-patient records (pure: frames in, dicts out)."""
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import numpy as np
@@ -32,10 +33,10 @@ def count_cleaning_drops(qc: pl.DataFrame, counts: dict) -> None:
     """Add the cleaning rules' drops (qc rows with a reason) to the per-stream counts."""
     from .cleaning import BITS
 
-    rule = {b: r for r, b in BITS.items()}
-    for (reason,), part in qc.filter(pl.col("_reason") >= 0).group_by("_reason"):
-        _count_by_stream(part.select("source", "kind", pl.col("n").alias("_n")), rule[reason],
-                         counts)
+    for rule in BITS:
+        part = qc.filter(pl.col(f"dropped_{rule}") > 0)
+        _count_by_stream(part.select("source", "kind", pl.col(f"dropped_{rule}").alias("_n")),
+                         rule, counts)
 
 
 def epoch_columns(df: pl.DataFrame) -> pl.DataFrame:
@@ -128,7 +129,7 @@ def _sections(df: pl.DataFrame, order: list[str]) -> dict:
 
 def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
                     stays: pl.DataFrame, texts: dict, grid: GridSpec | None = None,
-                    ) -> Iterator[tuple[int, dict]]:
+                    timers: dict | None = None) -> Iterator[tuple[int, dict]]:
     """Yield (subject_id, record) for every patient of the shard, in subject_id order; `ev` is
     sorted by SORT_KEY and carries code_id and text_id (and, once cleaned, flags, concept and
     concept_value). With a GridSpec, each record gets its per-stay windows."""
@@ -157,9 +158,12 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         lo, hi = np.searchsorted(sid, s, "left"), np.searchsorted(sid, s, "right")
         note_pos = np.flatnonzero(has_ref[lo:hi])
         mine = {k: v[lo:hi] for k, v in cols.items()}
+        t = time.perf_counter()
         windows = [] if grid is None else patient_windows(
             mine["time"], mine["concept"], mine["concept_value"], mine["flags"],
             icu.get(s, {}), adm.get(s, {}), grid)
+        if timers is not None:
+            timers["windows"] = timers.get("windows", 0.0) + time.perf_counter() - t
         yield s, {
             "format": FORMAT,
             "subject_id": s,

@@ -68,8 +68,9 @@ def outlier_flags(code, value, lo, hi, bit, flags):
 @numba.njit(cache=True, nogil=True)
 def duplicate_flags(subject, time, code, value, text, bit, flags):
     """Events sorted so exact duplicates share a run of equal (subject, time, code); within a
-    run, an event equal in value (NaN == NaN: both mean "no value") and text to an earlier one
-    is flagged. Runs are a handful of events, so the look-back is cheap."""
+    run, an event equal in value (NaN == NaN: both mean "no value") and text (any integer
+    identity: an id or a hash) to an earlier one is flagged. Runs are a handful of events, so
+    the look-back is cheap."""
     mask = np.uint8(1 << bit)
     start = 0
     for i in range(subject.shape[0]):
@@ -163,3 +164,21 @@ def thresholds_from_sketch(offsets, values, counts, method, k, min_count, out_lo
             mad = _quantile(dev[order], n[order], total, 0.5)
             out_lo[c] = m - k * MAD_SCALE * mad if mad > 0 else np.nan
             out_hi[c] = m + k * MAD_SCALE * mad if mad > 0 else np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def qc_count(code, flags, converted, reason, out):
+    """out[c] (zeroed, int64 [n_codes, 2 + 2R]): events, converted, flagged by bit 0..R-1,
+    dropped with reason 0..R-1 (reason -1 = kept)."""
+    r_bits = (out.shape[1] - 2) // 2
+    for i in range(code.shape[0]):
+        c = code[i]
+        out[c, 0] += 1
+        if converted[i]:
+            out[c, 1] += 1
+        f = flags[i]
+        for b in range(r_bits):
+            if (f >> b) & 1:
+                out[c, 2 + b] += 1
+        if reason[i] >= 0:
+            out[c, 2 + r_bits + reason[i]] += 1

@@ -13,11 +13,8 @@ RULES = list(BITS)
 
 def cleaning_report(qc: pl.DataFrame, vocab: pl.DataFrame, thresholds: pl.DataFrame,
                     concepts: pl.DataFrame, source_name: dict, cfg) -> dict:
-    """`qc`: the shards' (source, kind, code_id, _reason, n, converted, <rule>...) rows."""
-    dropped = [pl.col("n").filter(pl.col("_reason") == b).sum().alias(f"dropped_{r}")
-               for r, b in BITS.items()]
-    per_code = (qc.group_by("code_id").agg(pl.col("n").sum(), pl.col("converted").sum(),
-                                           *[pl.col(r).sum() for r in RULES], *dropped)
+    """`qc`: the shards' (code_id, source, kind, n, converted, <rule>, dropped_<rule>) rows."""
+    per_code = (qc.group_by("code_id").agg(pl.exclude("source", "kind").sum())
                 .join(vocab.select("code_id", "code", "table"), on="code_id")
                 .join(thresholds.select("code_id", pl.col("lo").alias("outlier_lo"),
                                         pl.col("hi").alias("outlier_hi")),
@@ -28,7 +25,7 @@ def cleaning_report(qc: pl.DataFrame, vocab: pl.DataFrame, thresholds: pl.DataFr
         name = source_name[source]
         n = int(part["n"].sum())
         flagged = {r: int(part[r].sum()) for r in RULES}
-        drops = {r: int(part.filter(pl.col("_reason") == b)["n"].sum()) for r, b in BITS.items()}
+        drops = {r: int(part[f"dropped_{r}"].sum()) for r in RULES}
         per_table[name] = {"events": n, "flagged": flagged, "dropped": drops,
                            "flag_rate": {r: round(v / n, 6) if n else 0.0
                                          for r, v in flagged.items()},
