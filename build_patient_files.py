@@ -6,6 +6,7 @@ per patient plus a manifest out.
     DATA_DIR=/data/mimiciv/3.1 MAX_CPUS=8 python build_patient_files.py
     python build_patient_files.py inspect trajectories/v1 --subject 10000032
     python build_patient_files.py status
+    python build_patient_files.py export windows trajectories/v1   # one row per stay-hour
 
 Settings come from config.py, then environment variables of the same name, then these flags.
 """
@@ -33,7 +34,7 @@ SETTINGS = {
     "--scheduler": ("SCHEDULER", "address of an existing Dask scheduler"),
     "--runner": ("RUNNER", "'dask' or 'serial' (in-process)"),
 }
-COMMANDS = ("build", "inspect", "status")
+COMMANDS = ("build", "inspect", "status", "export")
 
 
 def _settings_parser(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +77,14 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from trajectory.export import export_windows
+
+    result = export_windows(args.version_dir, args.out)
+    print(f"wrote {result['rows']:,} windows x {result['columns']} columns to {result['path']}")
+    return 0
+
+
 def cmd_status(args) -> int:
     import json
 
@@ -107,9 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--limit", type=int, default=200, help="events to print [200]")
     elif command == "status":
         _settings_parser(parser)
+    elif command == "export":
+        parser.add_argument("what", choices=["windows"], help="what to export")
+        parser.add_argument("version_dir", help="a finished version, e.g. trajectories/v1")
+        parser.add_argument("--out", default=None,
+                            help="output parquet [VERSION_DIR/windows.parquet]")
     args = parser.parse_args(argv)
     try:
-        return {"build": cmd_build, "inspect": cmd_inspect, "status": cmd_status}[command](args)
+        return {"build": cmd_build, "inspect": cmd_inspect, "status": cmd_status,
+                "export": cmd_export}[command](args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
