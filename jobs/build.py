@@ -117,8 +117,8 @@ def run(shard: int, cfg) -> dict:
     ev = order_events(ev, vocab["code"])
     lap("place_sort")
     concepts = load_concepts()
-    ev, qc = clean_events(ev, patients, admissions, stays,
-                          code_tables(vocab, concepts, thresholds), cfg)
+    ev, qc, hist = clean_events(ev, patients, admissions, stays,
+                                code_tables(vocab, concepts, thresholds), cfg)
     count_cleaning_drops(qc, counts)
     lap("clean")
     ev, texts = index_texts(ev)
@@ -162,7 +162,7 @@ def run(shard: int, cfg) -> dict:
     code_counts = code_counts[code_ids]
     return write_done(cfg, STAGE, unit, {
         "shard": shard, "index": index_path.name, "index_checksum": checksum_file(index_path),
-        "qc": qc_path.name,
+        "qc": qc_path.name, "concept_histogram": hist.tolist(),
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),
         "counts": counts, "code_ids": code_ids.tolist(), "code_counts": code_counts.tolist(),
         "seconds": round(time.perf_counter() - t0, 3), "phase_seconds": phase,

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 import trajectory
@@ -19,12 +20,13 @@ from trajectory.read import iter_batches
 from trajectory.record import EVENT_DTYPES, FORMAT
 from trajectory.tables import DICTIONARIES, SOURCE_ID, TABLES
 from trajectory.cleaning import BITS, load_concepts
+from trajectory import qc_html
 from trajectory.qc import cleaning_report, rate_failures
 from trajectory.vocab import thresholds_path, vocab_path
 from trajectory.windows import STAT_NAMES
 
 from . import build, partition
-from .common import atomic_write_json, checksum_file, read_done, tmp_name
+from .common import atomic_write_bytes, atomic_write_json, checksum_file, read_done, tmp_name
 
 STAGE = "finalize"
 
@@ -194,6 +196,13 @@ def run(unit: str, cfg) -> dict:
                     "build": _stage_timing(markers)},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    hist = np.sum([np.asarray(m["concept_histogram"], np.int64) for m in markers], axis=0)
+    ranges = concepts.group_by("concept_id", maintain_order=True).agg(
+        pl.col("lo").min(), pl.col("hi").max())
+    page = qc_html.render(summary, cleaning, hist, summary["concepts"],
+                          list(zip(ranges["lo"].to_list(), ranges["hi"].to_list())),
+                          manifest["n_events"].to_numpy(), failures)
+    atomic_write_bytes(vdir / "qc_report.html", page.encode())
     summary["timings"]["finalize"] = {"wall_seconds": round(time.perf_counter() - t0, 3)}
     atomic_write_json(vdir / "dataset.json", summary)
     return summary

@@ -153,3 +153,13 @@ def test_hourly_heart_rate_matches_polars(demo_build):
             assert np.isnan(np.delete(got, idx)).all()
             checked += 1
     assert checked >= 3
+
+
+def test_html_report_has_the_plots(demo_build):
+    cfg, _ = demo_build
+    page = (cfg.version_dir / "qc_report.html").read_text()
+    assert page.startswith("<!doctype html>") and "Flag rates per table" in page
+    assert "<h3>temperature</h3>" in page and "<h3>heart_rate</h3>" in page
+    assert page.count("<svg") >= 20 and "Events per patient" in page
+    meta = json.loads((cfg.version_dir / "dataset.json").read_text())
+    assert meta["flags"] == BITS and "temperature" in meta["concepts"]

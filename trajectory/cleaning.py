@@ -23,6 +23,7 @@ INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 # Code prefix each concept source's events carry (trajectory/tables.py).
 CODE_PREFIX = {"chartevents": "CHART", "labevents": "LAB", "outputevents": "OUTPUT",
                "omr": "OMR"}
+HIST_BINS = 42  # 40 over the plausible range, one below, one above
 SKETCH_SCHEMA = {"code": pl.String, "bucket": pl.Int32, "count": pl.Int64}
 
 
@@ -157,9 +158,10 @@ def _epoch(col: pl.Series, missing: int) -> np.ndarray:
 
 def clean_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
                  stays: pl.DataFrame, tables: CodeTables, cfg,
-                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+                 ) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:
     """Add flags, concept and concept_value to sorted events, drop the DROP_RULES events.
-    Returns (events kept, per (source, kind, code_id) QC counts of all events seen)."""
+    Returns (events kept, per-code QC counts of all events seen, per-concept histograms of
+    converted values [concept, HIST_BINS, all/unflagged] for the HTML report)."""
     n = ev.height
     code = ev["code_id"].to_numpy().astype(np.int32)
     value = ev["value"].fill_null(np.nan).to_numpy().astype(np.float64)
@@ -221,9 +223,11 @@ def clean_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
     reason[~dropped] = -1
     qc = qc_counts(code, flags, concept >= 0, reason, ev["source"].to_numpy(),
                    ev["kind"].to_numpy(), len(tables.concept_of_code))
+    hist = np.zeros((len(tables.concept_lo), HIST_BINS, 2), np.int64)
+    k.concept_histogram(concept, converted, flags, tables.concept_lo, tables.concept_hi, hist)
     ev = ev.with_columns(pl.Series("flags", flags), pl.Series("concept", concept.astype(np.int16)),
                          pl.Series("concept_value", cvalue))
-    return (ev.filter(pl.Series(~dropped)) if dropped.any() else ev), qc
+    return (ev.filter(pl.Series(~dropped)) if dropped.any() else ev), qc, hist
 
 
 def qc_counts(code, flags, converted, reason, source, kind, n_codes) -> pl.DataFrame:

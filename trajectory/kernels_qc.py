@@ -182,3 +182,25 @@ def qc_count(code, flags, converted, reason, out):
                 out[c, 2 + b] += 1
         if reason[i] >= 0:
             out[c, 2 + r_bits + reason[i]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def concept_histogram(concept, value, flags, lo, hi, out):
+    """out[c, bin, 0] counts every value of concept c, out[c, bin, 1] only unflagged ones.
+    Bins: 0 below lo, 1..B-2 equal widths over [lo, hi], B-1 above hi."""
+    n_bins = out.shape[1]
+    inner = n_bins - 2
+    for i in range(concept.shape[0]):
+        c = concept[i]
+        v = value[i]
+        if c < 0 or np.isnan(v):
+            continue
+        if v < lo[c]:
+            b = 0
+        elif v > hi[c]:
+            b = n_bins - 1
+        else:
+            b = 1 + min(inner - 1, int((v - lo[c]) / (hi[c] - lo[c]) * inner))
+        out[c, b, 0] += 1
+        if flags[i] == 0:
+            out[c, b, 1] += 1
