@@ -11,6 +11,7 @@ dictionary). Prints one table; the machine is shared, so only ratios within a ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -110,6 +111,11 @@ def run_scale(demo: Path, k: int, cpus: int, scratch: Path) -> dict:
     plain, with_dict = dict_gain(cfg.version_dir)
     n = summary["n_events"]
     w = summary["driver_wall_seconds"]
+    phases: dict = {}
+    for marker in (cfg.work_dir / "done" / "build").glob("*.json"):
+        for name, sec in json.loads(marker.read_text())["phase_seconds"].items():
+            phases[name] = phases.get(name, 0.0) + sec
+    build_cpu = sum(phases.values())
     return {"K": k, "rows": rows, "events": n, "floor_s": floor, "build_s": wall,
             "ratio": wall / floor, "partition_s": w["partition"], "build_stage_s": w["build"],
             "finalize_s": w["finalize"], "rows_per_s": rows / wall,
@@ -117,7 +123,12 @@ def run_scale(demo: Path, k: int, cpus: int, scratch: Path) -> dict:
             "bytes_per_event_files": plain / n,
             "bytes_per_event_shards": sum(p.stat().st_size for p in
                                           (packed.version_dir / "patients").glob("*.pack")) / n,
-            "bytes_per_event_dict": with_dict / n}
+            "bytes_per_event_dict": with_dict / n,
+            "clean_s_per_Mevent": phases["clean"] / n * 1e6,
+            "clean_share": phases["clean"] / build_cpu,
+            "windows_share": phases["windows"] / build_cpu,
+            "window_events_per_s": n / phases["windows"],
+            "phases": {k: round(v, 2) for k, v in sorted(phases.items())}}
 
 
 def main() -> int:
@@ -132,11 +143,12 @@ def main() -> int:
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     results = [run_scale(Path(args.demo), k, args.max_cpus, scratch) for k in args.times]
-    cols = list(results[0])
-    print(" ".join(f"{c:>14}" for c in cols))
+    cols = [c for c in results[0] if c != "phases"]
+    for c in cols:
+        print(f"{c:>24} " + " ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float)
+                                     else f"{r[c]:>14}" for r in results))
     for r in results:
-        print(" ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float) else f"{r[c]:>14}"
-                       for c in cols))
+        print(f"build phases (unit-seconds, all shards) x{r['K']}: {r['phases']}")
     if len(results) > 1:
         a, b = results[0], results[-1]
         print(f"\nscale x{b['K'] / a['K']:.0f}: time x{b['build_s'] / a['build_s']:.2f}, "

@@ -84,3 +84,40 @@ def test_uppercase_columns_and_plain_csv_and_parquet(demo_copy, tmp_path):
     assert report["services"]["rows_read"] == 319
     assert report["omr"]["rows_read"] == 2964
     assert any("icu/chartevents" in w for w in summary["warnings"])
+
+
+def test_non_utf8_text_names_file_and_column(demo_copy, tmp_path):
+    path = demo_copy / "hosp" / "services.csv.gz"
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    with gzip.open(path, "wb") as f:
+        f.write(data.replace(b",GYN\n", b",GY\xff\xfeN\n", 1))
+    build_fails(demo_copy, tmp_path, r"services\.csv\.gz: column 'curr_service'.*UTF8")
+
+
+def test_empty_table_and_orphan_rows(demo_copy, tmp_path):
+    """A header-only table is fine (0 rows); rows of subjects absent from patients are
+    dropped and counted, not silently lost and not fatal."""
+    import json
+
+    with gzip.open(demo_copy / "hosp" / "hcpcsevents.csv.gz", "rt") as f:
+        header = f.readline()
+    with gzip.open(demo_copy / "hosp" / "hcpcsevents.csv.gz", "wt") as f:
+        f.write(header)
+    path = demo_copy / "hosp" / "services.csv.gz"
+    with gzip.open(path, "rt") as f:
+        text = f.read()
+    with gzip.open(path, "wt") as f:
+        f.write(text + "99999999,,2110-04-11 15:09:36,,GYN\n")
+    cfg = make_cfg(demo_copy, tmp_path / "out")
+    run_build(cfg, progress=False)
+    report = json.loads((cfg.version_dir / "qc_report.json").read_text())["tables"]
+    assert report["hcpcsevents"]["rows_read"] == 0
+    svc = report["services"]["events"]["service"]
+    assert svc["rows"] == 320 and svc["dropped"] == {"subject_not_in_patients": 1}
+
+
+def test_empty_file_is_a_clear_error(demo_copy, tmp_path):
+    (demo_copy / "hosp" / "omr.csv.gz").unlink()
+    (demo_copy / "hosp" / "omr.csv").write_bytes(b"")
+    build_fails(demo_copy, tmp_path, r"omr\.csv: empty file, expected a CSV header line")

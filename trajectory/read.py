@@ -42,8 +42,8 @@ def read_header(path: Path) -> list[str]:
             raise ValueError(f"{path}: not a readable parquet file: {e}") from e
     try:
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", newline="") as f:
-            header = next(csv.reader(io.StringIO(f.readline())), None)
+        with opener(path, "rb") as f:  # bytes: decoding ahead would trip on later rows
+            header = next(csv.reader(io.StringIO(f.readline().decode("utf-8"))), None)
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read the header line: {e}") from e
     if not header:
