@@ -65,8 +65,8 @@ def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
     return pl.from_arrow(table)
 
 
-def load_shard(cfg, plan, markers: dict, shard: int):
-    """(events, patients, admissions, stays) frames of one shard."""
+def load_shard(cfg, plan, markers: dict, shard: int, vocab: pl.DataFrame):
+    """(events with global code_id, header tables) of one shard."""
     events, meta = [], {}
     for t in TABLES:  # fixed table order: part of what makes record bytes deterministic
         m = markers.get(t.name)
@@ -75,7 +75,14 @@ def load_shard(cfg, plan, markers: dict, shard: int):
         folder = cfg.work_dir / "partitioned" / t.name
         ev = read_shard(folder, m["events"], shard)
         if ev is not None:
-            events.append(pl.from_arrow(ev))
+            # local code ids of this table -> global code_id (a lookup array, no strings)
+            book = pl.read_parquet(folder / m["codes"], columns=["local_id", "code"])
+            ids = book.join(vocab.select("code", "code_id"), on="code")
+            lut = np.full(int(book["local_id"].max()) + 1, -1, np.int32)
+            lut[ids["local_id"].to_numpy()] = ids["code_id"].to_numpy()
+            ev = pl.from_arrow(ev)
+            events.append(ev.with_columns(pl.Series("code", lut[ev["code"].to_numpy()]))
+                          .rename({"code": "code_id"}))
         if t.meta:
             schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
             meta[t.name] = _frame(read_shard(folder, m["meta"], shard), schema)
@@ -102,7 +109,7 @@ def run(shard: int, cfg) -> dict:
         phase[name] = round(phase.get(name, 0.0) + now - tick, 4)
         tick = now
 
-    ev, meta = load_shard(cfg, plan, markers, shard)
+    ev, meta = load_shard(cfg, plan, markers, shard, vocab)
     lap("read")
     patients = PREPARE["patients"](meta["patients"])
     admissions = meta["admissions"]
@@ -112,9 +119,10 @@ def run(shard: int, cfg) -> dict:
                                      TABLES_BY_NAME["icustays"].columns.items()})
     counts: dict = {}
     if ev is None:
-        ev = pl.DataFrame(schema=EVENT_SCHEMA)
+        ev = pl.DataFrame(schema=EVENT_SCHEMA).rename({"code": "code_id"}).cast(
+            {"code_id": pl.Int32})
     ev = place_events(ev, patients, admissions, counts)
-    ev = order_events(ev, vocab["code"])
+    ev = order_events(ev)
     lap("place_sort")
     concepts = load_concepts()
     ev, qc, hist = clean_events(ev, patients, admissions, stays,

@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from trajectory.cleaning import merge_sketches, value_sketch
-from trajectory.events import map_rows, merge_code_stats, merge_counts
+from trajectory.events import CodeBook, map_rows, merge_code_stats, merge_counts
 from trajectory.plan import load_plan, shard_of
 from trajectory.read import iter_batches
 from trajectory.tables import TABLES_BY_NAME
@@ -103,11 +103,12 @@ def run(table_name: str, cfg) -> dict:
     budget = cfg.partition_buffer_mb << 20
     events = ShardedWriter(out, "events", plan.n_shards, budget)
     meta = ShardedWriter(out, "meta", plan.n_shards, budget // 4) if table.meta else None
-    rows, counts, stats, sketches = 0, {}, [], []
+    rows, counts, stats, sketches, book = 0, {}, [], [], CodeBook()
     for batch in iter_batches(path, table.columns, cfg.csv_block_mb << 20, table.multiline):
         df = pl.from_arrow(batch)
         rows += df.height
         ev, st, c = map_rows(table, df)
+        ev = ev.with_columns(book.encode(ev["code"]))
         events.add(ev)
         stats.append(st)
         sketches.append(value_sketch(ev))
@@ -119,9 +120,14 @@ def run(table_name: str, cfg) -> dict:
     events.flush()
     if meta is not None:
         meta.flush()
-    codes = merge_code_stats(stats).with_columns(pl.lit(table_name).alias("table"))
+    book_frame = book.frame()
+    codes = (merge_code_stats(stats).with_columns(pl.lit(table_name).alias("table"))
+             .join(book_frame, on="code", how="left"))
+    sketch = (merge_sketches(sketches).rename({"code": "local_id"})
+              .join(book_frame, on="local_id").select("code", "bucket", "count")
+              .sort("code", "bucket"))
     _write(codes, out / "codes.parquet")
-    _write(merge_sketches(sketches), out / "sketch.parquet")
+    _write(sketch, out / "sketch.parquet")
     return write_done(cfg, STAGE, table_name, {
         "table": table_name, "input": plan.tables[table_name], "rows_read": rows,
         "events": events.files, "meta": meta.files if meta else [], "codes": "codes.parquet",

@@ -90,12 +90,10 @@ def sort_keys(subject_id: np.ndarray, time: np.ndarray, source: np.ndarray,
     return hi, lo
 
 
-def order_events(ev: pl.DataFrame, codes: pl.Series) -> pl.DataFrame:
-    """Attach code ids and sort deterministically; ties keep input order (stable sort)."""
-    ids = ev["code"].cast(pl.Enum(codes)).to_physical().cast(pl.Int32)
-    ev = ev.drop("code").with_columns(ids.alias("code_id"))  # strings: the costly part of a gather
+def order_events(ev: pl.DataFrame) -> pl.DataFrame:
+    """Sort deterministically by SORT_KEY; ties keep input order (stable sort)."""
     hi, lo = sort_keys(ev["subject_id"].to_numpy(), ev["time"].to_numpy(),
-                       ev["source"].to_numpy(), ids.to_numpy(),
+                       ev["source"].to_numpy(), ev["code_id"].to_numpy(),
                        ev["value"].fill_null(np.nan).to_numpy())
     order = pl.DataFrame({"hi": hi, "lo": lo}).select(
         pl.arg_sort_by("hi", "lo", maintain_order=True))

@@ -106,6 +106,7 @@ def value_sketch(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def merge_sketches(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Sum counts per (code, bucket); `code` may be the string or a local integer id."""
     if not parts:
         return pl.DataFrame(schema=SKETCH_SCHEMA)
     return (pl.concat(parts).group_by("code", "bucket").agg(pl.col("count").sum())

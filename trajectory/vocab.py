@@ -24,7 +24,7 @@ def build_vocab(code_files: list[Path]) -> pl.DataFrame:
         raise ValueError("no partitioned tables: nothing to build")
     tables = (pl.concat(per_table).group_by("code")
               .agg(pl.col("table").unique().sort().str.join(",")))
-    merged = merge_code_stats([f.drop("table") for f in per_table])
+    merged = merge_code_stats([f.drop("table", "local_id", strict=False) for f in per_table])
     return (merged.join(tables, on="code", how="left").sort("code")
             .with_row_index("code_id").with_columns(pl.col("code_id").cast(pl.Int32)))
 
