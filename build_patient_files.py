@@ -6,6 +6,7 @@ per patient plus a manifest out.
     DATA_DIR=/data/mimiciv/3.1 MAX_CPUS=8 python build_patient_files.py
     python build_patient_files.py inspect trajectories/v1 --subject 10000032
     python build_patient_files.py status
+    python build_patient_files.py submit --slurm --partition cpu --time 02:00:00  # job arrays
     python build_patient_files.py export windows trajectories/v1   # one row per stay-hour
 
 Settings come from config.py, then environment variables of the same name, then these flags.
@@ -33,8 +34,10 @@ SETTINGS = {
     "--layout": ("LAYOUT", "'files' (one per patient) or 'shards' (packed, with offsets)"),
     "--scheduler": ("SCHEDULER", "address of an existing Dask scheduler"),
     "--runner": ("RUNNER", "'dask' or 'serial' (in-process)"),
+    "--cluster": ("CLUSTER", "Dask workers: 'local' (LocalCluster) or 'slurm' (MAX_CPUS "
+                             "single-core SLURM jobs via dask-jobqueue)"),
 }
-COMMANDS = ("build", "inspect", "status", "export")
+COMMANDS = ("build", "inspect", "status", "export", "submit")
 
 
 def _settings_parser(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +88,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from trajectory.slurm import submit
+
+    if not args.slurm:
+        raise ValueError("submit needs a scheduler: pass --slurm (the only one supported)")
+    cfg = _load(args)
+    if not str(cfg.data_dir):
+        raise ValueError("DATA_DIR is not set: set it in config.py, as an environment "
+                         "variable or with --data-dir")
+    submit(cfg, partition=args.partition, account=args.account, time=args.time, mem=args.mem,
+           cpus_per_task=args.cpus_per_task, array_parallelism=args.array_parallelism,
+           dry_run=args.dry_run)
+    return 0
+
+
 def cmd_status(args) -> int:
     import json
 
@@ -110,6 +128,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--overwrite", action="store_true",
                             help="rebuild over a finished version or a stale work directory")
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    elif command == "submit":
+        _settings_parser(parser)
+        parser.add_argument("--slurm", action="store_true",
+                            help="submit the stages as dependent SLURM job arrays")
+        parser.add_argument("--partition", default=None, help="sbatch --partition")
+        parser.add_argument("--account", default=None, help="sbatch --account")
+        parser.add_argument("--time", default=None, help="sbatch --time per array task")
+        parser.add_argument("--mem", default=None,
+                            help="sbatch --mem per array task [WORKER_MEMORY_GB]")
+        parser.add_argument("--cpus-per-task", type=int, default=None,
+                            help="sbatch --cpus-per-task [1]")
+        parser.add_argument("--array-parallelism", type=int, default=None,
+                            help="most array tasks running at once (%%K) [MAX_CPUS]")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="write the sbatch scripts and print the commands only")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="rebuild over a finished version or a stale work directory")
     elif command == "inspect":
         parser.add_argument("version_dir", help="a finished version, e.g. trajectories/v1")
         parser.add_argument("--subject", type=int, required=True, help="subject_id to print")
@@ -124,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"build": cmd_build, "inspect": cmd_inspect, "status": cmd_status,
-                "export": cmd_export}[command](args)
+                "export": cmd_export, "submit": cmd_submit}[command](args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

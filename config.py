@@ -20,15 +20,16 @@ MAX_CPUS = min(20, os.cpu_count() or 1)  # Dask workers; 20 caps the scheduler o
 OUT_DIR = "trajectories"  # where versions are published
 WORK_DIR = ""  # intermediate files; empty means OUT_DIR/_work/<version>
 N_SHARDS = 0  # patient shards; 0 = auto from input size (never from MAX_CPUS)
-SHARD_TARGET_MB = 48  # compressed event-table input per shard for the auto plan
+SHARD_TARGET_MB = 32  # compressed event-table input per shard for the auto plan (~2M events, ~1 GB RSS to build)
 MIN_SHARDS = 4  # even a tiny input gets this many shards so workers have parallel work
-PARTITION_BUFFER_MB = 256  # events a partition unit holds in memory before it flushes a file
-CSV_BLOCK_MB = 16  # pyarrow CSV block size: the streaming unit of decompression + parsing
+PARTITION_BUFFER_MB = 128  # events a partition unit holds before it flushes a file (peak RSS ~1 GB)
+CSV_BLOCK_MB = 4  # CSV streaming block: 4 MiB peaked at 290 MB RSS and parsed faster than 16 MiB (770 MB)
 LAYOUT = "files"  # "files": patients/<shard>/<id>.msgpack.zst; "shards": one packed file per shard
 ZSTD_LEVEL = 3  # level 3 is zstd's default: ~4x on records at >300 MB/s; 19 gains ~10% at 20x cost
 WORKER_MEMORY_GB = 4.0  # Dask memory_limit per worker; stage budgets are sized below this
 SCHEDULER = ""  # address of an existing Dask scheduler; empty starts a LocalCluster
 RUNNER = "dask"  # "dask" (LocalCluster or SCHEDULER) or "serial" (in-process, for debugging)
+CLUSTER = "local"  # where Dask workers run: "local" processes or "slurm" jobs (dask-jobqueue)
 # ---- cleaning (docs: README "Cleaning") ----
 OUTLIER_METHOD = "iqr"  # "iqr", "mad" or "none": per-code thresholds from whole-dataset sketches
 OUTLIER_K = 3.0  # fence width: Tukey's "far out" 3 x IQR (or 3 scaled MADs) flags ~0.1% of normal data
@@ -64,6 +65,7 @@ class Config:
     worker_memory_gb: float  # Dask worker memory limit
     scheduler: str  # existing Dask scheduler address, "" = LocalCluster
     runner: str  # "dask" or "serial"
+    cluster: str  # "local" or "slurm" (dask-jobqueue)
     outlier_method: str = "iqr"  # "iqr", "mad" or "none"
     outlier_k: float = 3.0  # outlier fence width (IQRs or scaled MADs)
     outlier_min_count: int = 50  # minimum observations of a code for a threshold
@@ -86,7 +88,8 @@ class Config:
     def output_hash(self) -> str:
         """Hash of the fields that change output bytes (not MAX_CPUS, paths or runners)."""
         skip = {"data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb",
-                "csv_block_mb", "worker_memory_gb", "scheduler", "runner", "overwrite"}
+                "csv_block_mb", "worker_memory_gb", "scheduler", "runner", "cluster",
+                "overwrite"}
         blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in skip},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -94,6 +97,24 @@ class Config:
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v)
                 for k, v in dataclasses.asdict(self).items()}
+
+
+_PATH_FIELDS = ("data_dir", "out_dir", "work_dir")
+
+
+def from_json(d: dict) -> Config:
+    """The inverse of `Config.to_json()` (e.g. WORK_DIR/config.json read by a SLURM task)."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"config JSON: unknown field(s) {unknown}")
+    values = dict(d)
+    for key in _PATH_FIELDS:
+        if key in values:
+            values[key] = Path(values[key])
+    if "drop_rules" in values:
+        values["drop_rules"] = tuple(values["drop_rules"])
+    return Config(**values)
 
 
 def _bool(v) -> bool:
@@ -111,7 +132,7 @@ _TYPES = {
     "DATA_DIR": str, "TRAJECTORY_VERSION": str, "MAX_CPUS": int, "OUT_DIR": str, "WORK_DIR": str,
     "N_SHARDS": int, "SHARD_TARGET_MB": int, "MIN_SHARDS": int, "PARTITION_BUFFER_MB": int,
     "CSV_BLOCK_MB": int, "ZSTD_LEVEL": int, "LAYOUT": str, "WORKER_MEMORY_GB": float, "SCHEDULER": str,
-    "RUNNER": str, "OUTLIER_METHOD": str, "OUTLIER_K": float, "OUTLIER_MIN_COUNT": int,
+    "RUNNER": str, "CLUSTER": str, "OUTLIER_METHOD": str, "OUTLIER_K": float, "OUTLIER_MIN_COUNT": int,
     "CLIP_TO_RANGE": _bool, "DROP_RULES": str, "DEATH_MARGIN_HOURS": float,
     "STAY_MARGIN_HOURS": float, "QC_MAX_FLAG_RATE": float, "QC_MAX_DROP_RATE": float,
     "QC_ON_FAIL": str, "WINDOW_STEP_MINUTES": int, "WINDOW_MAX": int,
@@ -164,6 +185,8 @@ def _validate(v: dict, overwrite: bool) -> Config:
         raise ValueError(f"ZSTD_LEVEL must be in 1..22, got {v['ZSTD_LEVEL']!r}")
     if v["LAYOUT"] not in ("files", "shards"):
         raise ValueError(f"LAYOUT must be 'files' or 'shards', got {v['LAYOUT']!r}")
+    if v["CLUSTER"] not in ("local", "slurm"):
+        raise ValueError(f"CLUSTER must be 'local' or 'slurm', got {v['CLUSTER']!r}")
     if v["RUNNER"] not in ("dask", "serial"):
         raise ValueError(f"RUNNER must be 'dask' or 'serial', got {v['RUNNER']!r}")
     if v["OUTLIER_METHOD"] not in ("iqr", "mad", "none"):
@@ -195,7 +218,7 @@ def _validate(v: dict, overwrite: bool) -> Config:
         min_shards=v["MIN_SHARDS"], partition_buffer_mb=v["PARTITION_BUFFER_MB"],
         csv_block_mb=v["CSV_BLOCK_MB"], zstd_level=v["ZSTD_LEVEL"], layout=v["LAYOUT"],
         worker_memory_gb=v["WORKER_MEMORY_GB"], scheduler=v["SCHEDULER"], runner=v["RUNNER"],
-        outlier_method=v["OUTLIER_METHOD"], outlier_k=v["OUTLIER_K"],
+        cluster=v["CLUSTER"], outlier_method=v["OUTLIER_METHOD"], outlier_k=v["OUTLIER_K"],
         outlier_min_count=v["OUTLIER_MIN_COUNT"], clip_to_range=v["CLIP_TO_RANGE"],
         drop_rules=drop_rules, death_margin_hours=v["DEATH_MARGIN_HOURS"],
         stay_margin_hours=v["STAY_MARGIN_HOURS"], qc_max_flag_rate=v["QC_MAX_FLAG_RATE"],

@@ -56,6 +56,12 @@ def open_runner(cfg):
         return
     from distributed import Client, LocalCluster
 
+    if cfg.cluster == "slurm" and not cfg.scheduler:
+        from .slurm import slurm_cluster
+
+        with slurm_cluster(cfg) as jq, Client(jq) as client:
+            yield DaskRunner(client)
+        return
     if cfg.scheduler:
         with Client(cfg.scheduler) as client:
             yield DaskRunner(client)
