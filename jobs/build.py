@@ -27,7 +27,9 @@ from trajectory.record import pack
 from trajectory.tables import PREPARE, TABLES, TABLES_BY_NAME
 from trajectory.vocab import ensure_vocab
 
-from .common import checksum_bytes, checksum_file, publish_dir, read_done, tmp_name, write_done
+from trajectory.atomic import atomic_write_parquet, checksum_bytes, checksum_file, tmp_name
+
+from .common import publish_dir, read_done, write_done
 
 STAGE = "build"
 RECORD_SUFFIX = ".msgpack.zst"
@@ -156,15 +158,9 @@ def run(shard: int, cfg) -> dict:
         "n_events": pl.Int64,
         "first_time": pl.Int64, "last_time": pl.Int64, "bytes": pl.Int64, "checksum": pl.String})
     qc_path = cfg.work_dir / "qc" / f"{unit}.parquet"
-    qc_path.parent.mkdir(parents=True, exist_ok=True)
-    qtmp = tmp_name(qc_path)
-    qc.write_parquet(qtmp)
-    os.replace(qtmp, qc_path)
+    atomic_write_parquet(qc, qc_path)
     index_path = cfg.work_dir / "index" / f"{unit}.parquet"
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    itmp = tmp_name(index_path)
-    index.write_parquet(itmp)
-    os.replace(itmp, index_path)
+    atomic_write_parquet(index, index_path)
     code_counts = np.bincount(ev["code_id"].to_numpy(), minlength=vocab.height)
     code_ids = np.flatnonzero(code_counts)
     code_counts = code_counts[code_ids]

@@ -1,4 +1,4 @@
-"""What every stage step shares: atomic writes and done-markers.
+"""What every stage step shares: done-markers (atomic writes live in trajectory.atomic).
 
 A unit writes its outputs under temporary names, renames them into place, and only then writes
 its done-marker (itself atomically). A marker exists only for a finished unit, so a crash at any
@@ -6,43 +6,13 @@ point leaves either no marker (the unit reruns from scratch) or a complete unit.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
-
-def checksum_bytes(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def checksum_file(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tmp_name(path: Path) -> Path:
-    # pid + hostname: two array tasks racing on one unit never share a temporary file.
-    return path.with_name(f".{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+from trajectory.atomic import atomic_write_json
 
 
 def publish_dir(tmp: Path, final: Path) -> None:

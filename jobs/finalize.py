@@ -4,7 +4,6 @@ qc_report.json, and dataset.json last: a version exists only once dataset.json d
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -26,15 +25,12 @@ from trajectory.vocab import thresholds_path, vocab_path
 from trajectory.windows import STAT_NAMES
 
 from . import build, partition
-from .common import atomic_write_bytes, atomic_write_json, checksum_file, read_done, tmp_name
+from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_parquet,
+                               checksum_file)
+
+from .common import read_done
 
 STAGE = "finalize"
-
-
-def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    tmp = tmp_name(path)
-    df.write_parquet(tmp, statistics=True)
-    os.replace(tmp, path)
 
 
 def shard_markers(cfg, n_shards: int) -> list[dict]:
@@ -173,8 +169,8 @@ def run(unit: str, cfg) -> dict:
                          "input, raise the limits, or set QC_ON_FAIL=quarantine)")
     if failures:
         quarantined = sorted({f.split(":", 1)[0] for f in failures})
-    _write_parquet(manifest, vdir / "manifest.parquet")
-    _write_parquet(codes, vdir / "codes.parquet")
+    atomic_write_parquet(manifest, vdir / "manifest.parquet")
+    atomic_write_parquet(codes, vdir / "codes.parquet")
     atomic_write_json(vdir / "qc_report.json", {"tables": report, "cleaning": cleaning,
                                                 "failures": failures,
                                                 "quarantined": quarantined})

@@ -23,7 +23,9 @@ from trajectory.plan import load_plan, shard_of
 from trajectory.read import iter_batches
 from trajectory.tables import TABLES_BY_NAME
 
-from .common import read_done, tmp_name, write_done
+from trajectory.atomic import atomic_write_parquet, tmp_name
+
+from .common import read_done, write_done
 
 STAGE = "partition"
 
@@ -82,12 +84,6 @@ def _row_groups_by_shard(path: Path, shards: np.ndarray, sizes: np.ndarray) -> d
     return groups
 
 
-def _write(df: pl.DataFrame, path: Path) -> None:
-    tmp = tmp_name(path)
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
-
-
 def run(table_name: str, cfg) -> dict:
     done = read_done(cfg, STAGE, table_name)
     if done is not None:
@@ -115,7 +111,7 @@ def run(table_name: str, cfg) -> dict:
         merge_counts(counts, c)
         if meta is not None:
             meta.add(df.filter(pl.col("subject_id").is_not_null()))
-        if len(stats) > 64:  # keep the per-code stats small on 400M-row tables
+        if len(stats) >= 16:  # per-batch stats and sketches (~100k rows each) stay bounded
             stats, sketches = [merge_code_stats(stats)], [merge_sketches(sketches)]
     events.flush()
     if meta is not None:
@@ -124,10 +120,11 @@ def run(table_name: str, cfg) -> dict:
     codes = (merge_code_stats(stats).with_columns(pl.lit(table_name).alias("table"))
              .join(book_frame, on="code", how="left"))
     sketch = (merge_sketches(sketches).rename({"code": "local_id"})
+              .cast({"local_id": pl.UInt32})  # an empty table's sketch has no typed ids
               .join(book_frame, on="local_id").select("code", "bucket", "count")
               .sort("code", "bucket"))
-    _write(codes, out / "codes.parquet")
-    _write(sketch, out / "sketch.parquet")
+    atomic_write_parquet(codes, out / "codes.parquet")
+    atomic_write_parquet(sketch, out / "sketch.parquet")
     return write_done(cfg, STAGE, table_name, {
         "table": table_name, "input": plan.tables[table_name], "rows_read": rows,
         "events": events.files, "meta": meta.files if meta else [], "codes": "codes.parquet",

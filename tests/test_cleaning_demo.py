@@ -11,7 +11,6 @@ import pytest
 from trajectory import open_version
 from trajectory.cleaning import BITS
 from trajectory.driver import run_build
-from trajectory.tables import SOURCE_ID
 
 from .conftest import demo_dir, make_cfg
 

@@ -1,7 +1,6 @@
 """The synthetic MIMIC-IV generator: real headers, determinism, notes, referential sanity."""
 import csv
 import gzip
-import io
 import os
 import re
 from pathlib import Path

@@ -6,7 +6,7 @@ import shutil
 import time
 
 from jobs import build, finalize, partition
-from jobs.common import atomic_write_json
+from .atomic import atomic_write_json
 
 from .plan import load_plan, make_plan, plan_path, same_inputs
 from .runners import open_runner

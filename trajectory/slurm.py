@@ -18,7 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.common import atomic_write_bytes, atomic_write_json, done_path
+from jobs.common import done_path
+
+from .atomic import atomic_write_bytes, atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "slurm" / "stage.sbatch.tmpl"

@@ -5,11 +5,11 @@ count, worker count or which unit finished first.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
 
+from .atomic import atomic_write_parquet
 from .cleaning import global_thresholds, merge_sketches
 from .events import merge_code_stats
 
@@ -46,7 +46,5 @@ def ensure_vocab(cfg, tables: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
     thresholds = global_thresholds(vocab, sketch, cfg.outlier_method, cfg.outlier_k,
                                    cfg.outlier_min_count)
     for df, path in ((vocab, vpath), (thresholds, tpath)):
-        tmp = path.with_name(f".{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
+        atomic_write_parquet(df, path)
     return vocab, thresholds
