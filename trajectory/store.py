@@ -45,28 +45,20 @@ class Patient:
             return None
 
 
-class Version:
-    def __init__(self, path: str | Path):
+class RecordReader:
+    """Record bytes and decoded records of a version, from plain lists: no polars, no open
+    files, so it pickles into DataLoader workers. Polars is not fork-safe: a forked worker
+    that ran a polars query after the parent had started polars' thread pool hung (seen in
+    the test suite), so workers touch only this, the filesystem, zstd and numpy."""
+
+    def __init__(self, path: Path, subject_ids, paths, offsets, sizes):
         self.path = Path(path)
-        meta = self.path / "dataset.json"
-        if not meta.exists():
-            raise ValueError(f"{self.path}: not a finished trajectory version (no dataset.json)")
-        self.meta = json.loads(meta.read_text())
-        self.manifest = pl.read_parquet(self.path / "manifest.parquet")
-        self.codes = pl.read_parquet(self.path / "codes.parquet")
-        self._code_strings = self.codes["code"].to_numpy()
-        m = self.manifest
-        self._where = {sid: (path, off, n) for sid, path, off, n in zip(
-            m["subject_id"].to_list(), m["path"].to_list(), m["offset"].to_list(),
-            m["bytes"].to_list())}
-        self._dctx = zstandard.ZstdDecompressor()
+        self._where = {int(s): (p, int(o), int(n))
+                       for s, p, o, n in zip(subject_ids, paths, offsets, sizes)}
+        self._dctx = None
 
-    def __len__(self) -> int:
-        return self.manifest.height
-
-    @property
-    def subject_ids(self) -> list[int]:
-        return self.manifest["subject_id"].to_list()
+    def __getstate__(self):
+        return {**self.__dict__, "_dctx": None}
 
     def read_bytes(self, subject_id: int) -> bytes:
         """The record's compressed bytes, from its own file or its packed shard (one place
@@ -82,7 +74,38 @@ class Version:
 
     def raw(self, subject_id: int) -> dict:
         """The record as stored (events as numpy arrays, code ids not decoded)."""
+        if self._dctx is None:
+            self._dctx = zstandard.ZstdDecompressor()
         return unpack(self.read_bytes(subject_id), self._dctx)
+
+
+class Version:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta = self.path / "dataset.json"
+        if not meta.exists():
+            raise ValueError(f"{self.path}: not a finished trajectory version (no dataset.json)")
+        self.meta = json.loads(meta.read_text())
+        self.manifest = pl.read_parquet(self.path / "manifest.parquet")
+        self.codes = pl.read_parquet(self.path / "codes.parquet")
+        self._code_strings = self.codes["code"].to_numpy()
+        m = self.manifest
+        self.reader = RecordReader(self.path, m["subject_id"].to_list(), m["path"].to_list(),
+                                   m["offset"].to_list(), m["bytes"].to_list())
+
+    def __len__(self) -> int:
+        return self.manifest.height
+
+    @property
+    def subject_ids(self) -> list[int]:
+        return self.manifest["subject_id"].to_list()
+
+    def read_bytes(self, subject_id: int) -> bytes:
+        return self.reader.read_bytes(subject_id)
+
+    def raw(self, subject_id: int) -> dict:
+        """The record as stored (events as numpy arrays, code ids not decoded)."""
+        return self.reader.raw(subject_id)
 
     def patient(self, subject_id: int) -> Patient:
         r = self.raw(subject_id)

@@ -1,0 +1,328 @@
+"""PyTorch datasets over a built trajectory version (optional: needs `pip install torch`).
+
+    from trajectory.torch import TrajectoryDataset, collate_trajectories
+    ds = TrajectoryDataset("trajectories/v1", split="train", max_events=4096)
+    dl = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=4,
+                                     collate_fn=collate_trajectories)
+
+Conventions
+-----------
+* An item is one patient: a dict with ``subject_id`` (int), ``length`` (int) and 1-D tensors
+  ``time`` int64 (epoch seconds), ``code`` int64 (row of codes.parquet), ``value`` float32
+  (NaN when none), ``source`` uint8, ``flags`` uint8, ``concept`` int64 (-1 when none),
+  ``concept_value`` float32 (NaN when none); ``text`` (list of str | None, one per event) when
+  ``with_text``; ``windows`` (list of dicts: ``data`` float32 tensor [T, F, S], ``start``,
+  ``step``, ``features``, ``stats``, ``kind``, ``id``) when ``with_windows``.
+  Tensors own writable memory (one copy out of the decoded record).
+* Cropping, applied in this order: ``stay=stay_id`` keeps that ICU stay's events (and only
+  that stay's windows); ``time_range=(t0, t1)`` keeps events with t0 <= time < t1 (windows are
+  not cropped); ``max_events=N`` keeps the LAST N remaining events.
+* Splits come from :func:`trajectory.splits.split_of` (a stable hash of subject_id and
+  ``split_seed``), so they never depend on the process or on which other subjects exist.
+* The version is opened lazily, once per process (DataLoader workers re-open it after a
+  fork or spawn); datasets pickle without open file state.
+* :class:`TrajectoryIterableDataset` streams subjects sorted by (shard, subject_id) and splits
+  them over DDP ranks and DataLoader workers by striding over the global worker index
+  ``rank * num_workers + worker_id``: every subject is yielded exactly once per epoch across
+  all ranks and workers, none dropped or repeated. Ranks therefore may get different numbers
+  of samples (by at most ``num_workers``, by one when num_workers <= 1); use
+  ``drop_last``/join logic in DDP if equal step counts matter.
+* :func:`collate_trajectories` pads with 0 (``value`` and ``concept_value`` too, although
+  real events may hold NaN there); ``attention_mask`` (True = real event) is what tells
+  padding apart. ``max_len`` keeps each patient's last ``max_len`` events.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+try:
+    import torch
+    from torch.utils.data import Dataset, IterableDataset, get_worker_info
+except ImportError as e:  # pragma: no cover - exercised only without torch
+    raise ImportError("trajectory.torch needs PyTorch, which is not installed: "
+                      "pip install torch (see https://pytorch.org)") from e
+
+import numpy as np
+import polars as pl
+
+from .splits import SPLIT_NAMES, split_of
+from .store import RecordReader
+
+__all__ = ["TrajectoryDataset", "TrajectoryIterableDataset", "collate_trajectories",
+           "collate_packed", "EVENT_FIELDS"]
+
+# item field -> output numpy dtype (torch.from_numpy keeps it)
+EVENT_FIELDS = {
+    "time": np.int64,
+    "code": np.int64,
+    "value": np.float32,
+    "source": np.uint8,
+    "flags": np.uint8,
+    "concept": np.int64,
+    "concept_value": np.float32,
+}
+_TORCH_DTYPES = {np.int64: torch.int64, np.float32: torch.float32, np.uint8: torch.uint8}
+
+
+class _Source:
+    """Shared state: subject list, item options, the polars-free record reader."""
+
+    def __init__(self, version_dir, split=None, subjects=None, transform=None,
+                 max_events=None, time_range=None, stay=None, with_text=False,
+                 with_windows=True, split_seed=0, split_fractions=(0.8, 0.1, 0.1)):
+        self.version_dir = Path(version_dir)
+        if not (self.version_dir / "dataset.json").exists():
+            raise ValueError(f"{self.version_dir}: not a finished trajectory version "
+                             "(no dataset.json)")
+        m = pl.read_parquet(self.version_dir / "manifest.parquet",
+                            columns=["subject_id", "shard", "n_events", "path", "offset",
+                                     "bytes"])
+        # Built here, in the parent, so workers never run polars (not fork-safe).
+        self.reader = RecordReader(self.version_dir, m["subject_id"].to_list(),
+                                   m["path"].to_list(), m["offset"].to_list(),
+                                   m["bytes"].to_list())
+        sids = m["subject_id"].to_numpy().astype(np.int64)
+        shards = m["shard"].to_numpy()
+        keep = np.ones(len(sids), dtype=bool)
+        if subjects is not None:
+            wanted = np.asarray(list(subjects), dtype=np.int64)
+            missing = wanted[~np.isin(wanted, sids)]
+            if len(missing):
+                raise KeyError(f"subject_id(s) {missing[:5].tolist()} not in {self.version_dir}")
+            keep &= np.isin(sids, wanted)
+        if split is not None:
+            if split not in SPLIT_NAMES:
+                raise ValueError(f"split must be one of {SPLIT_NAMES} or None, got {split!r}")
+            keep &= split_of(sids, split_seed, split_fractions) == split
+        if subjects is not None and split is None:
+            # explicit subjects keep the caller's order
+            self.subject_ids = wanted.copy()
+            pos = {int(s): i for i, s in enumerate(sids)}
+            self._shards = shards[[pos[int(s)] for s in wanted]]
+        else:
+            self.subject_ids = sids[keep]
+            self._shards = shards[keep]
+        self.transform = transform
+        if max_events is not None and max_events < 0:
+            raise ValueError("max_events must be >= 0")
+        self.max_events = max_events
+        self.time_range = None if time_range is None else (int(time_range[0]),
+                                                           int(time_range[1]))
+        self.stay = None if stay is None else int(stay)
+        self.with_text = with_text
+        self.with_windows = with_windows
+
+    @property
+    def version(self) -> RecordReader:
+        return self.reader
+
+    # -- one item ------------------------------------------------------------------------
+    def _selection(self, ev: dict):
+        """A slice (contiguous crop) or an index array into the event columns."""
+        n = len(ev["time"])
+        mask = None
+        if self.stay is not None:
+            mask = ev["stay_id"] == self.stay
+        if self.time_range is not None:
+            t = ev["time"]
+            m2 = (t >= self.time_range[0]) & (t < self.time_range[1])
+            mask = m2 if mask is None else (mask & m2)
+        if mask is None:
+            start = 0 if self.max_events is None else max(0, n - self.max_events)
+            return slice(start, n)
+        idx = np.flatnonzero(mask)
+        if self.max_events is not None and len(idx) > self.max_events:
+            idx = idx[len(idx) - self.max_events:]
+        return idx
+
+    def load(self, subject_id: int) -> dict:
+        rec = self.version.raw(int(subject_id))
+        ev = rec["events"]
+        sel = self._selection(ev)
+        item = {"subject_id": int(rec["subject_id"])}
+        for name, dt in EVENT_FIELDS.items():
+            col = ev[name]
+            if isinstance(sel, slice):
+                arr = col[sel].astype(dt, copy=True)  # views are read-only: copy once
+            else:
+                arr = col.take(sel).astype(dt, copy=False)  # take already copied
+            item[name] = torch.from_numpy(arr)
+        item["length"] = int(item["time"].shape[0])
+        if self.with_text:
+            tidx = ev["text"][sel]
+            lookup = np.empty(len(rec.get("texts", [])) + 1, dtype=object)
+            lookup[:-1] = rec.get("texts", [])
+            lookup[-1] = None
+            item["text"] = lookup[np.where(tidx < 0, len(lookup) - 1, tidx)].tolist()
+        if self.with_windows:
+            wins = []
+            for w in rec.get("windows", []):
+                if self.stay is not None and not (w.get("kind") == "stay"
+                                                  and int(w.get("id")) == self.stay):
+                    continue
+                wins.append({"data": torch.from_numpy(w["data"].copy()),
+                             "start": w["start"], "step": w["step"],
+                             "features": list(w["features"]), "stats": list(w["stats"]),
+                             "kind": w.get("kind"), "id": w.get("id")})
+            item["windows"] = wins
+        if self.transform is not None:
+            item = self.transform(item)
+        return item
+
+
+class TrajectoryDataset(_Source, Dataset):
+    """Map-style dataset: ``dataset[i]`` is the i-th selected patient (manifest order, i.e.
+    by subject_id, unless explicit ``subjects`` give an order)."""
+
+    def __init__(self, version_dir, split: str | None = None,
+                 subjects: Sequence[int] | None = None, transform: Callable | None = None,
+                 max_events: int | None = None, time_range: tuple[int, int] | None = None,
+                 stay: int | None = None, with_text: bool = False, with_windows: bool = True,
+                 split_seed: int = 0, split_fractions=(0.8, 0.1, 0.1)):
+        _Source.__init__(self, version_dir, split=split, subjects=subjects,
+                         transform=transform, max_events=max_events, time_range=time_range,
+                         stay=stay, with_text=with_text, with_windows=with_windows,
+                         split_seed=split_seed, split_fractions=split_fractions)
+
+    def __len__(self) -> int:
+        return len(self.subject_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.load(self.subject_ids[i])
+
+
+class TrajectoryIterableDataset(_Source, IterableDataset):
+    """Streams patients sorted by (shard, subject_id), split over DDP ranks and DataLoader
+    workers (see the module docstring). With ``shuffle`` (default: on when
+    ``shuffle_buffer > 0``) the order is first permuted with
+    ``np.random.default_rng((seed, epoch))`` -- the same permutation on every rank and
+    worker -- before striding, then passed through a shuffle buffer of ``shuffle_buffer``
+    subject ids (ids, not decoded items, so the buffer costs no memory). Deterministic given
+    seed and epoch; call :meth:`set_epoch` before each epoch (with non-persistent workers, or
+    the workers keep the epoch they were started with).
+
+    Rank/world size: explicit ``rank``/``world_size`` win; else torch.distributed when
+    initialised; else 0/1.
+    """
+
+    def __init__(self, version_dir, split: str | None = None, shuffle_buffer: int = 0,
+                 seed: int = 0, rank: int | None = None, world_size: int | None = None,
+                 shuffle: bool | None = None, **options):
+        _Source.__init__(self, version_dir, split=split, **options)
+        order = np.lexsort((self.subject_ids, self._shards))
+        self.subject_ids = self.subject_ids[order]
+        self._shards = self._shards[order]
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.shuffle = self.shuffle_buffer > 0 if shuffle is None else bool(shuffle)
+        self.seed = int(seed)
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self.rank is not None or self.world_size is not None:
+            rank, world = (self.rank or 0), (self.world_size or 1)
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            rank, world = 0, 1
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside world_size {world}")
+        return rank, world
+
+    def _epoch_order(self) -> np.ndarray:
+        if not self.shuffle:
+            return self.subject_ids
+        rng = np.random.default_rng((self.seed, self.epoch))
+        return self.subject_ids[rng.permutation(len(self.subject_ids))]
+
+    def subjects_for(self, rank: int, world_size: int, worker_id: int = 0,
+                     num_workers: int = 1) -> np.ndarray:
+        """The subject ids one (rank, worker) reads this epoch, before the shuffle buffer."""
+        g = rank * num_workers + worker_id
+        return self._epoch_order()[g::world_size * num_workers]
+
+    def num_samples(self, num_workers: int = 0) -> int:
+        """Samples this rank yields per epoch with a DataLoader of ``num_workers`` (all its
+        workers together). Deliberately not ``__len__``: the count depends on num_workers."""
+        rank, world = self._rank_world()
+        nw = max(1, int(num_workers))
+        return sum(len(self.subjects_for(rank, world, w, nw)) for w in range(nw))
+
+    def __iter__(self) -> Iterator[dict]:
+        rank, world = self._rank_world()
+        info = get_worker_info()
+        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        sids = self.subjects_for(rank, world, wid, nw)
+        if self.shuffle and self.shuffle_buffer > 1:
+            sids = _buffer_shuffle(sids, self.shuffle_buffer,
+                                   np.random.default_rng((self.seed, self.epoch,
+                                                          rank * nw + wid)))
+        for sid in sids:
+            yield self.load(sid)
+
+
+def _buffer_shuffle(ids: np.ndarray, size: int, rng) -> list:
+    """Classic streaming shuffle buffer over ids (deterministic given rng)."""
+    out, buf = [], []
+    for sid in ids.tolist():
+        if len(buf) < size:
+            buf.append(sid)
+            continue
+        j = int(rng.integers(size))
+        out.append(buf[j])
+        buf[j] = sid
+    rng.shuffle(buf)
+    out.extend(buf)
+    return out
+
+
+def collate_trajectories(batch: list[dict], max_len: int | None = None) -> dict:
+    """Pad a list of items to [B, L] tensors (L = longest length, capped at ``max_len``,
+    keeping each patient's LAST events). Padding is 0 in every field; ``attention_mask``
+    (bool, True = real event) and ``lengths`` mark the real events. ``subject_id`` is [B]
+    int64. ``text``/``windows`` pass through as lists when present."""
+    B = len(batch)
+    lengths = torch.tensor([it["length"] for it in batch], dtype=torch.int64)
+    if max_len is not None:
+        lengths = lengths.clamp(max=int(max_len))
+    L = int(lengths.max()) if B else 0
+    out = {"subject_id": torch.tensor([it["subject_id"] for it in batch], dtype=torch.int64),
+           "lengths": lengths}
+    for name, dt in EVENT_FIELDS.items():
+        t = torch.zeros((B, L), dtype=_TORCH_DTYPES[dt])
+        for b, it in enumerate(batch):
+            n = int(lengths[b])
+            if n:
+                t[b, :n] = it[name][it[name].shape[0] - n:]
+        out[name] = t
+    out["attention_mask"] = torch.arange(L).unsqueeze(0) < lengths.unsqueeze(1)
+    for key in ("text", "windows"):
+        if batch and key in batch[0]:
+            if key == "text" and max_len is not None:
+                out[key] = [it[key][len(it[key]) - int(n):] if n else []
+                            for it, n in zip(batch, lengths.tolist())]
+            else:
+                out[key] = [it[key] for it in batch]
+    return out
+
+
+def collate_packed(batch: list[dict]) -> dict:
+    """Concatenate a batch into 1-D tensors (no padding): patient b's events are
+    ``[offsets[b], offsets[b+1])``. Also ``lengths`` [B] and ``subject_id`` [B]."""
+    lengths = torch.tensor([it["length"] for it in batch], dtype=torch.int64)
+    offsets = torch.zeros(len(batch) + 1, dtype=torch.int64)
+    torch.cumsum(lengths, 0, out=offsets[1:])
+    out = {"subject_id": torch.tensor([it["subject_id"] for it in batch], dtype=torch.int64),
+           "lengths": lengths, "offsets": offsets}
+    for name, dt in EVENT_FIELDS.items():
+        out[name] = (torch.cat([it[name] for it in batch]) if batch
+                     else torch.zeros(0, dtype=_TORCH_DTYPES[dt]))
+    for key in ("text", "windows"):
+        if batch and key in batch[0]:
+            out[key] = [it[key] for it in batch]
+    return out
