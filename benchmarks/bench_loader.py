@@ -73,6 +73,7 @@ def main() -> int:
 
     dctx = zstandard.ZstdDecompressor()
     case("zstd decompress (floor)", lambda: drain(dctx.decompress(b) for b in blobs))
+    del blobs  # forked workers would inherit them and count them in their RSS
     ds = TrajectoryDataset(vdir, with_windows=True)
     case("dataset[i], 1 process", lambda: drain(ds[i] for i in range(len(ds))))
     peaks = {}

@@ -20,9 +20,9 @@ def manifest(cfg):
     return pl.read_parquet(cfg.version_dir / "manifest.parquet")
 
 
-def test_max_cpus_1_and_2_identical(demo_build, tmp_path):
+def test_max_cpus_1_2_and_4_identical(demo_build, tmp_path):
     ref_cfg, _ = demo_build
-    for cpus in (1, 2):
+    for cpus in (1, 2, 4):
         cfg = make_cfg(demo_dir(), tmp_path / f"cpus{cpus}", runner="dask", max_cpus=cpus)
         run_build(cfg, progress=False)
         assert manifest(cfg).equals(manifest(ref_cfg)), cpus
@@ -109,3 +109,23 @@ def test_packed_shards_hold_the_same_record_bytes(demo_build, tmp_path):
     packed, files = open_version(cfg.version_dir), open_version(ref_cfg.version_dir)
     for sid in packed.subject_ids[:10]:
         assert packed.read_bytes(sid) == files.read_bytes(sid)
+
+
+def test_finalize_refuses_missing_or_corrupt_shard(tmp_path):
+    import pytest
+
+    from jobs import finalize
+
+    cfg = make_cfg(demo_dir(), tmp_path / "f", n_shards=2)
+    plan = prepare(cfg)
+    for table in plan.tables:
+        partition.run(table, cfg)
+    build.run(0, cfg)
+    with pytest.raises(ValueError, match=r"cannot publish: 1 of 2 shards not built \(first: \[1\]\)"):
+        finalize.run("all", cfg)
+    build.run(1, cfg)
+    index = cfg.work_dir / "index" / f"{build.shard_name(1)}.parquet"
+    index.write_bytes(index.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="checksum disagrees with its done-marker"):
+        finalize.run("all", cfg)
+    assert not (cfg.version_dir / "dataset.json").exists()
