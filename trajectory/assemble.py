@@ -50,19 +50,22 @@ def place_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
     cannot be placed: rows of subjects absent from `patients` and admission-timed rows whose
     hadm_id is not in `admissions`. Every drop is counted by reason."""
     known = ev["subject_id"].is_in(patients["subject_id"].implode())
-    _count_by_stream(ev.filter(~known), "subject_not_in_patients", counts)
-    ev = ev.filter(known)
-    untimed = ev["time"].is_null()
-    if untimed.any():
-        # Only the few admission-timed rows go through the join; they rejoin at the end,
-        # which keeps each source's row order (all ties are within one source).
+    if not known.all():  # filters copy every column: only when something goes
+        _count_by_stream(ev.filter(~known), "subject_not_in_patients", counts)
+        ev = ev.filter(known)
+    untimed = np.flatnonzero(ev["time"].is_null().to_numpy())
+    if len(untimed):
+        # Only the few admission-timed rows go through the join; their times are scattered
+        # back in place, so no full-frame copy and every row keeps its position.
         disch = (admissions.select("hadm_id", pl.col("dischtime").dt.epoch("s").alias("_t"))
                  .unique("hadm_id", keep="first"))
-        placed = (ev.filter(untimed).join(disch, on="hadm_id", how="left", maintain_order="left")
-                  .with_columns(pl.col("_t").alias("time")).drop("_t"))
-        lost = placed["time"].is_null()
-        _count_by_stream(placed.filter(lost), "no_admission_time", counts)
-        ev = pl.concat([ev.filter(~untimed), placed.filter(~lost)])
+        placed = (ev[untimed].select("hadm_id")
+                  .join(disch, on="hadm_id", how="left", maintain_order="left")["_t"])
+        ev = ev.with_columns(ev["time"].scatter(untimed, placed))
+        lost = placed.is_null().to_numpy()
+        if lost.any():
+            _count_by_stream(ev[untimed[lost]], "no_admission_time", counts)
+            ev = ev.filter(ev["time"].is_not_null())
     return ev
 
 
