@@ -287,7 +287,3 @@ DICTIONARIES: tuple[Dictionary, ...] = (
     Dictionary("d_hcpcs", "hosp", {"code": "str", "short_description": "str"},
                key=("code",), label=("short_description",)),
 )
-
-# Record header sections, built from the meta tables' rows of one patient.
-ADMISSION_COLUMNS = tuple(TABLES_BY_NAME["admissions"].columns)
-STAY_COLUMNS = tuple(TABLES_BY_NAME["icustays"].columns)
