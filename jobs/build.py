@@ -1,7 +1,7 @@
-"""Stage 2, one unit per shard: read the shard's row groups of every table, assemble and write
+"""Stage 2, one unit per shard: read the shard's record batches of every table, assemble and write
 one record per patient into OUT_DIR/<version>/patients/<shard>/, plus the shard's index.
 
-Reads only its own row groups (listed in the partition markers), so total I/O stays O(input)
+Reads only its own record batches (listed in the partition markers), so total I/O stays O(input)
 whatever the shard count. The shard directory is written under a temporary name and renamed.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import zstandard
 
 from trajectory.assemble import (count_cleaning_drops, index_texts, order_events,
@@ -52,13 +51,15 @@ def partition_markers(cfg, plan) -> dict[str, dict]:
 
 
 def read_shard(folder: Path, files: list[dict], shard: int) -> pa.Table | None:
-    """This shard's row groups of the listed files, in file order."""
+    """This shard's record batches of the listed files, in file order; the IPC footer locates
+    the batch, so only its own bytes are read."""
     parts = []
     for f in files:
-        groups = f["row_groups"].get(str(shard))
-        if groups:
-            parts.append(pq.ParquetFile(folder / f["path"]).read_row_groups(groups))
-    return pa.concat_tables(parts) if parts else None
+        i = f["batches"].get(str(shard))
+        if i is not None:
+            with pa.OSFile(str(folder / f["path"])) as source:
+                parts.append(pa.ipc.open_file(source).get_batch(i))
+    return pa.Table.from_batches(parts) if parts else None
 
 
 def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:

@@ -25,7 +25,10 @@ def prepare(cfg):
     plan = make_plan(cfg)
     path = plan_path(cfg)
     if path.exists():
-        problems = same_inputs(load_plan(cfg), plan)
+        try:
+            problems = same_inputs(load_plan(cfg), plan)
+        except ValueError as e:  # a work dir left by an older release of this tool
+            problems = [str(e)]
         if problems:
             if not cfg.overwrite:
                 raise ValueError(f"{cfg.work_dir} holds an unfinished build of different "

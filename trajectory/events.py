@@ -8,6 +8,7 @@ their admission) waits for the shard stage.
 """
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from .tables import PREPARE, SOURCE_ID, Event, Table
@@ -54,7 +55,6 @@ def event_exprs(table: Table, kind: int, columns: set[str]) -> dict[str, pl.Expr
     return {
         "subject_id": pl.col("subject_id"),
         "time": _epoch(ev.time) if ev.time else pl.lit(None, pl.Int64),
-        "code": _code(ev),
         "value": value,
         "text": text,
         "hadm_id": optional_id["hadm_id"],
@@ -65,8 +65,10 @@ def event_exprs(table: Table, kind: int, columns: set[str]) -> dict[str, pl.Expr
     }
 
 
-def map_rows(table: Table, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """Source rows -> (events, per-code stats, counts per event stream).
+def map_rows(table: Table, df: pl.DataFrame, book: "CodeBook",
+             ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Source rows -> (events with `code` as the book's local id, per-code stats, counts per
+    event stream).
 
     counts[event] = {"rows": n, "written": k, "dropped": {reason: m}} with rows = written +
     sum(dropped). Events whose time comes from their admission keep a null time here.
@@ -93,23 +95,45 @@ def map_rows(table: Table, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
         if dropped:
             frame, src = frame.filter(keep), df.filter(keep)
         counts[ev.name] = {"rows": df.height, "written": frame.height, "dropped": dropped}
-        stats.append(_code_stats(ev, frame, src))
-        frames.append(frame)
+        ids, st = _encode_codes(ev, src, book)
+        stats.append(st)
+        frames.append(frame.insert_column(2, pl.Series("code", ids)))
     return pl.concat(frames), pl.concat(stats), counts
 
 
-def _code_stats(ev: Event, frame: pl.DataFrame, src: pl.DataFrame) -> pl.DataFrame:
-    """Per code: count, unit and dictionary key. Unit and key are read off one row per code
-    (the first), not built for every row: on chartevents that halves the mapping time."""
-    per_code = (frame.select("code").with_row_index("_row").group_by("code")
-                .agg(pl.len().cast(pl.Int64).alias("count"), pl.col("_row").first()))
-    rows = src[per_code["_row"]]
-    return per_code.drop("_row").with_columns(
-        (rows[ev.unit] if ev.unit else pl.Series([None] * per_code.height, dtype=pl.String))
+def _encode_codes(ev: Event, src: pl.DataFrame, book: "CodeBook"
+                  ) -> tuple[np.ndarray, pl.DataFrame]:
+    """Local code id of every row, and per-code count, unit and dictionary key.
+
+    Codes are built only for the distinct combinations of the code columns, then scattered
+    back to rows: joining strings per row and hashing them into the book cost 1.6 s on 13M
+    chartevents rows, grouping the raw columns 0.6 s. Unit and key are read off each
+    combination's first row."""
+    prefix, *cols = ev.code
+    n = src.height
+    if cols:
+        groups = (src.select(cols).with_row_index("_row").group_by(cols)
+                  .agg(pl.col("_row")).with_columns(pl.col("_row").list.first().alias("_first"))
+                  .sort("_first"))  # first appearance: deterministic ids and stats
+    else:
+        groups = pl.DataFrame({"_row": [list(range(n))] if n else [],
+                               "_first": [0] if n else []},
+                              schema={"_row": pl.List(pl.UInt32), "_first": pl.UInt32})
+    codes = groups.select(_code(ev).alias("code"))["code"] if cols else \
+        pl.Series("code", [prefix] * groups.height, pl.String)
+    gid = book.ids(codes.to_list())
+    lengths = groups["_row"].list.len().to_numpy()
+    ids = np.empty(n, np.uint32)
+    if n:
+        ids[groups["_row"].explode().to_numpy()] = np.repeat(gid, lengths)
+    first = src[groups["_first"]] if groups.height else src.clear()
+    st = pl.DataFrame({"code": codes, "count": lengths.astype(np.int64)}).with_columns(
+        (first[ev.unit] if ev.unit else pl.Series([None] * groups.height, dtype=pl.String))
         .alias("unit"),
-        rows.select(_label_key(ev).alias("k"))["k"].alias("label_key")
+        first.select(_label_key(ev).alias("k"))["k"].alias("label_key")
         if ev.label else pl.lit(None, pl.String).alias("label_key"),
         pl.lit(ev.label[0] if ev.label else None, pl.String).alias("dictionary"))
+    return ids, st
 
 
 def merge_code_stats(stats: list[pl.DataFrame]) -> pl.DataFrame:
@@ -131,13 +155,17 @@ class CodeBook:
 
     def __init__(self):
         self.codes: list[str] = []
-        self.known: set[str] = set()
+        self.index: dict[str, int] = {}
 
-    def encode(self, codes: pl.Series) -> pl.Series:
-        new = [c for c in codes.unique(maintain_order=True).to_list() if c not in self.known]
-        self.codes += new
-        self.known.update(new)
-        return codes.cast(pl.Enum(self.codes)).to_physical().cast(pl.UInt32)
+    def ids(self, codes: list[str]) -> np.ndarray:
+        out = np.empty(len(codes), np.uint32)
+        for i, c in enumerate(codes):
+            j = self.index.get(c)
+            if j is None:
+                j = self.index[c] = len(self.codes)
+                self.codes.append(c)
+            out[i] = j
+        return out
 
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame({"local_id": pl.Series(range(len(self.codes)), dtype=pl.UInt32),

