@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 
 from .grids import GridSpec, patient_windows
-from .kernels_sort import CODE_BITS, SOURCE_BITS, TIME_BITS, event_sort_keys
+from .kernels_sort import (CODE_BITS, SOURCE_BITS, TIME_BITS, event_sort_keys,
+                           sort_runs_by_secondary)
 from .record import FORMAT, NONE_ID, events_to_bytes
 from .tables import SOURCE_ID, TABLES
 
@@ -77,30 +78,43 @@ def sort_keys(subject_id: np.ndarray, time: np.ndarray, source: np.ndarray,
     hi, lo = np.empty(n, np.uint64), np.empty(n, np.uint64)
     if n == 0:
         return hi, lo
-    # sorted distinct subjects (hash-unique, then a small sort); searchsorted gives the rank
-    subjects = np.sort(pl.Series(subject_id).unique().to_numpy())
-    rank = np.searchsorted(subjects, subject_id)
+    s0, s1 = int(subject_id.min()), int(subject_id.max())
+    if s1 - s0 < 1 << 24:  # MIMIC's ids span 10M: the offset is a rank, no search needed
+        rank = subject_id.astype(np.int64, copy=False) - s0
+    else:
+        subjects = np.sort(pl.Series(subject_id).unique().to_numpy())
+        if len(subjects) >= 1 << 24:
+            raise ValueError(f"shard too wide to sort: {len(subjects)} subjects; use more shards")
+        rank = np.searchsorted(subjects, subject_id)
     t0 = int(time.min())
-    if int(time.max()) - t0 >= 1 << TIME_BITS or len(subjects) >= 1 << 24:
-        raise ValueError(f"shard too wide to sort: times span {int(time.max()) - t0} s, "
-                         f"{len(subjects)} subjects; use more shards")
+    if int(time.max()) - t0 >= 1 << TIME_BITS:
+        raise ValueError(f"shard too wide to sort: times span {int(time.max()) - t0} s; "
+                         "use more shards")
     if int(code.max()) >= 1 << CODE_BITS or int(source.max()) >= 1 << SOURCE_BITS:
         raise ValueError(f"code id {int(code.max())} or source {int(source.max())} exceeds "
                          "the sort key's width")
-    event_sort_keys(rank.astype(np.int64), time.astype(np.int64), np.int64(t0),
-                    source.astype(np.uint8), code.astype(np.int32), value.astype(np.float32),
+    event_sort_keys(rank.astype(np.int64, copy=False), time.astype(np.int64, copy=False),
+                    np.int64(t0), source.astype(np.uint8, copy=False),
+                    code.astype(np.int32, copy=False), value.astype(np.float32, copy=False),
                     hi, lo)
     return hi, lo
 
 
+def sort_order(subject_id, time, source, code, value) -> np.ndarray:
+    """Stable argsort by SORT_KEY: ties keep input order."""
+    hi, lo = sort_keys(subject_id, time, source, code, value)
+    order = np.argsort(hi, kind="stable")
+    secondary = lo[order]
+    sort_runs_by_secondary(hi[order], secondary, order)
+    return order
+
+
 def order_events(ev: pl.DataFrame) -> pl.DataFrame:
     """Sort deterministically by SORT_KEY; ties keep input order (stable sort)."""
-    hi, lo = sort_keys(ev["subject_id"].to_numpy(), ev["time"].to_numpy(),
+    order = sort_order(ev["subject_id"].to_numpy(), ev["time"].to_numpy(),
                        ev["source"].to_numpy(), ev["code_id"].to_numpy(),
-                       ev["value"].fill_null(np.nan).to_numpy())
-    order = pl.DataFrame({"hi": hi, "lo": lo}).select(
-        pl.arg_sort_by("hi", "lo", maintain_order=True))
-    return ev[order.to_series()]
+                       ev["value"].to_numpy())  # a null float becomes NaN: no value, last
+    return ev[pl.Series(order)]
 
 
 def index_texts(ev: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
