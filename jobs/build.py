@@ -15,14 +15,14 @@ import polars as pl
 import pyarrow as pa
 import zstandard
 
-from trajectory.assemble import (count_cleaning_drops, index_texts, order_events,
-                                 patient_records, place_events)
+from trajectory.assemble import (count_cleaning_drops, encode_strings, index_texts,
+                                 merge_string_ids, order_events, patient_records, place_events)
 from trajectory.cleaning import clean_events, code_tables, load_concepts
 from trajectory.grids import GridSpec
 from trajectory.events import EVENT_SCHEMA
 from trajectory.plan import load_plan
 from trajectory.read import POLARS_TYPES
-from trajectory.record import pack
+from trajectory.record import NONE_ID, pack
 from trajectory.tables import PREPARE, TABLES, TABLES_BY_NAME
 from trajectory.vocab import ensure_vocab
 
@@ -69,8 +69,10 @@ def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
 
 
 def load_shard(cfg, plan, markers: dict, shard: int, vocab: pl.DataFrame):
-    """(events with global code_id, header tables) of one shard."""
-    events, meta = [], {}
+    """(events, texts, refs, header tables) of one shard. Events carry the global code_id, and
+    in `text` and `ref` int32 ids into `texts` (distinct strings of the shard) and `refs` (the
+    note ids of note rows; None for other tables, whose refs only tell rows apart)."""
+    events, text_parts, refs, meta = [], [], [], {}
     for t in TABLES:  # fixed table order: part of what makes record bytes deterministic
         m = markers.get(t.name)
         if m is None:
@@ -84,13 +86,21 @@ def load_shard(cfg, plan, markers: dict, shard: int, vocab: pl.DataFrame):
             lut = np.full(int(book["local_id"].max()) + 1, -1, np.int32)
             lut[ids["local_id"].to_numpy()] = ids["code_id"].to_numpy()
             ev = pl.from_arrow(ev)
-            events.append(ev.with_columns(pl.Series("code", lut[ev["code"].to_numpy()]))
-                          .rename({"code": "code_id"}))
+            text_parts.append(encode_strings(ev["text"]))
+            ref_ids, ref_strings = encode_strings(ev["ref"])
+            ref_ids = np.where(ref_ids >= 0, ref_ids + len(refs), NONE_ID).astype(np.int32)
+            refs += ref_strings.to_list() if t.module == "note" else [None] * ref_strings.len()
+            events.append(ev.with_columns(pl.Series("code", lut[ev["code"].to_numpy()]),
+                                          pl.Series("ref", ref_ids)).rename({"code": "code_id"}))
         if t.meta:
             schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
             meta[t.name] = _frame(read_shard(folder, m["meta"], shard), schema)
-    ev = pl.concat(events, how="vertical_relaxed") if events else None
-    return ev, meta
+    text_ids, texts = merge_string_ids(text_parts)
+    events = [e.with_columns(pl.Series("text", i)) for e, i in zip(events, text_ids)]
+    ev = pl.concat(events, how="vertical_relaxed") if events else pl.DataFrame(
+        schema=EVENT_SCHEMA).rename({"code": "code_id"}).cast(
+            {"code_id": pl.Int32, "text": pl.Int32, "ref": pl.Int32})
+    return ev, texts, refs, meta
 
 
 def run(shard: int, cfg) -> dict:
@@ -112,7 +122,7 @@ def run(shard: int, cfg) -> dict:
         phase[name] = round(phase.get(name, 0.0) + now - tick, 4)
         tick = now
 
-    ev, meta = load_shard(cfg, plan, markers, shard, vocab)
+    ev, texts, refs, meta = load_shard(cfg, plan, markers, shard, vocab)
     lap("read")
     patients = PREPARE["patients"](meta["patients"])
     admissions = meta["admissions"]
@@ -121,9 +131,6 @@ def run(shard: int, cfg) -> dict:
         stays = pl.DataFrame(schema={c: POLARS_TYPES[t] for c, t in
                                      TABLES_BY_NAME["icustays"].columns.items()})
     counts: dict = {}
-    if ev is None:
-        ev = pl.DataFrame(schema=EVENT_SCHEMA).rename({"code": "code_id"}).cast(
-            {"code_id": pl.Int32})
     ev = place_events(ev, patients, admissions, counts)
     ev = order_events(ev)
     lap("place_sort")
@@ -132,7 +139,7 @@ def run(shard: int, cfg) -> dict:
                                 code_tables(vocab, concepts, thresholds), cfg)
     count_cleaning_drops(qc, counts)
     lap("clean")
-    ev, texts = index_texts(ev)
+    ev, texts = index_texts(ev, texts)
     lap("texts")
     grid = GridSpec(step=cfg.window_step_minutes * 60, max_windows=cfg.window_max,
                     admissions=cfg.window_admissions,
@@ -143,7 +150,8 @@ def run(shard: int, cfg) -> dict:
     rows = []
     times = ev["time"].to_numpy()
     sids = ev["subject_id"].to_numpy()
-    for sid, record in patient_records(ev, patients, admissions, stays, texts, grid, phase):
+    for sid, record in patient_records(ev, patients, admissions, stays, texts, refs, grid,
+                                               phase):
         data = pack(record, compressor)
         path, offset = sink.add(sid, data)
         lo, hi = np.searchsorted(sids, sid, "left"), np.searchsorted(sids, sid, "right")

@@ -10,6 +10,7 @@ import polars as pl
 from .grids import GridSpec, patient_windows
 from .kernels_sort import (CODE_BITS, SOURCE_BITS, TIME_BITS, event_sort_keys,
                            sort_runs_by_secondary)
+from .kernels_text import first_use_ids
 from .record import FORMAT, NONE_ID, events_to_bytes
 from .tables import SOURCE_ID, TABLES
 
@@ -117,19 +118,52 @@ def order_events(ev: pl.DataFrame) -> pl.DataFrame:
     return ev[pl.Series(order)]
 
 
-def index_texts(ev: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-    """Per patient, distinct texts in order of first use; events point at them by index."""
-    ev = ev.with_row_index("_row")
-    texts = (ev.filter(pl.col("text").is_not_null())
-             .group_by("subject_id", "text", maintain_order=True).agg(pl.col("_row").first())
-             .sort("_row")
-             .with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("subject_id")
-                           .alias("text_id")))
-    ev = (ev.join(texts.select("subject_id", "text", "text_id"), on=["subject_id", "text"],
-                  how="left", maintain_order="left").drop("_row"))
-    per_subject = {sid: lst for sid, lst in
-                   texts.group_by("subject_id", maintain_order=True).agg("text").iter_rows()}
-    return ev, per_subject
+def encode_strings(col: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """int32 id of every row (NONE_ID for null) and the distinct strings by id. Events carry
+    ids, not strings, through the sort and cleaning: the strings are gathered never, compared
+    never, and looked up once per patient when the record is written."""
+    n = col.len()
+    ids = np.full(n, NONE_ID, np.int32)
+    if col.null_count() == n:
+        return ids, pl.Series("s", [], pl.String)
+    groups = (col.to_frame("s").with_row_index("_r").drop_nulls("s")
+              .group_by("s").agg(pl.col("_r")))
+    ids[groups["_r"].explode().to_numpy()] = np.repeat(
+        np.arange(groups.height, dtype=np.int32), groups["_r"].list.len().to_numpy())
+    return ids, groups["s"]
+
+
+def merge_string_ids(parts: list[tuple[np.ndarray, pl.Series]]
+                     ) -> tuple[list[np.ndarray], pl.Series]:
+    """Ids of several tables -> ids into one list of distinct strings, so a text two tables
+    share is one entry of the patient's `texts`."""
+    if not parts:
+        return [], pl.Series("s", [], pl.String)
+    ids, uniq = encode_strings(pl.concat([u for _, u in parts]))
+    out, offset = [], 0
+    for local, u in parts:
+        # index -1 (no text) picks the appended NONE_ID
+        remap = np.append(ids[offset:offset + u.len()], np.int32(NONE_ID))
+        out.append(remap[local])
+        offset += u.len()
+    return out, uniq
+
+
+def index_texts(ev: pl.DataFrame, texts: pl.Series) -> tuple[pl.DataFrame, dict]:
+    """Per patient, distinct texts in order of first use; events point at them by index.
+    `ev` is sorted by subject and its `text` column holds ids into `texts`."""
+    sid = ev["subject_id"].to_numpy()
+    n = len(sid)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if n else np.zeros(0, np.int64)
+    local, used = np.empty(n, np.int32), np.empty(n, np.int32)
+    used_starts = np.empty(len(starts) + 1, np.int64)
+    first_use_ids(np.r_[starts, n].astype(np.int64), ev["text"].to_numpy(),
+                  np.full(texts.len(), -1, np.int64), np.empty(texts.len(), np.int32),
+                  local, used, used_starts)
+    strings = texts.to_list()
+    per_subject = {int(sid[a]): [strings[g] for g in used[used_starts[b]:used_starts[b + 1]]]
+                   for b, a in enumerate(starts) if used_starts[b + 1] > used_starts[b]}
+    return ev.with_columns(pl.Series("text_id", local)), per_subject
 
 
 def _sections(df: pl.DataFrame, order: list[str]) -> dict:
@@ -143,11 +177,11 @@ def _sections(df: pl.DataFrame, order: list[str]) -> dict:
 
 
 def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
-                    stays: pl.DataFrame, texts: dict, grid: GridSpec | None = None,
+                    stays: pl.DataFrame, texts: dict, refs: list, grid: GridSpec | None = None,
                     timers: dict | None = None) -> Iterator[tuple[int, dict]]:
     """Yield (subject_id, record) for every patient of the shard, in subject_id order; `ev` is
-    sorted by SORT_KEY and carries code_id and text_id (and, once cleaned, flags, concept and
-    concept_value). With a GridSpec, each record gets its per-stay windows."""
+    sorted by SORT_KEY and carries code_id, text_id and `ref` (an index into `refs`, the note
+    ids) (and, once cleaned, flags, concept and concept_value). With a GridSpec, each record gets its per-stay windows."""
     patients = epoch_columns(patients.unique("subject_id", keep="first", maintain_order=True)
                              .sort("subject_id"))
     adm = _sections(admissions, ["subject_id", "admittime", "hadm_id"])
@@ -165,7 +199,7 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         "concept": _column(ev, "concept", NONE_ID, np.int16),
         "concept_value": _column(ev, "concept_value", np.nan, np.float32),
     }
-    refs = ev["ref"]
+    ref = ev["ref"].to_numpy()
     has_ref = ev["source"].is_in([SOURCE_ID[t.name] for t in TABLES if t.module == "note"]
                                  ).to_numpy()
     for p in patients.iter_rows(named=True):
@@ -189,7 +223,7 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
             "events": events_to_bytes(mine),
             "texts": texts.get(s, []),
             "notes": {"event": note_pos.astype(np.int32).tolist(),
-                      "note_id": refs.slice(lo, hi - lo).gather(note_pos).to_list()},
+                      "note_id": [refs[g] if g >= 0 else None for g in ref[lo:hi][note_pos]]},
             "windows": windows,
         }
 
