@@ -19,7 +19,7 @@ import pyarrow as pa
 from trajectory.cleaning import merge_sketches, value_sketch
 from trajectory.events import CodeBook, map_rows, merge_code_stats, merge_counts
 from trajectory.plan import load_plan, shard_of
-from trajectory.read import iter_batches
+from trajectory.read import iter_batches, prefetch
 from trajectory.tables import TABLES_BY_NAME
 
 from trajectory.atomic import atomic_write_parquet, tmp_name
@@ -90,7 +90,8 @@ def run(table_name: str, cfg) -> dict:
     events = ShardedWriter(out, "events", plan.n_shards, budget)
     meta = ShardedWriter(out, "meta", plan.n_shards, budget // 4) if table.meta else None
     rows, counts, stats, sketches, book = 0, {}, [], [], CodeBook()
-    for batch in iter_batches(path, table.columns, cfg.csv_block_mb << 20, table.multiline):
+    for batch in prefetch(iter_batches(path, table.columns, cfg.csv_block_mb << 20,
+                                       table.multiline)):
         df = pl.from_arrow(batch)
         rows += df.height
         ev, st, c = map_rows(table, df, book)

