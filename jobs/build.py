@@ -97,7 +97,9 @@ def load_shard(cfg, plan, markers: dict, shard: int, vocab: pl.DataFrame):
             meta[t.name] = _frame(read_shard(folder, m["meta"], shard), schema)
     text_ids, texts = merge_string_ids(text_parts)
     events = [e.with_columns(pl.Series("text", i)) for e, i in zip(events, text_ids)]
-    ev = pl.concat(events, how="vertical_relaxed") if events else pl.DataFrame(
+    # One chunk: the sort's gather over the 26 table chunks of a demo x20 shard took 0.2 s,
+    # over one chunk 0.05 s after a 0.01 s rechunk.
+    ev = pl.concat(events, how="vertical_relaxed", rechunk=True) if events else pl.DataFrame(
         schema=EVENT_SCHEMA).rename({"code": "code_id"}).cast(
             {"code_id": pl.Int32, "text": pl.Int32, "ref": pl.Int32})
     return ev, texts, refs, meta
@@ -149,12 +151,10 @@ def run(shard: int, cfg) -> dict:
     compressor = zstandard.ZstdCompressor(level=cfg.zstd_level)
     rows = []
     times = ev["time"].to_numpy()
-    sids = ev["subject_id"].to_numpy()
-    for sid, record in patient_records(ev, patients, admissions, stays, texts, refs, grid,
-                                               phase):
+    for sid, lo, hi, record in patient_records(ev, patients, admissions, stays, texts, refs,
+                                               grid, phase):
         data = pack(record, compressor)
         path, offset = sink.add(sid, data)
-        lo, hi = np.searchsorted(sids, sid, "left"), np.searchsorted(sids, sid, "right")
         rows.append((sid, path, offset, shard, hi - lo,
                      int(times[lo]) if hi > lo else None, int(times[hi - 1]) if hi > lo else None,
                      len(data), checksum_bytes(data)))

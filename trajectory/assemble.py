@@ -178,10 +178,12 @@ def _sections(df: pl.DataFrame, order: list[str]) -> dict:
 
 def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
                     stays: pl.DataFrame, texts: dict, refs: list, grid: GridSpec | None = None,
-                    timers: dict | None = None) -> Iterator[tuple[int, dict]]:
-    """Yield (subject_id, record) for every patient of the shard, in subject_id order; `ev` is
+                    timers: dict | None = None) -> Iterator[tuple[int, int, int, dict]]:
+    """Yield (subject_id, first, end, record) for every patient of the shard, in subject_id
+    order, where ev[first:end] are the patient's events; `ev` is
     sorted by SORT_KEY and carries code_id, text_id and `ref` (an index into `refs`, the note
-    ids) (and, once cleaned, flags, concept and concept_value). With a GridSpec, each record gets its per-stay windows."""
+    ids) (and, once cleaned, flags, concept and concept_value). With a GridSpec, each record
+    gets its per-stay windows."""
     patients = epoch_columns(patients.unique("subject_id", keep="first", maintain_order=True)
                              .sort("subject_id"))
     adm = _sections(admissions, ["subject_id", "admittime", "hadm_id"])
@@ -202,9 +204,11 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
     ref = ev["ref"].to_numpy()
     has_ref = ev["source"].is_in([SOURCE_ID[t.name] for t in TABLES if t.module == "note"]
                                  ).to_numpy()
-    for p in patients.iter_rows(named=True):
+    pids = patients["subject_id"].to_numpy()
+    bounds = zip(np.searchsorted(sid, pids, "left").tolist(),
+                 np.searchsorted(sid, pids, "right").tolist())
+    for p, (lo, hi) in zip(patients.iter_rows(named=True), bounds):
         s = p["subject_id"]
-        lo, hi = np.searchsorted(sid, s, "left"), np.searchsorted(sid, s, "right")
         note_pos = np.flatnonzero(has_ref[lo:hi])
         mine = {k: v[lo:hi] for k, v in cols.items()}
         t = time.perf_counter()
@@ -213,7 +217,7 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
             icu.get(s, {}), adm.get(s, {}), grid)
         if timers is not None:
             timers["windows"] = timers.get("windows", 0.0) + time.perf_counter() - t
-        yield s, {
+        yield s, lo, hi, {
             "format": FORMAT,
             "subject_id": s,
             "static": {k: p[k] for k in ("gender", "anchor_age", "anchor_year",
