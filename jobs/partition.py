@@ -30,48 +30,55 @@ STAGE = "partition"
 
 
 class ShardedWriter:
-    """Buffers frames up to a byte budget, then writes one Arrow IPC file holding one record
-    batch per shard. IPC, not parquet: on 3M chartevents rows it wrote in 0.05 s against
-    0.25 s and read back in 0.06 s against 0.41 s, and its footer still lets the build stage
-    read one shard's batch without touching the others."""
+    """Buffers frames, split by shard as they arrive, up to a byte budget; then writes one Arrow
+    IPC file holding one record batch per shard. IPC, not parquet: on 3M chartevents rows it
+    wrote in 0.05 s against 0.25 s and read back in 0.06 s against 0.41 s, and its footer still
+    lets the build stage read one shard's batch without touching the others. Splitting each
+    small frame on arrival (a cache-sized gather) instead of concatenating and sorting the
+    whole buffer at flush spares the flush two copies of the buffer: the partition stage of
+    demo x20 went from 8.8 s to 7.8 s."""
 
     def __init__(self, out_dir: Path, prefix: str, n_shards: int, budget_bytes: int):
         self.out_dir, self.prefix, self.n_shards = out_dir, prefix, n_shards
-        self.budget, self.frames, self.size, self.files = budget_bytes, [], 0, []
+        self.budget, self.size, self.files = budget_bytes, 0, []
+        self.pieces: dict[int, list[pl.DataFrame]] = {}
 
     def add(self, frame: pl.DataFrame) -> None:
         if frame.height:
-            self.frames.append(frame)
+            shard = shard_of(frame["subject_id"].to_numpy(), self.n_shards)
+            # Stable: rows keep their input order within a shard, so record bytes do not
+            # depend on how the input was cut into blocks, buffers or shards.
+            order = np.argsort(shard, kind="stable")
+            frame, shard = frame[order], shard[order]
+            bounds = np.flatnonzero(np.diff(shard)) + 1
+            for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(shard)]):
+                self.pieces.setdefault(int(shard[s]), []).append(frame.slice(s, e - s))
             self.size += frame.estimated_size()
         if self.size >= self.budget:
             self.flush()
 
     def flush(self) -> None:
-        if not self.frames:
+        if not self.pieces:
             return
-        df = pl.concat(self.frames, how="vertical_relaxed")
-        self.frames, self.size = [], 0
-        shard = shard_of(df["subject_id"].to_numpy(), self.n_shards)
-        # Stable: rows keep their input order within a shard, so record bytes do not depend
-        # on how the input was cut into buffers or shards.
-        order = np.argsort(shard, kind="stable")
-        df, shard = df[order].rechunk(), shard[order]
-        bounds = np.flatnonzero(np.diff(shard)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(shard)]])
+        pieces, self.pieces, self.size = self.pieces, {}, 0
         path = self.out_dir / f"{self.prefix}-{len(self.files):05d}.arrow"
         tmp = tmp_name(path)
-        (batch,) = df.to_arrow(compat_level=pl.CompatLevel.newest()).to_batches()
         # lz4: intermediate files are read once; zstd saved ~15% space for ~2x write time.
         options = pa.ipc.IpcWriteOptions(compression="lz4")
-        with pa.OSFile(str(tmp), "wb") as sink, \
-                pa.ipc.new_file(sink, batch.schema, options=options) as writer:
-            for s, e in zip(starts, ends):
-                writer.write_batch(batch.slice(s, e - s))
+        batches, rows, writer = {}, 0, None
+        with pa.OSFile(str(tmp), "wb") as sink:
+            for shard in sorted(pieces):
+                df = pl.concat(pieces.pop(shard), how="vertical_relaxed", rechunk=True)
+                (batch,) = df.to_arrow(compat_level=pl.CompatLevel.newest()).to_batches()
+                if writer is None:
+                    writer = pa.ipc.new_file(sink, batch.schema, options=options)
+                writer.write_batch(batch)
+                batches[str(shard)] = len(batches)
+                rows += df.height
+            writer.close()
         os.replace(tmp, path)
-        self.files.append({"path": path.name, "bytes": path.stat().st_size,
-                           "rows": int(len(shard)),
-                           "batches": {str(int(shard[s])): i for i, s in enumerate(starts)}})
+        self.files.append({"path": path.name, "bytes": path.stat().st_size, "rows": rows,
+                           "batches": batches})
 
 
 def run(table_name: str, cfg) -> dict:
