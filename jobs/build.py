@@ -1,5 +1,6 @@
-"""Stage 2, one unit per shard: read the shard's record batches of every table, assemble and write
-one record per patient into OUT_DIR/<version>/patients/<shard>/, plus the shard's index.
+"""Stage 2, one unit per shard: read the record batches of the shard's patient buckets from every
+table, assemble and write one record per patient into OUT_DIR/<version>/patients/<shard>/,
+plus the shard's index.
 
 Reads only its own record batches (listed in the partition markers), so total I/O stays O(input)
 whatever the shard count. The shard directory is written under a temporary name and renamed.
@@ -24,7 +25,7 @@ from trajectory.plan import load_plan
 from trajectory.read import POLARS_TYPES
 from trajectory.record import NONE_ID, pack
 from trajectory.tables import PREPARE, TABLES, TABLES_BY_NAME
-from trajectory.vocab import ensure_vocab
+from trajectory.vocab import ensure_shard_map, ensure_vocab
 
 from trajectory.atomic import atomic_write_parquet, checksum_bytes, checksum_file, tmp_name
 
@@ -50,15 +51,16 @@ def partition_markers(cfg, plan) -> dict[str, dict]:
     return markers
 
 
-def read_shard(folder: Path, files: list[dict], shard: int) -> pa.Table | None:
-    """This shard's record batches of the listed files, in file order; the IPC footer locates
-    the batch, so only its own bytes are read."""
+def read_buckets(folder: Path, files: list[dict], buckets: list[int]) -> pa.Table | None:
+    """These buckets' record batches of the listed files, in file then bucket order; the IPC
+    footer locates each batch, so only their own bytes are read."""
     parts = []
     for f in files:
-        i = f["batches"].get(str(shard))
-        if i is not None:
+        wanted = [f["batches"][str(b)][0] for b in buckets if str(b) in f["batches"]]
+        if wanted:
             with pa.OSFile(str(folder / f["path"])) as source:
-                parts.append(pa.ipc.open_file(source).get_batch(i))
+                reader = pa.ipc.open_file(source)
+                parts += [reader.get_batch(i) for i in wanted]
     return pa.Table.from_batches(parts) if parts else None
 
 
@@ -68,7 +70,7 @@ def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
     return pl.from_arrow(table)
 
 
-def load_shard(cfg, plan, markers: dict, shard: int, vocab: pl.DataFrame):
+def load_shard(cfg, plan, markers: dict, buckets: list[int], vocab: pl.DataFrame):
     """(events, texts, refs, header tables) of one shard. Events carry the global code_id, and
     in `text` and `ref` int32 ids into `texts` (distinct strings of the shard) and `refs` (the
     note ids of note rows; None for other tables, whose refs only tell rows apart)."""
@@ -78,7 +80,7 @@ def load_shard(cfg, plan, markers: dict, shard: int, vocab: pl.DataFrame):
         if m is None:
             continue
         folder = cfg.work_dir / "partitioned" / t.name
-        ev = read_shard(folder, m["events"], shard)
+        ev = read_buckets(folder, m["events"], buckets)
         if ev is not None:
             # local code ids of this table -> global code_id (a lookup array, no strings)
             book = pl.read_parquet(folder / m["codes"], columns=["local_id", "code"])
@@ -94,7 +96,7 @@ def load_shard(cfg, plan, markers: dict, shard: int, vocab: pl.DataFrame):
                                           pl.Series("ref", ref_ids)).rename({"code": "code_id"}))
         if t.meta:
             schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
-            meta[t.name] = _frame(read_shard(folder, m["meta"], shard), schema)
+            meta[t.name] = _frame(read_buckets(folder, m["meta"], buckets), schema)
     text_ids, texts = merge_string_ids(text_parts)
     events = [e.with_columns(pl.Series("text", i)) for e, i in zip(events, text_ids)]
     # One chunk: the sort's gather over the 26 table chunks of a demo x20 shard took 0.2 s,
@@ -124,7 +126,8 @@ def run(shard: int, cfg) -> dict:
         phase[name] = round(phase.get(name, 0.0) + now - tick, 4)
         tick = now
 
-    ev, texts, refs, meta = load_shard(cfg, plan, markers, shard, vocab)
+    buckets = ensure_shard_map(cfg, plan, markers)[shard]
+    ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, vocab)
     lap("read")
     patients = PREPARE["patients"](meta["patients"])
     admissions = meta["admissions"]

@@ -1,8 +1,10 @@
-"""Stage 1, one unit per input table: stream-parse, map rows to events, split by shard.
+"""Stage 1, one unit per input table: stream-parse, map rows to events, split by patient bucket.
 
 Output: WORK_DIR/partitioned/<table>/events-NNNNN.arrow (and meta-NNNNN.arrow for the tables
-the record header needs), each an Arrow IPC file with one record batch per shard, plus the
-table's code statistics. The done-marker lists for every file which batch holds which shard, so the build stage reads exactly its own bytes. Files per table = input size / buffer,
+the record header needs), each an Arrow IPC file with one record batch per patient bucket,
+plus the table's code statistics. The done-marker lists for every file which batch holds
+which bucket and how many rows, so the build stage reads exactly its own bytes and the
+buckets can be packed into shards of equal size. Files per table = input size / buffer,
 never shards x chunks.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pyarrow as pa
 
 from trajectory.cleaning import merge_sketches, value_sketch
 from trajectory.events import CodeBook, map_rows, merge_code_stats, merge_counts
-from trajectory.plan import load_plan, shard_of
+from trajectory.plan import bucket_of, load_plan
 from trajectory.read import iter_batches, prefetch
 from trajectory.tables import TABLES_BY_NAME
 
@@ -29,30 +31,30 @@ from .common import read_done, write_done
 STAGE = "partition"
 
 
-class ShardedWriter:
-    """Buffers frames, split by shard as they arrive, up to a byte budget; then writes one Arrow
-    IPC file holding one record batch per shard. IPC, not parquet: on 3M chartevents rows it
-    wrote in 0.05 s against 0.25 s and read back in 0.06 s against 0.41 s, and its footer still
-    lets the build stage read one shard's batch without touching the others. Splitting each
-    small frame on arrival (a cache-sized gather) instead of concatenating and sorting the
-    whole buffer at flush spares the flush two copies of the buffer: the partition stage of
-    demo x20 went from 8.8 s to 7.8 s."""
+class BucketWriter:
+    """Buffers frames, split by patient bucket as they arrive, up to a byte budget; then writes
+    one Arrow IPC file holding one record batch per bucket. IPC, not parquet: on 3M
+    chartevents rows it wrote in 0.05 s against 0.25 s and read back in 0.06 s against 0.41 s,
+    and its footer still lets the build stage read its buckets' batches without touching the
+    others. Splitting each small frame on arrival (a cache-sized gather) instead of
+    concatenating and sorting the whole buffer at flush spares the flush two copies of the
+    buffer: the partition stage of demo x20 went from 8.8 s to 7.8 s."""
 
-    def __init__(self, out_dir: Path, prefix: str, n_shards: int, budget_bytes: int):
-        self.out_dir, self.prefix, self.n_shards = out_dir, prefix, n_shards
+    def __init__(self, out_dir: Path, prefix: str, n_buckets: int, budget_bytes: int):
+        self.out_dir, self.prefix, self.n_buckets = out_dir, prefix, n_buckets
         self.budget, self.size, self.files = budget_bytes, 0, []
         self.pieces: dict[int, list[pl.DataFrame]] = {}
 
     def add(self, frame: pl.DataFrame) -> None:
         if frame.height:
-            shard = shard_of(frame["subject_id"].to_numpy(), self.n_shards)
-            # Stable: rows keep their input order within a shard, so record bytes do not
+            bucket = bucket_of(frame["subject_id"].to_numpy(), self.n_buckets)
+            # Stable: rows keep their input order within a bucket, so record bytes do not
             # depend on how the input was cut into blocks, buffers or shards.
-            order = np.argsort(shard, kind="stable")
-            frame, shard = frame[order], shard[order]
-            bounds = np.flatnonzero(np.diff(shard)) + 1
-            for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(shard)]):
-                self.pieces.setdefault(int(shard[s]), []).append(frame.slice(s, e - s))
+            order = np.argsort(bucket, kind="stable")
+            frame, bucket = frame[order], bucket[order]
+            bounds = np.flatnonzero(np.diff(bucket)) + 1
+            for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(bucket)]):
+                self.pieces.setdefault(int(bucket[s]), []).append(frame.slice(s, e - s))
             self.size += frame.estimated_size()
         if self.size >= self.budget:
             self.flush()
@@ -65,20 +67,19 @@ class ShardedWriter:
         tmp = tmp_name(path)
         # lz4: intermediate files are read once; zstd saved ~15% space for ~2x write time.
         options = pa.ipc.IpcWriteOptions(compression="lz4")
-        batches, rows, writer = {}, 0, None
+        batches, writer = {}, None
         with pa.OSFile(str(tmp), "wb") as sink:
-            for shard in sorted(pieces):
-                df = pl.concat(pieces.pop(shard), how="vertical_relaxed", rechunk=True)
+            for bucket in sorted(pieces):
+                df = pl.concat(pieces.pop(bucket), how="vertical_relaxed", rechunk=True)
                 (batch,) = df.to_arrow(compat_level=pl.CompatLevel.newest()).to_batches()
                 if writer is None:
                     writer = pa.ipc.new_file(sink, batch.schema, options=options)
                 writer.write_batch(batch)
-                batches[str(shard)] = len(batches)
-                rows += df.height
+                batches[str(bucket)] = [len(batches), df.height]  # [batch index, rows]
             writer.close()
         os.replace(tmp, path)
-        self.files.append({"path": path.name, "bytes": path.stat().st_size, "rows": rows,
-                           "batches": batches})
+        self.files.append({"path": path.name, "bytes": path.stat().st_size,
+                           "rows": sum(r for _, r in batches.values()), "batches": batches})
 
 
 def run(table_name: str, cfg) -> dict:
@@ -94,8 +95,8 @@ def run(table_name: str, cfg) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     budget = cfg.partition_buffer_mb << 20
-    events = ShardedWriter(out, "events", plan.n_shards, budget)
-    meta = ShardedWriter(out, "meta", plan.n_shards, budget // 4) if table.meta else None
+    events = BucketWriter(out, "events", plan.n_buckets, budget)
+    meta = BucketWriter(out, "meta", plan.n_buckets, budget // 4) if table.meta else None
     rows, counts, stats, sketches, book = 0, {}, [], [], CodeBook()
     for batch in prefetch(iter_batches(path, table.columns, cfg.csv_block_mb << 20,
                                        table.multiline)):

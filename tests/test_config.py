@@ -29,3 +29,22 @@ def test_output_hash_ignores_runner_settings():
 def test_bad_values_are_named(env, match):
     with pytest.raises(ValueError, match=match):
         config.load({}, environ=env)
+
+
+def test_planner_sizes_shards_by_input_and_memory_budget(tmp_path):
+    """More input -> more shards; a smaller worker budget -> more, smaller shards, and the
+    estimate it reports fits the budget; a budget with no room is a clear error."""
+    from trajectory.plan import BASE_RSS_MB, MEMORY_SHARE, RSS_PER_GZ_BYTE, shard_count
+
+    gz = 1300 * 2**20  # demo x100
+    big = config.load({"WORKER_MEMORY_GB": 4}, environ={})
+    small = config.load({"WORKER_MEMORY_GB": 1.0}, environ={})
+    n_big, why_big = shard_count(gz, big)
+    n_small, why_small = shard_count(gz, small)
+    assert (n_big, why_big) == (41, "size")
+    assert why_small == "memory" and n_small > n_big
+    assert BASE_RSS_MB + gz / n_small * RSS_PER_GZ_BYTE / 2**20 <= 1024 * MEMORY_SHARE
+    assert shard_count(1 << 20, big) == (big.min_shards, "min")
+    assert shard_count(gz, config.load({"N_SHARDS": 7}, environ={})) == (7, "config")
+    with pytest.raises(ValueError, match="WORKER_MEMORY_GB=0.4 leaves no room"):
+        shard_count(gz, config.load({"WORKER_MEMORY_GB": 0.4}, environ={}))

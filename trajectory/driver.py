@@ -10,7 +10,7 @@ from .atomic import atomic_write_json
 
 from .plan import load_plan, make_plan, plan_path, same_inputs
 from .runners import open_runner
-from .vocab import ensure_vocab
+from .vocab import ensure_shard_map, ensure_vocab
 
 
 def prepare(cfg):
@@ -49,12 +49,15 @@ def partition_units(plan) -> list[str]:
 def run_build(cfg, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     plan = prepare(cfg)
+    if progress:
+        print(plan.describe(cfg), flush=True)
     wall = {}
     with open_runner(cfg) as runner:
         t = time.perf_counter()
         parts = runner.map(partition.run, partition_units(plan), cfg, "partition", progress)
         ensure_vocab(cfg, [cfg.work_dir / "partitioned" / m["table"]
                            for m in sorted(parts, key=lambda m: m["table"])])
+        ensure_shard_map(cfg, plan, {m["table"]: m for m in parts})
         wall["partition"] = time.perf_counter() - t
         t = time.perf_counter()
         runner.map(build.run, range(plan.n_shards), cfg, "build", progress)
@@ -64,6 +67,9 @@ def run_build(cfg, progress: bool = True) -> dict:
     wall["finalize"] = time.perf_counter() - t
     wall["total"] = time.perf_counter() - t0
     summary["driver_wall_seconds"] = {k: round(v, 2) for k, v in wall.items()}
+    summary["plan"] = {"n_shards": plan.n_shards, "shard_input_mb": plan.shard_input_mb,
+                       "est_peak_mb": plan.est_peak_mb, "set_by": plan.why,
+                       "worker_memory_gb": cfg.worker_memory_gb}
     atomic_write_json(cfg.version_dir / "dataset.json", summary)
     return summary
 
@@ -75,6 +81,9 @@ def describe(summary: dict, cfg) -> str:
         f"{summary['n_events']:,} events, {summary['n_codes']:,} codes, "
         f"{summary['record_bytes'] / 1e6:,.1f} MB of records in {summary['n_shards']} shards",
         "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in w.items()),
+        f"plan: {summary['plan']['n_shards']} shards of ~{summary['plan']['shard_input_mb']:,.0f}"
+        f" MB of input (set by {summary['plan']['set_by']}), estimated peak "
+        f"{summary['plan']['est_peak_mb']:,.0f} MB per worker",
         f"output: {cfg.version_dir}",
     ]
     lines += [f"warning: {x}" for x in summary["warnings"]]

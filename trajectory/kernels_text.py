@@ -5,7 +5,6 @@ Replaces a polars join of every event against the distinct (subject, text) pairs
 `out` arrays filled; no I/O. The wrapper is assemble.index_texts.
 """
 import numba
-import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)

@@ -6,6 +6,7 @@ input (never on MAX_CPUS), which is why builds with different worker counts give
 """
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from dataclasses import dataclass
@@ -22,11 +23,45 @@ PLAN_FORMAT = 2  # 2: partition files are Arrow IPC with one batch per shard (1:
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def shard_of(subject_id: np.ndarray, n_shards: int) -> np.ndarray:
+# Patients are hashed into BUCKETS_PER_SHARD x n_shards buckets, and the buckets packed into
+# shards by their event counts once the partition stage has counted them (shards_of_buckets).
+# Hashing patients straight into shards left the largest demo x100 shard 22% above the mean
+# (patients' sizes vary ~10x), and the worker's peak memory with it; packing eight buckets
+# per shard brings the largest within a few percent.
+BUCKETS_PER_SHARD = 8
+
+
+def bucket_of(subject_id: np.ndarray, n_buckets: int) -> np.ndarray:
     h = subject_id.astype(np.uint64) * _GOLDEN
-    # The hash's high 32 bits scaled to [0, n_shards) by a multiply and shift (Lemire's
+    # The hash's high 32 bits scaled to [0, n_buckets) by a multiply and shift (Lemire's
     # reduction): a uint64 modulo cost 0.3 s per 13M rows in numpy, this a tenth of that.
-    return (((h >> np.uint64(32)) * np.uint64(n_shards)) >> np.uint64(32)).astype(np.int32)
+    return (((h >> np.uint64(32)) * np.uint64(n_buckets)) >> np.uint64(32)).astype(np.int32)
+
+
+def shards_of_buckets(rows: np.ndarray, n_shards: int) -> list[list[int]]:
+    """Buckets of each shard: largest bucket first into the least loaded shard (ties: fewer
+    buckets, then lower shard id; buckets by lower id), so the result depends on the input
+    only."""
+    order = sorted(range(len(rows)), key=lambda b: (-int(rows[b]), b))
+    load = [(0, 0, s) for s in range(n_shards)]
+    shards: list[list[int]] = [[] for _ in range(n_shards)]
+    for b in order:
+        total, count, s = heapq.heappop(load)
+        shards[s].append(b)
+        heapq.heappush(load, (total + int(rows[b]), count + 1, s))
+    return [sorted(b) for b in shards]
+
+
+# Build-stage peak RSS of one worker, measured on demo x20 (8 shards of 33 MB of .csv.gz,
+# 2.5M events each): ~1.1 GB, i.e. ~250 MB of libraries plus ~27 bytes per byte of gzip
+# input. Other formats are weighed by how much smaller gzip would have been (MIMIC's CSVs
+# compress ~7x; parquet about as well as gzip).
+BASE_RSS_MB = 250
+RSS_PER_GZ_BYTE = 27
+GZ_EQUIVALENT = {".csv.gz": 1.0, ".csv": 1 / 7, ".parquet": 1.0}
+# Share of WORKER_MEMORY_GB a shard may be planned to use: Dask starts spilling a worker's
+# data at 60% of its limit, and the estimate is a measurement, not a bound.
+MEMORY_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -36,11 +71,41 @@ class Plan:
     missing: list  # optional tables absent from DATA_DIR (warned, recorded in dataset.json)
     n_shards: int
     config_hash: str
+    shard_input_mb: float  # gzip-equivalent input per shard
+    est_peak_mb: float  # estimated build-stage peak RSS of a worker (BASE + per-byte model)
+    why: str  # what set the shard count: "size" target, worker "memory", "min" or "config"
+
+    @property
+    def n_buckets(self) -> int:
+        return self.n_shards * BUCKETS_PER_SHARD
 
     def to_json(self) -> dict:
         return {"format": PLAN_FORMAT, "tables": self.tables, "dictionaries": self.dictionaries,
                 "missing": self.missing, "n_shards": self.n_shards,
-                "config_hash": self.config_hash}
+                "config_hash": self.config_hash, "shard_input_mb": self.shard_input_mb,
+                "est_peak_mb": self.est_peak_mb, "why": self.why}
+
+    def describe(self, cfg) -> str:
+        return (f"plan: {self.n_shards} shards of ~{self.shard_input_mb:,.0f} MB of input "
+                f"(set by {self.why}), estimated peak {self.est_peak_mb:,.0f} MB per worker "
+                f"of a {cfg.worker_memory_gb:g} GB budget")
+
+
+def shard_count(gz_bytes: float, cfg) -> tuple[int, str]:
+    """Shards so that each holds at most SHARD_TARGET_MB of gzip-equivalent input and its
+    estimated build peak fits MEMORY_SHARE of the worker budget."""
+    if cfg.n_shards:
+        return cfg.n_shards, "config"
+    room_mb = cfg.worker_memory_gb * 1024 * MEMORY_SHARE - BASE_RSS_MB
+    if room_mb < 64:
+        raise ValueError(f"WORKER_MEMORY_GB={cfg.worker_memory_gb:g} leaves no room to build a "
+                         f"shard (~{BASE_RSS_MB} MB of libraries, and {MEMORY_SHARE:.0%} of the "
+                         "budget is usable); give workers at least 1 GB")
+    by_size = math.ceil(gz_bytes / (cfg.shard_target_mb << 20))
+    by_memory = math.ceil(gz_bytes * RSS_PER_GZ_BYTE / (room_mb * 2**20))
+    n = max(cfg.min_shards, by_size, by_memory)
+    return n, ("min" if n == cfg.min_shards and n > max(by_size, by_memory) else
+               "memory" if by_memory > by_size else "size")
 
 
 def make_plan(cfg) -> Plan:
@@ -52,7 +117,7 @@ def make_plan(cfg) -> Plan:
         found = sorted(p.name for p in data_dir.iterdir())[:10]
         raise ValueError(f"DATA_DIR {data_dir}: no hosp/ folder (found: {', '.join(found) or 'nothing'}); "
                          "expected the MIMIC-IV root holding hosp/, icu/, note/")
-    tables, missing, event_bytes = {}, [], 0
+    tables, missing, gz_bytes = {}, [], 0.0
     for t in TABLES:
         path = find_table(data_dir, t.module, t.name)
         if path is None:
@@ -63,7 +128,8 @@ def make_plan(cfg) -> Plan:
             continue
         resolve_columns(path, read_header(path), t.columns)  # fail now, not an hour in
         tables[t.name] = fingerprint(path)
-        event_bytes += tables[t.name]["bytes"]
+        suffix = next(x for x in GZ_EQUIVALENT if path.name.endswith(x))
+        gz_bytes += tables[t.name]["bytes"] * GZ_EQUIVALENT[suffix]
     dictionaries = {}
     for d in DICTIONARIES:
         path = find_table(data_dir, d.module, d.name)
@@ -72,9 +138,12 @@ def make_plan(cfg) -> Plan:
             continue
         resolve_columns(path, read_header(path), d.columns)
         dictionaries[d.name] = fingerprint(path)
-    n_shards = cfg.n_shards or max(cfg.min_shards,
-                                   math.ceil(event_bytes / (cfg.shard_target_mb << 20)))
-    return Plan(tables, dictionaries, missing, n_shards, cfg.output_hash())
+    n_shards, why = shard_count(gz_bytes, cfg)
+    per_shard = gz_bytes / n_shards
+    return Plan(tables, dictionaries, missing, n_shards, cfg.output_hash(),
+                shard_input_mb=round(per_shard / 2**20, 1),
+                est_peak_mb=round(BASE_RSS_MB + per_shard * RSS_PER_GZ_BYTE / 2**20),
+                why=why)
 
 
 def plan_path(cfg) -> Path:

@@ -156,14 +156,14 @@ def submit(cfg, partition=None, account=None, time=None, mem=None, cpus_per_task
     follow.append(f"logs: {log_dir}")
     result = {"jobs": jobs, "scripts": scripts, "commands": commands, "skipped": skipped,
               "dry_run": dry_run, "n_shards": plan.n_shards, "config": str(config_path),
-              "follow": "\n".join(follow)}
+              "plan": plan.describe(cfg), "follow": "\n".join(follow)}
     if progress:
         print(describe(result))
     return result
 
 
 def describe(result: dict) -> str:
-    lines = []
+    lines = [result["plan"]]
     if result["skipped"]:
         lines.append(f"already complete, not submitted: {', '.join(result['skipped'])}")
     for stage, argv in result["commands"].items():

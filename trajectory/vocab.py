@@ -1,17 +1,22 @@
-"""The global code vocabulary: every code any table produced, sorted, code_id = row number.
+"""What the build stage needs from the whole partition stage, computed once, after it.
 
-Sorted by code string, so ids depend only on the set of codes in the input, never on shard
-count, worker count or which unit finished first.
+The global code vocabulary (every code any table produced, sorted, code_id = row number:
+ids depend only on the set of codes in the input, never on shard count, worker count or
+which unit finished first), the outlier thresholds, and the packing of patient buckets into
+shards.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from .atomic import atomic_write_parquet
+from .atomic import atomic_write_json, atomic_write_parquet
 from .cleaning import global_thresholds, merge_sketches
 from .events import merge_code_stats
+from .plan import shards_of_buckets
 
 
 def vocab_path(cfg) -> Path:
@@ -48,3 +53,25 @@ def ensure_vocab(cfg, tables: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
     for df, path in ((vocab, vpath), (thresholds, tpath)):
         atomic_write_parquet(df, path)
     return vocab, thresholds
+
+
+def shard_map_path(cfg) -> Path:
+    return cfg.work_dir / "shards.json"
+
+
+def ensure_shard_map(cfg, plan, markers: dict[str, dict]) -> list[list[int]]:
+    """Buckets of every shard, packed by the partition stage's row counts (all tables, events
+    and header rows); created if absent, by whichever unit or driver gets there first (same
+    bytes from every writer, atomic rename)."""
+    path = shard_map_path(cfg)
+    if path.exists():
+        return json.loads(path.read_text())["shards"]
+    rows = np.zeros(plan.n_buckets, np.int64)
+    for name in sorted(markers):
+        for f in markers[name]["events"] + markers[name]["meta"]:
+            for bucket, (_, n) in f["batches"].items():
+                rows[int(bucket)] += n
+    shards = shards_of_buckets(rows, plan.n_shards)
+    sizes = [int(rows[b].sum()) for b in shards]
+    atomic_write_json(path, {"shards": shards, "rows": sizes})
+    return shards
