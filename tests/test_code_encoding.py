@@ -1,0 +1,68 @@
+"""Code ids and per-code stats of the partition stage, batch by batch (inline fixtures)."""
+import numpy as np
+import polars as pl
+
+from trajectory.events import CodeBook, map_rows, merge_code_stats
+from trajectory.tables import TABLES_BY_NAME
+
+CHART = TABLES_BY_NAME["chartevents"]
+
+
+def _batch(rows):
+    schema = {"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
+              "charttime": pl.String, "itemid": pl.Int64, "value": pl.String,
+              "valuenum": pl.String, "valueuom": pl.String}
+    df = pl.DataFrame(rows, schema=schema, orient="row")
+    return df.with_columns(pl.col("charttime").str.to_datetime(),
+                           pl.col("valuenum").cast(pl.Float64))
+
+
+def _decode(ev, book):
+    return [book.codes[i] for i in ev["code"].to_list()]
+
+
+def test_codes_stable_across_batches_nulls_and_whitespace():
+    t = "2150-01-01 00:00:00"
+    b1 = _batch([(1, 10, 100, t, 220045, "80", "80", "bpm"),
+                 (1, 10, 100, t, 220210, "20", "20", None),
+                 (2, 11, 101, t, 220045, "90", "90", "bpm")])
+    b2 = _batch([(3, 12, 102, t, 220210, "18", "18", None),  # null unit: same combination
+                 (3, 12, 102, t, 220045, "70", "70", " bpm"),  # new combination, same code
+                 (4, 13, 103, t, 223761, "98", "98", "°F")])
+    book = CodeBook()
+    ev1, st1, _ = map_rows(CHART, b1, book)
+    ev2, st2, _ = map_rows(CHART, b2, book)
+    assert _decode(ev1, book) == ["CHART//220045//bpm", "CHART//220210//UNK",
+                                  "CHART//220045//bpm"]
+    assert _decode(ev2, book) == ["CHART//220210//UNK", "CHART//220045//bpm",
+                                  "CHART//223761//°F"]
+    # one id per code string, in order of first appearance
+    assert book.codes == ["CHART//220045//bpm", "CHART//220210//UNK", "CHART//223761//°F"]
+    # stats: one row per combination present, first appearance order, counts per batch
+    assert st1["code"].to_list() == ["CHART//220045//bpm", "CHART//220210//UNK"]
+    assert st1["count"].to_list() == [2, 1]
+    assert st2["code"].to_list() == ["CHART//220210//UNK", "CHART//220045//bpm",
+                                     "CHART//223761//°F"]
+    assert st2["unit"].to_list() == [None, " bpm", "°F"]
+    merged = merge_code_stats([st1, st2])
+    assert dict(zip(merged["code"], merged["count"])) == {
+        "CHART//220045//bpm": 3, "CHART//220210//UNK": 2, "CHART//223761//°F": 1}
+    assert dict(zip(merged["code"], merged["unit"]))["CHART//220045//bpm"] == "bpm"
+
+
+def test_code_ids_match_a_per_row_reference():
+    rng = np.random.default_rng(7)
+    t = "2150-01-01 00:00:00"
+    book, seen = CodeBook(), []
+    for batch in range(4):
+        n = int(rng.integers(0, 40))  # an empty batch included for some seeds
+        items = rng.choice([220045, 220210, 223761, 220179], n)
+        units = rng.choice(["bpm", "mmHg", None, "°F"], n)
+        df = _batch([(int(i % 5), 1, 1, t, int(it), "1", "1", u)
+                     for i, (it, u) in enumerate(zip(items, units))])
+        ev, st, _ = map_rows(CHART, df, book)
+        expect = [f"CHART//{it}//{u if u is not None else 'UNK'}" for it, u in zip(items, units)]
+        assert _decode(ev, book) == expect
+        assert int(st["count"].sum()) == n
+        seen += expect
+    assert book.codes == list(dict.fromkeys(seen))
