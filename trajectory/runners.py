@@ -23,8 +23,14 @@ ALLOCATOR_ENV = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:30000,muzzy_decay_ms:30000
 # all turns off glibc's adaptive mmap threshold, so every large numpy array is a fresh mmap
 # that page-faults in and is unmapped on free: a demo x20 shard took 2.2 s in a Dask worker
 # against 1.3 s in a plain process. None removes the variable.
-NANNY_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# The worker's statistical profiler walks the running task's Python stack every 10 ms on the
+# event loop thread, taking the GIL from the records loop; only the dashboard, which these
+# clusters do not serve, reads it.
+NANNY_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                "distributed.worker.profile.enabled": False}
 WORKER_ENV = {"POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+              # the same for workers that read their config from the environment (SLURM jobs)
+              "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
               **ALLOCATOR_ENV}
 
 
