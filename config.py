@@ -20,7 +20,7 @@ MAX_CPUS = min(20, os.cpu_count() or 1)  # Dask workers; 20 caps the scheduler o
 OUT_DIR = "trajectories"  # where versions are published
 WORK_DIR = ""  # intermediate files; empty means OUT_DIR/_work/<version>
 N_SHARDS = 0  # patient shards; 0 = auto from input size (never from MAX_CPUS)
-SHARD_TARGET_MB = 32  # gzip-equivalent input per shard for the auto plan (~2.5M events, ~1.1 GB RSS to build)
+SHARD_TARGET_MB = 32  # gzip-equivalent input per shard for the auto plan (~2.5M events, ~1.2 GB RSS to build)
 MIN_SHARDS = 4  # even a tiny input gets this many shards so workers have parallel work
 PARTITION_BUFFER_MB = 128  # events a partition unit holds before it flushes a file (peak RSS ~1 GB)
 CSV_BLOCK_MB = 8  # CSV streaming block: with the prefetch thread 8 MiB cut chartevents partition ~4% against 4 MiB; 16 MiB grew the worker by ~500 MB

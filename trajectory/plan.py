@@ -52,12 +52,12 @@ def shards_of_buckets(rows: np.ndarray, n_shards: int) -> list[list[int]]:
     return [sorted(b) for b in shards]
 
 
-# Build-stage peak RSS of one worker, measured on demo x20 (8 shards of 33 MB of .csv.gz,
-# 2.5M events each): ~1.1 GB, i.e. ~250 MB of libraries plus ~27 bytes per byte of gzip
-# input. Other formats are weighed by how much smaller gzip would have been (MIMIC's CSVs
-# compress ~7x; parquet about as well as gzip).
+# Peak RSS of one worker, measured on demo x20 (8 shards of 33 MB of .csv.gz, 2.5M events
+# each, allocator keeping freed pages 30 s): ~1.2 GB, i.e. ~250 MB of libraries plus ~28 bytes
+# per byte of gzip input; demo x100 (41 shards) peaked 2% higher. Other formats are weighed by
+# how much smaller gzip would have been (MIMIC's CSVs compress ~7x; parquet about as well).
 BASE_RSS_MB = 250
-RSS_PER_GZ_BYTE = 27
+RSS_PER_GZ_BYTE = 28
 GZ_EQUIVALENT = {".csv.gz": 1.0, ".csv": 1 / 7, ".parquet": 1.0}
 # Share of WORKER_MEMORY_GB a shard may be planned to use: Dask starts spilling a worker's
 # data at 60% of its limit, and the estimate is a measurement, not a bound.

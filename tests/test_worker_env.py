@@ -1,0 +1,34 @@
+"""Dask workers start with the runner's environment already set (polars reads it at import)."""
+import os
+
+import config
+from trajectory.runners import ALLOCATOR_ENV, open_runner, spawn_environ
+
+
+def test_spawn_environ_sets_and_restores():
+    os.environ["TRAJ_TEST_KEEP"] = "old"
+    os.environ.pop("TRAJ_TEST_NEW", None)
+    with spawn_environ({"TRAJ_TEST_KEEP": "new", "TRAJ_TEST_NEW": "1"}):
+        assert os.environ["TRAJ_TEST_KEEP"] == "new" and os.environ["TRAJ_TEST_NEW"] == "1"
+    assert os.environ["TRAJ_TEST_KEEP"] == "old" and "TRAJ_TEST_NEW" not in os.environ
+    del os.environ["TRAJ_TEST_KEEP"]
+
+
+def _worker_state():
+    import polars
+    with open("/proc/self/environ", "rb") as f:  # the environment the process was exec'd with
+        at_exec = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+    return polars.thread_pool_size(), at_exec.get(b"_RJEM_MALLOC_CONF", b"").decode()
+
+
+def test_local_cluster_workers_start_with_one_polars_thread_and_slow_decay(tmp_path):
+    import polars  # noqa: F401  (as in the driver: importing it rewrites _RJEM_MALLOC_CONF)
+    cfg = config.load({"DATA_DIR": str(tmp_path), "OUT_DIR": str(tmp_path / "out"),
+                       "MAX_CPUS": 1}, environ={})
+    with open_runner(cfg) as runner:
+        states = list(runner.client.run(_worker_state).values())
+    assert states
+    for threads, conf in states:
+        assert threads == 1
+        # polars prepends its own 500 ms decay; ours must come after it, so it wins
+        assert conf.endswith(ALLOCATOR_ENV["_RJEM_MALLOC_CONF"]), conf
