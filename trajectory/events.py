@@ -113,10 +113,11 @@ def _encode_codes(ev: Event, src: pl.DataFrame, book: "CodeBook"
     appearance, unit and key read off its first row, as merge_code_stats expects."""
     prefix, *cols = ev.code
     n = src.height
-    if not cols:
+    if not cols:  # one constant code; registered only once a row has it
         codes = pl.Series("code", [prefix] if n else [], pl.String)
-        gid, lengths, first_rows = book.ids(codes.to_list()), np.array([n] if n else [], np.int64), [0] if n else []
-        ids = np.full(n, gid[0] if n else 0, np.uint32)
+        ids = np.full(n, book.ids(codes.to_list())[0] if n else 0, np.uint32)
+        lengths = np.array([n] if n else [], np.int64)
+        first_rows = [0] if n else []
     else:
         cid = book.combination_ids(ev, src.select(cols))
         combo_code = book.combo_code[ev.name]
