@@ -178,10 +178,10 @@ class CodeBook:
         """Combination id of every row of `key` (the event's code columns); combinations not
         seen before get the next ids in order of first appearance, and their code strings
         their code ids. Nulls match nulls, as group_by treats them."""
-        combos = self.combos.get(ev.name)
-        if combos is None:
-            combos = key.clear().with_columns(pl.lit(0, pl.UInt32).alias("_cid")).clear()
+        if ev.name not in self.combos:
+            self.combos[ev.name] = key.clear().with_columns(pl.lit(0, pl.UInt32).alias("_cid"))
             self.combo_code[ev.name] = np.empty(0, np.uint32)
+        combos = self.combos[ev.name]
         cid = self._join(key, combos)
         if cid.null_count():
             new = key.filter(cid.is_null()).unique(maintain_order=True)
@@ -192,8 +192,6 @@ class CodeBook:
             code_ids = self.ids(new.select(_code(ev).alias("code"))["code"].to_list())
             self.combo_code[ev.name] = np.concatenate([self.combo_code[ev.name], code_ids])
             cid = self._join(key, combos)
-        else:
-            self.combos[ev.name] = combos
         return cid.to_numpy()
 
     @staticmethod

@@ -7,6 +7,7 @@ the GIL unevenly, so processes, not threads), or an existing scheduler at SCHEDU
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
@@ -101,8 +102,6 @@ def spawn_environ(env: dict):
     worse, importing polars here set _RJEM_MALLOC_CONF to its 500 ms decay, which every
     worker then inherited. With the settings present at exec, a demo x20 shard's minor page
     faults fell from ~80k to ~12k and its system time from ~0.6 s to ~0.2 s."""
-    import os
-
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
