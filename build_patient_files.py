@@ -27,6 +27,11 @@ SETTINGS = {
     "--out-dir": ("OUT_DIR", "where versions are published"),
     "--work-dir": ("WORK_DIR", "intermediate files (default OUT_DIR/_work/<version>)"),
     "--n-shards": ("N_SHARDS", "patient shards, 0 = auto from input size"),
+    "--partition-unit-mb": ("PARTITION_UNIT_MB", "gzip-equivalent input per partition unit "
+                                                 "(big tables are cut), 0 = auto"),
+    "--plan-workers": ("PLAN_WORKERS", "workers the plan's units and shards are cut for, "
+                                       "0 = MAX_CPUS; never changes the output"),
+    "--index-dir": ("INDEX_DIR", "gzip seek-point index cache (default OUT_DIR/_index)"),
     "--partition-buffer-mb": ("PARTITION_BUFFER_MB", "events held per partition unit before "
                                                      "a flush"),
     "--worker-memory-gb": ("WORKER_MEMORY_GB", "Dask memory limit per worker"),

@@ -22,6 +22,9 @@ WORK_DIR = ""  # intermediate files; empty means OUT_DIR/_work/<version>
 N_SHARDS = 0  # patient shards; 0 = auto from input size (never from MAX_CPUS)
 SHARD_TARGET_MB = 32  # gzip-equivalent input per shard for the auto plan (~2.5M events, ~1.2 GB RSS to build)
 MIN_SHARDS = 4  # even a tiny input gets this many shards so workers have parallel work
+PARTITION_UNIT_MB = 0.0  # gzip-equivalent input per partition unit (big tables are cut); 0 = auto from PLAN_WORKERS
+PLAN_WORKERS = 0  # workers the plan is cut for (units, shards); 0 = MAX_CPUS; never changes the output
+INDEX_DIR = ""  # gzip seek-point indexes, kept across builds; empty means OUT_DIR/_index
 PARTITION_BUFFER_MB = 128  # events a partition unit holds before it flushes a file (peak RSS ~1 GB)
 CSV_BLOCK_MB = 8  # CSV streaming block: with the prefetch thread 8 MiB cut chartevents partition ~4% against 4 MiB; 16 MiB grew the worker by ~500 MB
 LAYOUT = "files"  # "files": patients/<shard>/<id>.msgpack.zst; "shards": one packed file per shard
@@ -80,6 +83,9 @@ class Config:
     window_max: int = 720  # most windows per stay
     window_admissions: bool = False  # grids per admission too
     overwrite: bool = False  # republish over a finished version
+    partition_unit_mb: float = 0.0  # gzip-equivalent input per partition unit, 0 = auto
+    plan_workers: int = 0  # workers the plan is cut for, 0 = max_cpus (never changes output)
+    index_dir: Path = Path("")  # gzip seek-point index cache (resolved: OUT_DIR/_index)
 
     @property
     def version_dir(self) -> Path:
@@ -88,6 +94,7 @@ class Config:
     def output_hash(self) -> str:
         """Hash of the fields that change output bytes (not MAX_CPUS, paths or runners)."""
         skip = {"data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb",
+                "partition_unit_mb", "plan_workers", "index_dir",
                 "csv_block_mb", "worker_memory_gb", "scheduler", "runner", "cluster",
                 "overwrite"}
         blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in skip},
@@ -99,7 +106,7 @@ class Config:
                 for k, v in dataclasses.asdict(self).items()}
 
 
-_PATH_FIELDS = ("data_dir", "out_dir", "work_dir")
+_PATH_FIELDS = ("data_dir", "out_dir", "work_dir", "index_dir")
 
 
 def from_json(d: dict) -> Config:
@@ -130,7 +137,8 @@ def _bool(v) -> bool:
 
 _TYPES = {
     "DATA_DIR": str, "TRAJECTORY_VERSION": str, "MAX_CPUS": int, "OUT_DIR": str, "WORK_DIR": str,
-    "N_SHARDS": int, "SHARD_TARGET_MB": int, "MIN_SHARDS": int, "PARTITION_BUFFER_MB": int,
+    "N_SHARDS": int, "SHARD_TARGET_MB": int, "PARTITION_UNIT_MB": float, "PLAN_WORKERS": int,
+    "INDEX_DIR": str, "MIN_SHARDS": int, "PARTITION_BUFFER_MB": int,
     "CSV_BLOCK_MB": int, "ZSTD_LEVEL": int, "LAYOUT": str, "WORKER_MEMORY_GB": float, "SCHEDULER": str,
     "RUNNER": str, "CLUSTER": str, "OUTLIER_METHOD": str, "OUTLIER_K": float, "OUTLIER_MIN_COUNT": int,
     "CLIP_TO_RANGE": _bool, "DROP_RULES": str, "DEATH_MARGIN_HOURS": float,
@@ -179,6 +187,9 @@ def _validate(v: dict, overwrite: bool) -> Config:
     for key in ("MAX_CPUS", "SHARD_TARGET_MB", "MIN_SHARDS", "PARTITION_BUFFER_MB",
                 "CSV_BLOCK_MB", "WORKER_MEMORY_GB"):
         positive(key)
+    for key in ("PARTITION_UNIT_MB", "PLAN_WORKERS"):
+        if v[key] < 0:
+            raise ValueError(f"{key} must be >= 0 (0 = auto), got {v[key]!r}")
     if v["N_SHARDS"] < 0:
         raise ValueError(f"N_SHARDS must be >= 0 (0 = auto), got {v['N_SHARDS']!r}")
     if not 1 <= v["ZSTD_LEVEL"] <= 22:
@@ -225,4 +236,8 @@ def _validate(v: dict, overwrite: bool) -> Config:
         qc_max_drop_rate=v["QC_MAX_DROP_RATE"], qc_on_fail=v["QC_ON_FAIL"],
         window_step_minutes=v["WINDOW_STEP_MINUTES"], window_max=v["WINDOW_MAX"],
         window_admissions=v["WINDOW_ADMISSIONS"], overwrite=overwrite,
+        partition_unit_mb=v["PARTITION_UNIT_MB"],
+        plan_workers=v["PLAN_WORKERS"] or v["MAX_CPUS"],
+        index_dir=(Path(v["INDEX_DIR"]).expanduser().resolve() if v["INDEX_DIR"]
+                   else out_dir / "_index"),
     )

@@ -17,12 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
-STAGES = ("partition", "build", "finalize")
+STAGES = ("scan", "partition", "build", "finalize")
 
 
 def stage_units(stage: str, plan) -> list:
     from trajectory.driver import partition_units
 
+    if stage == "scan":
+        return plan.scan_tables()
     if stage == "partition":
         return partition_units(plan)
     if stage == "build":
@@ -33,9 +35,10 @@ def stage_units(stage: str, plan) -> list:
 
 
 def stage_fn(stage: str):
-    from . import build, finalize, partition
+    from . import build, finalize, partition, scan
 
-    return {"partition": partition.run, "build": build.run, "finalize": finalize.run}[stage]
+    return {"scan": scan.run, "partition": partition.run, "build": build.run,
+            "finalize": finalize.run}[stage]
 
 
 def load_config(path) -> "object":

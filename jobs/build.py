@@ -21,7 +21,7 @@ from trajectory.assemble import (count_cleaning_drops, encode_strings, index_tex
 from trajectory.cleaning import clean_events, code_tables, load_concepts
 from trajectory.grids import GridSpec
 from trajectory.events import EVENT_SCHEMA
-from trajectory.plan import load_plan
+from trajectory.plan import load_plan, unit_name
 from trajectory.read import POLARS_TYPES
 from trajectory.record import NONE_ID, pack
 from trajectory.tables import PREPARE, TABLES, TABLES_BY_NAME
@@ -40,15 +40,27 @@ def shard_name(shard: int) -> str:
     return f"{shard:05d}"
 
 
-def partition_markers(cfg, plan) -> dict[str, dict]:
+def partition_markers(cfg, plan) -> dict[str, list[dict]]:
+    """Every table's partition markers, in part order (which is the input's row order)."""
     from . import partition  # local: avoids a cycle when jobs/__init__ lists the stages
-    markers = {}
+    markers, missing = {}, []
     for name in plan.tables:
-        marker = read_done(cfg, partition.STAGE, name)
-        if marker is None:
-            raise ValueError(f"partition of table {name!r} is not done; run stage 1 first")
-        markers[name] = marker
+        markers[name] = []
+        for k in range(plan.parts[name]):
+            marker = read_done(cfg, partition.STAGE, unit_name(name, k))
+            if marker is None:
+                missing.append(unit_name(name, k))
+            markers[name].append(marker)
+    if missing:
+        raise ValueError(f"{len(missing)} partition unit(s) not done (first: "
+                         f"{', '.join(missing[:5])}); run stage 1 first")
     return markers
+
+
+def unit_folders(cfg, plan) -> list[tuple[str, Path]]:
+    from . import partition
+    return [(unit_name(t, k), partition.part_dir(cfg, t, k))
+            for t in sorted(plan.tables) for k in range(plan.parts[t])]
 
 
 def read_buckets(folder: Path, files: list[dict], buckets: list[int]) -> pa.Table | None:
@@ -70,33 +82,55 @@ def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
     return pl.from_arrow(table)
 
 
-def load_shard(cfg, plan, markers: dict, buckets: list[int], vocab: pl.DataFrame):
+def _table_events(cfg, parts: list[dict], buckets: list[int], luts: dict) -> pl.DataFrame | None:
+    """This shard's events of one table: its parts' batches in part order (the input's row
+    order, so ties in the event sort fall as in an uncut build), local code ids made global."""
+    from . import partition
+    frames = []
+    for m in parts:
+        ev = read_buckets(partition.part_dir(cfg, m["table"], m["part"]), m["events"], buckets)
+        if ev is not None:
+            code = pl.from_arrow(ev["code"]).to_numpy()
+            frames.append(pl.from_arrow(ev).with_columns(
+                pl.Series("code", luts[unit_name(m["table"], m["part"])][code])))
+    if not frames:
+        return None
+    return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=True)
+
+
+def code_luts(luts: pl.DataFrame) -> dict[str, np.ndarray]:
+    """unit -> array mapping its local code ids to global code_id (-1: not a code)."""
+    out = {}
+    for (unit,), g in luts.group_by("unit"):
+        lut = np.full(int(g["local_id"].max()) + 1, -1, np.int32)
+        lut[g["local_id"].to_numpy()] = g["code_id"].to_numpy()
+        out[unit] = lut
+    return out
+
+
+def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
     """(events, texts, refs, header tables) of one shard. Events carry the global code_id, and
     in `text` and `ref` int32 ids into `texts` (distinct strings of the shard) and `refs` (the
     note ids of note rows; None for other tables, whose refs only tell rows apart)."""
+    from . import partition
     events, text_parts, refs, meta = [], [], [], {}
     for t in TABLES:  # fixed table order: part of what makes record bytes deterministic
-        m = markers.get(t.name)
-        if m is None:
+        parts = markers.get(t.name)
+        if parts is None:
             continue
-        folder = cfg.work_dir / "partitioned" / t.name
-        ev = read_buckets(folder, m["events"], buckets)
+        ev = _table_events(cfg, parts, buckets, luts)
         if ev is not None:
-            # local code ids of this table -> global code_id (a lookup array, no strings)
-            book = pl.read_parquet(folder / m["codes"], columns=["local_id", "code"])
-            ids = book.join(vocab.select("code", "code_id"), on="code")
-            lut = np.full(int(book["local_id"].max()) + 1, -1, np.int32)
-            lut[ids["local_id"].to_numpy()] = ids["code_id"].to_numpy()
-            ev = pl.from_arrow(ev)
             text_parts.append(encode_strings(ev["text"]))
             ref_ids, ref_strings = encode_strings(ev["ref"])
             ref_ids = np.where(ref_ids >= 0, ref_ids + len(refs), NONE_ID).astype(np.int32)
             refs += ref_strings.to_list() if t.module == "note" else [None] * ref_strings.len()
-            events.append(ev.with_columns(pl.Series("code", lut[ev["code"].to_numpy()]),
-                                          pl.Series("ref", ref_ids)).rename({"code": "code_id"}))
+            events.append(ev.with_columns(pl.Series("ref", ref_ids)).rename({"code": "code_id"}))
         if t.meta:
             schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
-            meta[t.name] = _frame(read_buckets(folder, m["meta"], buckets), schema)
+            tables = [read_buckets(partition.part_dir(cfg, t.name, m["part"]), m["meta"],
+                                   buckets) for m in parts]
+            tables = [x for x in tables if x is not None]
+            meta[t.name] = _frame(pa.concat_tables(tables) if tables else None, schema)
     text_ids, texts = merge_string_ids(text_parts)
     events = [e.with_columns(pl.Series("text", i)) for e, i in zip(events, text_ids)]
     # One chunk: the sort's gather over the 26 table chunks of a demo x20 shard took 0.2 s,
@@ -115,8 +149,7 @@ def run(shard: int, cfg) -> dict:
     t0 = time.perf_counter()
     plan = load_plan(cfg)
     markers = partition_markers(cfg, plan)
-    vocab, thresholds = ensure_vocab(cfg, [cfg.work_dir / "partitioned" / n
-                                           for n in sorted(markers)])
+    vocab, thresholds, luts = ensure_vocab(cfg, unit_folders(cfg, plan))
     phase = {}
     tick = time.perf_counter()
 
@@ -127,7 +160,7 @@ def run(shard: int, cfg) -> dict:
         tick = now
 
     buckets = ensure_shard_map(cfg, plan, markers)[shard]
-    ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, vocab)
+    ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, code_luts(luts))
     lap("read")
     patients = PREPARE["patients"](meta["patients"])
     admissions = meta["admissions"]

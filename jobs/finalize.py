@@ -24,7 +24,7 @@ from trajectory.qc import cleaning_report, rate_failures
 from trajectory.vocab import thresholds_path, vocab_path
 from trajectory.windows import STAT_NAMES
 
-from . import build, partition
+from . import build, scan
 from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_parquet,
                                checksum_file)
 
@@ -86,6 +86,18 @@ def codes_table(cfg, plan, markers: list[dict]) -> pl.DataFrame:
             .sort("code_id"))
 
 
+def merge_parts(parts: list[dict]) -> dict:
+    """One table's partition markers summed over its parts, in part order. Drop reasons are
+    sorted: the order they were first met in depends on where the table was cut."""
+    counts: dict = {}
+    for m in parts:
+        merge_counts(counts, m["counts"])
+    for c in counts.values():
+        c["dropped"] = dict(sorted(c["dropped"].items()))
+    return {"table": parts[0]["table"], "input": parts[0]["input"], "counts": counts,
+            "rows_read": sum(m["rows_read"] for m in parts), "parts": len(parts)}
+
+
 def qc_report(plan, part_markers: dict, markers: list[dict], n_events: int) -> dict:
     """Per table and event: rows read = written + dropped by reason, checked, not assumed."""
     later: dict = {}
@@ -105,6 +117,7 @@ def qc_report(plan, part_markers: dict, markers: list[dict], n_events: int) -> d
             events[name]["written"] -= late
             for reason, n in c["dropped"].items():
                 events[name]["dropped"][reason] = events[name]["dropped"].get(reason, 0) + n
+            events[name]["dropped"] = dict(sorted(events[name]["dropped"].items()))
         for name, c in events.items():
             if c["rows"] != c["written"] + sum(c["dropped"].values()):
                 raise RuntimeError(f"QC reconciliation failed for {t.name}/{name}: {c}")
@@ -128,6 +141,10 @@ def _code_version() -> str:
     return f"{trajectory.__version__}+{sha}" if sha else trajectory.__version__
 
 
+def scan_markers(cfg, plan) -> list[dict]:
+    return [m for m in (read_done(cfg, scan.STAGE, t) for t in plan.scan_tables()) if m]
+
+
 def _stage_timing(markers: list[dict]) -> dict:
     if not markers:
         return {}
@@ -141,12 +158,11 @@ def run(unit: str, cfg) -> dict:
     """`unit` is "all" (finalize has a single unit); the version's dataset.json is the marker."""
     t0 = time.perf_counter()
     plan = load_plan(cfg)
-    part = {}
-    for name in plan.tables:
-        m = read_done(cfg, partition.STAGE, name)
-        if m is None:
-            raise ValueError(f"cannot publish: partition of {name!r} not done")
-        part[name] = m
+    try:
+        part_lists = build.partition_markers(cfg, plan)
+    except ValueError as e:
+        raise ValueError(f"cannot publish: {e}") from e
+    part = {name: merge_parts(ms) for name, ms in part_lists.items()}
     markers = shard_markers(cfg, plan.n_shards)
     vdir = cfg.version_dir
     manifest = pl.concat([pl.read_parquet(cfg.work_dir / "index" / m["index"])
@@ -188,7 +204,8 @@ def run(unit: str, cfg) -> dict:
         "quarantined": quarantined,
         "windows": {"step_seconds": cfg.window_step_minutes * 60, "max": cfg.window_max,
                     "admissions": cfg.window_admissions, "stats": list(STAT_NAMES)},
-        "timings": {"partition": _stage_timing(list(part.values())),
+        "timings": {"scan": _stage_timing(scan_markers(cfg, plan)),
+                    "partition": _stage_timing([m for ms in part_lists.values() for m in ms]),
                     "build": _stage_timing(markers)},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

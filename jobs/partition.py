@@ -1,6 +1,8 @@
-"""Stage 1, one unit per input table: stream-parse, map rows to events, split by patient bucket.
+"""Stage 1, one unit per part of an input table (`<table>.<part>`; small tables have one part,
+big ones are cut by the plan and the scan stage): stream-parse, map rows to events, split by
+patient bucket.
 
-Output: WORK_DIR/partitioned/<table>/events-NNNNN.arrow (and meta-NNNNN.arrow for the tables
+Output: WORK_DIR/partitioned/<table>/<part>/events-NNNNN.arrow (and meta-NNNNN.arrow for the tables
 the record header needs), each an Arrow IPC file with one record batch per patient bucket,
 plus the table's code statistics. The done-marker lists for every file which batch holds
 which bucket and how many rows, so the build stage reads exactly its own bytes and the
@@ -20,12 +22,15 @@ import pyarrow as pa
 
 from trajectory.cleaning import merge_sketches, value_sketch
 from trajectory.events import CodeBook, map_rows, merge_code_stats, merge_counts
-from trajectory.plan import bucket_of, load_plan
+from trajectory.gzindex import read_points
+from trajectory.plan import bucket_of, load_plan, split_unit, unit_name
 from trajectory.read import iter_batches, prefetch
+from trajectory.split import Part
 from trajectory.tables import TABLES_BY_NAME
 
 from trajectory.atomic import atomic_write_parquet, tmp_name
 
+from . import scan
 from .common import read_done, write_done
 
 STAGE = "partition"
@@ -85,15 +90,41 @@ class BucketWriter:
                            "rows": sum(r for _, r in batches.values()), "batches": batches})
 
 
-def run(table_name: str, cfg) -> dict:
-    done = read_done(cfg, STAGE, table_name)
+def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | None]:
+    """Unit k's share of its table, and the gzip seek points it starts from."""
+    n = plan.parts[table_name]
+    if n == 1:
+        return None, None
+    if table_name in plan.row_groups:
+        a, b = plan.row_groups[table_name][k]
+        return Part(k, n, a, b, "row_groups"), None
+    marker = read_done(cfg, scan.STAGE, table_name)
+    if marker is None:
+        raise ValueError(f"partition unit {unit_name(table_name, k)}: the scan of "
+                         f"{table_name!r} (its cut points) is not done; run it first")
+    cuts = marker["cuts"]
+    points = read_points(Path(marker["index"]))[1] if marker["index"] else None
+    return Part(k, n, cuts[k], cuts[k + 1], "bytes"), points
+
+
+def part_dir(cfg, table_name: str, k: int) -> Path:
+    return cfg.work_dir / "partitioned" / table_name / f"{k:04d}"
+
+
+def run(unit: str, cfg) -> dict:
+    done = read_done(cfg, STAGE, unit)
     if done is not None:
         return done
     t0 = time.perf_counter()
     plan = load_plan(cfg)
+    table_name, k = split_unit(unit)
+    if table_name not in plan.tables or k >= plan.parts[table_name]:
+        raise ValueError(f"partition unit {unit!r} is not in the plan "
+                         f"({plan.parts.get(table_name, 0)} parts of {table_name!r})")
     table = TABLES_BY_NAME[table_name]
     path = Path(plan.tables[table_name]["path"])
-    out = cfg.work_dir / "partitioned" / table_name
+    part, points = part_of(cfg, plan, table_name, k)
+    out = part_dir(cfg, table_name, k)
     if out.exists():  # leftovers of a killed attempt: never valid without a marker
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -102,7 +133,7 @@ def run(table_name: str, cfg) -> dict:
     meta = BucketWriter(out, "meta", plan.n_buckets, budget // 4) if table.meta else None
     rows, counts, stats, sketches, book = 0, {}, [], [], CodeBook()
     for batch in prefetch(iter_batches(path, table.columns, cfg.csv_block_mb << 20,
-                                       table.multiline)):
+                                       table.multiline, part, points)):
         df = pl.from_arrow(batch)
         rows += df.height
         ev, st, c = map_rows(table, df, book)
@@ -126,8 +157,10 @@ def run(table_name: str, cfg) -> dict:
               .sort("code", "bucket"))
     atomic_write_parquet(codes, out / "codes.parquet")
     atomic_write_parquet(sketch, out / "sketch.parquet")
-    return write_done(cfg, STAGE, table_name, {
-        "table": table_name, "input": plan.tables[table_name], "rows_read": rows,
+    return write_done(cfg, STAGE, unit, {
+        "table": table_name, "part": k, "parts": plan.parts[table_name],
+        "range": [part.kind, part.start, part.end] if part else None,
+        "input": plan.tables[table_name], "rows_read": rows,
         "events": events.files, "meta": meta.files if meta else [], "codes": "codes.parquet",
         "sketch": "sketch.parquet",
         "counts": counts, "seconds": round(time.perf_counter() - t0, 3),

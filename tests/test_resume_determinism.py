@@ -11,7 +11,7 @@ import polars as pl
 
 from jobs import build, partition
 from jobs.common import done_path
-from trajectory.driver import prepare, run_build
+from trajectory.driver import partition_tasks, prepare, run_build
 
 from .conftest import REPO, demo_dir, make_cfg
 
@@ -21,13 +21,26 @@ def manifest(cfg):
 
 
 def test_max_cpus_1_2_and_4_identical(demo_build, tmp_path):
+    """With the plan's worker count fixed, MAX_CPUS changes nothing at all; left to follow
+    MAX_CPUS, it changes how many shards hold the records (the manifest's location columns),
+    never a record, code or QC count."""
     ref_cfg, _ = demo_build
+    ref_plan = json.loads((ref_cfg.work_dir / "plan.json").read_text())
     for cpus in (1, 2, 4):
-        cfg = make_cfg(demo_dir(), tmp_path / f"cpus{cpus}", runner="dask", max_cpus=cpus)
+        cfg = make_cfg(demo_dir(), tmp_path / f"cpus{cpus}", runner="dask", max_cpus=cpus,
+                       plan_workers=ref_cfg.plan_workers)
         run_build(cfg, progress=False)
         assert manifest(cfg).equals(manifest(ref_cfg)), cpus
         plan = json.loads((cfg.work_dir / "plan.json").read_text())
-        assert plan["n_shards"] == json.loads((ref_cfg.work_dir / "plan.json").read_text())["n_shards"]
+        assert (plan["n_shards"], plan["parts"]) == (ref_plan["n_shards"], ref_plan["parts"])
+    cfg = make_cfg(demo_dir(), tmp_path / "follow", runner="dask", max_cpus=4)
+    run_build(cfg, progress=False)
+    plan = json.loads((cfg.work_dir / "plan.json").read_text())
+    assert plan["n_shards"] == 8 != ref_plan["n_shards"]
+    where = ["shard", "path", "offset"]
+    assert manifest(cfg).drop(where).equals(manifest(ref_cfg).drop(where))
+    for name in ("codes.parquet", "qc_report.json"):
+        assert (cfg.version_dir / name).read_bytes() == (ref_cfg.version_dir / name).read_bytes()
 
 
 def test_shard_count_does_not_change_records(demo_build, tmp_path):
@@ -45,8 +58,8 @@ def test_resume_skips_finished_units(demo_build, tmp_path):
     ref_cfg, _ = demo_build
     cfg = make_cfg(demo_dir(), tmp_path / "resume")
     plan = prepare(cfg)
-    for table in plan.tables:
-        partition.run(table, cfg)
+    for _, fn, unit, _ in partition_tasks(plan):
+        fn(unit, cfg)
     build.run(0, cfg)
     # A killed shard: its directory half-written, no marker.
     stale = cfg.version_dir / "patients" / build.shard_name(1)
@@ -90,7 +103,7 @@ def test_changed_config_on_existing_work_dir_is_refused(tmp_path):
 
     cfg = make_cfg(demo_dir(), tmp_path / "o", n_shards=3)
     plan = prepare(cfg)
-    partition.run(sorted(plan.tables)[0], cfg)
+    partition.run(plan.partition_units()[-1], cfg)
     other = make_cfg(demo_dir(), tmp_path / "o", n_shards=5)
     with pytest.raises(ValueError, match="unfinished build of different inputs or config"):
         run_build(other, progress=False)
@@ -118,8 +131,8 @@ def test_finalize_refuses_missing_or_corrupt_shard(tmp_path):
 
     cfg = make_cfg(demo_dir(), tmp_path / "f", n_shards=2)
     plan = prepare(cfg)
-    for table in plan.tables:
-        partition.run(table, cfg)
+    for _, fn, unit, _ in partition_tasks(plan):
+        fn(unit, cfg)
     build.run(0, cfg)
     with pytest.raises(ValueError, match=r"cannot publish: 1 of 2 shards not built \(first: \[1\]\)"):
         finalize.run("all", cfg)

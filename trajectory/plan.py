@@ -17,7 +17,7 @@ import numpy as np
 from .read import find_table, fingerprint, read_header, resolve_columns
 from .tables import DICTIONARIES, TABLES
 
-PLAN_FORMAT = 2  # 2: partition files are Arrow IPC with one batch per shard (1: parquet)
+PLAN_FORMAT = 3  # 3: big tables cut into several partition units (2: one unit per table)
 # 0x9E3779B97F4A7C15 is the 64-bit golden-ratio constant (Fibonacci hashing): consecutive
 # MIMIC subject_ids spread evenly over shards whatever the shard count.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -64,6 +64,16 @@ GZ_EQUIVALENT = {".csv.gz": 1.0, ".csv": 1 / 7, ".parquet": 1.0}
 MEMORY_SHARE = 0.6
 
 
+# Auto partition unit: the input over PLAN_WORKERS x UNITS_PER_WORKER units, so longest-first
+# scheduling keeps every worker busy to the end of the stage, within [MIN_UNIT_MB,
+# MAX_UNIT_MB] of gzip-equivalent input (below 4 MB a unit's fixed costs, opening the file and
+# writing one batch per bucket, stop being small; above 128 MB a unit is minutes on MIMIC-IV).
+UNITS_PER_WORKER = 4
+MIN_UNIT_MB, MAX_UNIT_MB = 4.0, 128.0
+# Shards per planned worker: two, so the build stage's last wave is half a shard, not a whole.
+SHARDS_PER_WORKER = 2
+
+
 @dataclass(frozen=True)
 class Plan:
     tables: dict  # table name -> fingerprint dict (path, bytes, hash) of present tables
@@ -73,7 +83,10 @@ class Plan:
     config_hash: str
     shard_input_mb: float  # gzip-equivalent input per shard
     est_peak_mb: float  # estimated build-stage peak RSS of a worker (BASE + per-byte model)
-    why: str  # what set the shard count: "size" target, worker "memory", "min" or "config"
+    why: str  # what set the shard count: "size" target, worker "memory", "min", "workers" or "config"
+    parts: dict  # table name -> number of partition units (1: read whole)
+    row_groups: dict  # parquet table name -> [first, end) row-group range of each unit
+    unit_mb: float  # gzip-equivalent input per partition unit the parts were cut for
 
     @property
     def n_buckets(self) -> int:
@@ -83,12 +96,62 @@ class Plan:
         return {"format": PLAN_FORMAT, "tables": self.tables, "dictionaries": self.dictionaries,
                 "missing": self.missing, "n_shards": self.n_shards,
                 "config_hash": self.config_hash, "shard_input_mb": self.shard_input_mb,
-                "est_peak_mb": self.est_peak_mb, "why": self.why}
+                "est_peak_mb": self.est_peak_mb, "why": self.why, "parts": self.parts,
+                "row_groups": self.row_groups, "unit_mb": self.unit_mb}
+
+    def partition_units(self) -> list[str]:
+        """Every partition unit, `<table>.<part>`, largest table first (a big table started
+        last would leave the other workers idle at the end of the stage)."""
+        order = sorted(self.tables, key=lambda t: -self.tables[t]["bytes"])
+        return [unit_name(t, k) for t in order for k in range(self.parts[t])]
+
+    def scan_tables(self) -> list[str]:
+        """CSV tables cut into several units: each needs its cut points (and, gzipped, a
+        seek-point index) before its units can run."""
+        return [t for t in sorted(self.tables, key=lambda t: -self.tables[t]["bytes"])
+                if self.parts[t] > 1 and t not in self.row_groups]
 
     def describe(self, cfg) -> str:
+        split = sum(1 for n in self.parts.values() if n > 1)
         return (f"plan: {self.n_shards} shards of ~{self.shard_input_mb:,.0f} MB of input "
                 f"(set by {self.why}), estimated peak {self.est_peak_mb:,.0f} MB per worker "
-                f"of a {cfg.worker_memory_gb:g} GB budget")
+                f"of a {cfg.worker_memory_gb:g} GB budget; {sum(self.parts.values())} "
+                f"partition units of <= ~{self.unit_mb:g} MB ({split} tables cut), for "
+                f"{cfg.plan_workers} workers")
+
+
+def unit_name(table: str, part: int) -> str:
+    return f"{table}.{part:04d}"
+
+
+def split_unit(unit: str) -> tuple[str, int]:
+    table, _, part = unit.rpartition(".")
+    if not table or not part.isdigit():
+        raise ValueError(f"partition unit {unit!r}: expected '<table>.<part>', e.g. "
+                         "'chartevents.0003'")
+    return table, int(part)
+
+
+def unit_size_mb(gz_bytes: float, cfg) -> float:
+    if cfg.partition_unit_mb:
+        return cfg.partition_unit_mb
+    auto = gz_bytes / 2**20 / (cfg.plan_workers * UNITS_PER_WORKER)
+    return round(min(MAX_UNIT_MB, max(MIN_UNIT_MB, auto)), 1)
+
+
+def row_group_ranges(path: Path, n: int) -> list[list[int]]:
+    """At most n contiguous row-group ranges of near-equal compressed size."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    sizes = np.array([meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)],
+                     np.float64)
+    if len(sizes) == 0:
+        return [[0, 0]]
+    n = max(1, min(n, len(sizes)))
+    ends = np.searchsorted(np.cumsum(sizes), sizes.sum() * np.arange(1, n) / n, side="left") + 1
+    bounds = sorted(set([0, *ends.tolist(), len(sizes)]))
+    return [[a, b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def shard_count(gz_bytes: float, cfg) -> tuple[int, str]:
@@ -103,9 +166,12 @@ def shard_count(gz_bytes: float, cfg) -> tuple[int, str]:
                          "budget is usable); give workers at least 1 GB")
     by_size = math.ceil(gz_bytes / (cfg.shard_target_mb << 20))
     by_memory = math.ceil(gz_bytes * RSS_PER_GZ_BYTE / (room_mb * 2**20))
-    n = max(cfg.min_shards, by_size, by_memory)
-    return n, ("min" if n == cfg.min_shards and n > max(by_size, by_memory) else
-               "memory" if by_memory > by_size else "size")
+    by_workers = cfg.plan_workers * SHARDS_PER_WORKER
+    n = max(cfg.min_shards, by_size, by_memory, by_workers)
+    # the first bound, in this order, that reaches n set it
+    why = next(w for w, b in (("min", cfg.min_shards), ("workers", by_workers),
+                              ("memory", by_memory), ("size", by_size)) if b == n)
+    return n, why
 
 
 def make_plan(cfg) -> Plan:
@@ -117,7 +183,7 @@ def make_plan(cfg) -> Plan:
         found = sorted(p.name for p in data_dir.iterdir())[:10]
         raise ValueError(f"DATA_DIR {data_dir}: no hosp/ folder (found: {', '.join(found) or 'nothing'}); "
                          "expected the MIMIC-IV root holding hosp/, icu/, note/")
-    tables, missing, gz_bytes = {}, [], 0.0
+    tables, missing, gz_bytes, gz_of = {}, [], 0.0, {}
     for t in TABLES:
         path = find_table(data_dir, t.module, t.name)
         if path is None:
@@ -129,7 +195,8 @@ def make_plan(cfg) -> Plan:
         resolve_columns(path, read_header(path), t.columns)  # fail now, not an hour in
         tables[t.name] = fingerprint(path)
         suffix = next(x for x in GZ_EQUIVALENT if path.name.endswith(x))
-        gz_bytes += tables[t.name]["bytes"] * GZ_EQUIVALENT[suffix]
+        gz_of[t.name] = tables[t.name]["bytes"] * GZ_EQUIVALENT[suffix]
+        gz_bytes += gz_of[t.name]
     dictionaries = {}
     for d in DICTIONARIES:
         path = find_table(data_dir, d.module, d.name)
@@ -140,10 +207,17 @@ def make_plan(cfg) -> Plan:
         dictionaries[d.name] = fingerprint(path)
     n_shards, why = shard_count(gz_bytes, cfg)
     per_shard = gz_bytes / n_shards
+    unit_mb = unit_size_mb(gz_bytes, cfg)
+    parts, row_groups = {}, {}
+    for name, fp in tables.items():
+        parts[name] = max(1, math.ceil(gz_of[name] / (unit_mb * 2**20)))
+        if fp["path"].endswith(".parquet"):
+            row_groups[name] = row_group_ranges(Path(fp["path"]), parts[name])
+            parts[name] = len(row_groups[name])
     return Plan(tables, dictionaries, missing, n_shards, cfg.output_hash(),
                 shard_input_mb=round(per_shard / 2**20, 1),
                 est_peak_mb=round(BASE_RSS_MB + per_shard * RSS_PER_GZ_BYTE / 2**20),
-                why=why)
+                why=why, parts=parts, row_groups=row_groups, unit_mb=unit_mb)
 
 
 def plan_path(cfg) -> Path:
@@ -163,12 +237,12 @@ def load_plan(cfg) -> Plan:
 
 
 def same_inputs(old: Plan, new: Plan) -> list[str]:
-    """Differences that make an existing work directory unusable for this run."""
+    """Differences that make an existing work directory unusable for this run. How the work is
+    cut (shards, units) is not one: it never changes the output, so a resumed build keeps the
+    plan it started with, whatever MAX_CPUS or PLAN_WORKERS it is resumed with."""
     problems = []
     if old.config_hash != new.config_hash:
         problems.append(f"config hash {old.config_hash} -> {new.config_hash}")
-    if old.n_shards != new.n_shards:
-        problems.append(f"shard count {old.n_shards} -> {new.n_shards}")
     for kind in ("tables", "dictionaries"):
         a, b = getattr(old, kind), getattr(new, kind)
         for name in sorted(set(a) | set(b)):

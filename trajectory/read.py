@@ -18,6 +18,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from isal import igzip
+
+from .gzindex import GzRange
+from .split import FileRange, Part
 
 ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(),
                "time": pa.timestamp("s")}
@@ -65,40 +69,60 @@ def resolve_columns(path: Path, header: list[str], columns: dict) -> dict[str, s
 
 
 def iter_batches(path: Path, columns: dict, block_bytes: int, multiline: bool = False,
+                 part: Part | None = None, points: list | None = None,
                  ) -> Iterator[pa.RecordBatch]:
-    """Yield record batches with lower-case column names and the spec's types, streaming."""
+    """Yield record batches with lower-case column names and the spec's types, streaming:
+    the whole table, or one `part` of it (a byte range of the text, after the header, on
+    record boundaries; for .csv.gz `points` are the file's seek points)."""
     header = read_header(path)
     names = resolve_columns(path, header, columns)
     schema = pa.schema([(c, ARROW_TYPES[t]) for c, t in columns.items()])
     if path.suffix == ".parquet":
-        yield from _parquet_batches(path, names, schema)
+        yield from _parquet_batches(path, names, schema, part)
         return
+    where = f" ({part.describe()})" if part else ""
     convert = pacsv.ConvertOptions(
         column_types={names[c]: ARROW_TYPES[t] for c, t in columns.items()},
         include_columns=[names[c] for c in columns], strings_can_be_null=True,
         null_values=[""], quoted_strings_can_be_null=True)
+    gz = path.name.endswith(".gz")
+    # gzip through ISA-L, not pyarrow's zlib: chartevents of demo x20 inflates in 0.54 s
+    # against 2.0 s. A part starts after the header, so it is given the column names.
+    if part is None:
+        source = igzip.open(path, "rb") if gz else open(path, "rb")
+        read_options = pacsv.ReadOptions(block_size=block_bytes)
+    else:
+        source = (GzRange(path, points, part.start, part.end) if gz
+                  else FileRange(path, part.start, part.end))
+        read_options = pacsv.ReadOptions(block_size=block_bytes, column_names=header)
     try:
-        reader = pacsv.open_csv(
-            path, read_options=pacsv.ReadOptions(block_size=block_bytes),
-            parse_options=pacsv.ParseOptions(newlines_in_values=multiline),
-            convert_options=convert)
-        for batch in reader:
-            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        with source:
+            reader = pacsv.open_csv(
+                source, read_options=read_options,
+                parse_options=pacsv.ParseOptions(newlines_in_values=multiline),
+                convert_options=convert)
+            for batch in reader:
+                yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
     except (pa.ArrowInvalid, OSError, EOFError) as e:
-        raise ValueError(f"{path}: {_explain(e, header)}") from e
+        raise ValueError(f"{path}{where}: {_explain(e, header)}") from e
+    except ValueError as e:  # the range reader's own errors name the file already
+        raise ValueError(f"{e}{where}") from e
 
 
-def _parquet_batches(path, names, schema):
+def _parquet_batches(path, names, schema, part: Part | None):
     try:
         pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=262_144, columns=list(names.values())):
+        groups = range(part.start, part.end) if part else None
+        for batch in pf.iter_batches(batch_size=262_144, columns=list(names.values()),
+                                     row_groups=groups):
             arrays = []
             for field, actual in zip(schema, names.values()):
                 col = batch.column(actual)
                 try:
                     arrays.append(col.cast(field.type, safe=field.type != pa.timestamp("s")))
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                    raise ValueError(f"{path}: column {actual!r} expected {field.type}, "
+                    where = f" ({part.describe()})" if part else ""
+                    raise ValueError(f"{path}{where}: column {actual!r} expected {field.type}, "
                                      f"got {col.type}: {e}") from e
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
     except (pa.ArrowInvalid, OSError) as e:

@@ -35,12 +35,22 @@ WORKER_ENV = {"POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THRE
               **ALLOCATOR_ENV}
 
 
+def _after(fn: Callable, unit, cfg, *done):
+    """fn(unit, cfg) once the tasks whose results are `done` have finished."""
+    return fn(unit, cfg)
+
+
 class SerialRunner:
     workers = 1
 
     def map(self, fn: Callable, units: Iterable, cfg, desc: str, progress: bool = True) -> list:
         units = list(units)
         return [fn(u, cfg) for u in tqdm(units, desc=desc, disable=not progress, unit="unit")]
+
+    def graph(self, tasks: list, cfg, desc: str, progress: bool = True) -> dict:
+        """tasks: (key, fn, unit, keys it waits for), listed after what they wait for."""
+        return {key: fn(unit, cfg) for key, fn, unit, _ in
+                tqdm(tasks, desc=desc, disable=not progress, unit="unit")}
 
 
 class DaskRunner:
@@ -62,6 +72,30 @@ class DaskRunner:
                     results[index[fut.key]] = fut.result()  # re-raises the unit's own error
                 except BaseException:
                     self.client.cancel([f for f in futures if f is not fut])
+                    raise
+                bar.update()
+        return results
+
+
+    def graph(self, tasks: list, cfg, desc: str, progress: bool = True) -> dict:
+        """tasks: (key, fn, unit, keys it waits for), in priority order. A task starts as
+        soon as what it waits for is done, not at a stage barrier: the other tables' units
+        fill the workers while chartevents is being indexed."""
+        from distributed import as_completed
+
+        futures = {}
+        for i, (key, fn, unit, deps) in enumerate(tasks):
+            futures[key] = self.client.submit(_after, fn, unit, cfg,
+                                              *[futures[d] for d in deps], key=f"{desc}-{key}",
+                                              pure=False, priority=len(tasks) - i)
+        by_key = {f.key: k for k, f in futures.items()}
+        results = {}
+        with tqdm(total=len(tasks), desc=desc, disable=not progress, unit="unit") as bar:
+            for fut in as_completed(list(futures.values())):
+                try:
+                    results[by_key[fut.key]] = fut.result()
+                except BaseException:
+                    self.client.cancel([f for f in futures.values() if f is not fut])
                     raise
                 bar.update()
         return results

@@ -1,6 +1,6 @@
 """Run the build on a SLURM cluster, two ways.
 
-`submit(cfg, ...)`: one job array per stage (partition -> build -> finalize) chained with
+`submit(cfg, ...)`: one job array per stage (scan -> partition -> build -> finalize) chained with
 `--dependency=afterok`, each array task running a few units through `python -m jobs.array`.
 Nothing stays running on the login node; units write done-markers, so a resubmit after a
 failure, a timeout or `scancel` reruns only what is missing, and stages already complete are
@@ -24,7 +24,7 @@ from .atomic import atomic_write_bytes, atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "slurm" / "stage.sbatch.tmpl"
-STAGES = ("partition", "build", "finalize")
+STAGES = ("scan", "partition", "build", "finalize")
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
 
 
@@ -90,7 +90,7 @@ def _parse_job_id(out: str) -> str:
 
 def submit(cfg, partition=None, account=None, time=None, mem=None, cpus_per_task=None,
            array_parallelism=None, dry_run=False, progress: bool = True) -> dict:
-    """Plan the build, then submit partition -> build -> finalize as dependent job arrays.
+    """Plan the build, then submit scan -> partition -> build -> finalize as dependent job arrays.
 
     Returns {"jobs": {stage: job_id}, "scripts": {stage: path}, "commands": {stage: argv},
     "skipped": [stages already complete], "follow": text}."""

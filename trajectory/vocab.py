@@ -38,28 +38,42 @@ def thresholds_path(cfg) -> Path:
     return cfg.work_dir / "thresholds.parquet"
 
 
-def ensure_vocab(cfg, tables: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(vocabulary, outlier thresholds) of the whole input, from the partition outputs of
-    `tables` (folders holding codes.parquet and sketch.parquet); created if absent. Any unit
+def luts_path(cfg) -> Path:
+    return cfg.work_dir / "code_luts.parquet"
+
+
+def ensure_vocab(cfg, units: list[tuple[str, Path]],
+                 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(vocabulary, outlier thresholds, local -> global code id of every unit) of the whole
+    input, from the partition outputs of `units` ((unit, folder holding codes.parquet and
+    sketch.parquet), tables by name, each table's parts in order: per-code stats keep the
+    first unit and label seen in file order, whatever the cut); created if absent. Any unit
     may create them: every writer produces identical bytes and renames atomically, so
-    concurrent creators are harmless."""
-    vpath, tpath = vocab_path(cfg), thresholds_path(cfg)
-    if vpath.exists() and tpath.exists():
-        return pl.read_parquet(vpath), pl.read_parquet(tpath)
-    vocab = build_vocab([t / "codes.parquet" for t in tables])
-    sketch = merge_sketches([pl.read_parquet(t / "sketch.parquet") for t in tables])
+    concurrent creators are harmless. One lookup file, not each unit's codes.parquet read by
+    every shard: with a unit per 4 MB of input and a shard per worker, those reads grow as
+    units x shards."""
+    vpath, tpath, lpath = vocab_path(cfg), thresholds_path(cfg), luts_path(cfg)
+    if vpath.exists() and tpath.exists() and lpath.exists():
+        return pl.read_parquet(vpath), pl.read_parquet(tpath), pl.read_parquet(lpath)
+    vocab = build_vocab([folder / "codes.parquet" for _, folder in units])
+    sketch = merge_sketches([pl.read_parquet(folder / "sketch.parquet") for _, folder in units])
     thresholds = global_thresholds(vocab, sketch, cfg.outlier_method, cfg.outlier_k,
                                    cfg.outlier_min_count)
-    for df, path in ((vocab, vpath), (thresholds, tpath)):
+    ids = vocab.select("code", "code_id")
+    luts = pl.concat([
+        pl.read_parquet(folder / "codes.parquet", columns=["local_id", "code"])
+        .join(ids, on="code").select(pl.lit(unit).alias("unit"), "local_id", "code_id")
+        for unit, folder in units]).sort("unit", "local_id")
+    for df, path in ((vocab, vpath), (thresholds, tpath), (luts, lpath)):
         atomic_write_parquet(df, path)
-    return vocab, thresholds
+    return vocab, thresholds, luts
 
 
 def shard_map_path(cfg) -> Path:
     return cfg.work_dir / "shards.json"
 
 
-def ensure_shard_map(cfg, plan, markers: dict[str, dict]) -> list[list[int]]:
+def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]]) -> list[list[int]]:
     """Buckets of every shard, packed by the partition stage's row counts (all tables, events
     and header rows); created if absent, by whichever unit or driver gets there first (same
     bytes from every writer, atomic rename)."""
@@ -68,9 +82,10 @@ def ensure_shard_map(cfg, plan, markers: dict[str, dict]) -> list[list[int]]:
         return json.loads(path.read_text())["shards"]
     rows = np.zeros(plan.n_buckets, np.int64)
     for name in sorted(markers):
-        for f in markers[name]["events"] + markers[name]["meta"]:
-            for bucket, (_, n) in f["batches"].items():
-                rows[int(bucket)] += n
+        for m in markers[name]:
+            for f in m["events"] + m["meta"]:
+                for bucket, (_, n) in f["batches"].items():
+                    rows[int(bucket)] += n
     shards = shards_of_buckets(rows, plan.n_shards)
     sizes = [int(rows[b].sum()) for b in shards]
     atomic_write_json(path, {"shards": shards, "rows": sizes})

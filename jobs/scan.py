@@ -1,0 +1,63 @@
+"""Stage 1a, one unit per CSV table cut into several partition units: where the cuts fall.
+
+For a .csv.gz, first the seek-point index (trajectory.gzindex), kept in INDEX_DIR by the
+file's fingerprint so that every later build of the same input, of any version, reuses it.
+Then the cut points: record starts near equal steps of the text (trajectory.split). The
+marker lists them; partition unit k of the table reads [cuts[k], cuts[k+1]).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from trajectory.gzindex import GzRange, build_index, read_points
+from trajectory.plan import load_plan
+from trajectory.split import FileRange, header_end, line_cuts, record_cuts, targets
+from trajectory.tables import TABLES_BY_NAME
+
+from .common import read_done, write_done
+
+STAGE = "scan"
+
+
+def index_path(cfg, table: str, fp: dict) -> Path:
+    return cfg.index_dir / f"{table}-{fp['bytes']}-{fp['head_tail_blake2b'][:16]}.gzidx"
+
+
+def run(table_name: str, cfg) -> dict:
+    done = read_done(cfg, STAGE, table_name)
+    if done is not None:
+        return done
+    t0 = time.perf_counter()
+    plan = load_plan(cfg)
+    fp = plan.tables[table_name]
+    path, n = Path(fp["path"]), plan.parts[table_name]
+    index, cached, points = None, None, None
+    if path.name.endswith(".gz"):
+        index = index_path(cfg, table_name, fp)
+        cached = index.exists()
+        if not cached:
+            build_index(path, index)
+        size, points = read_points(index)
+
+        def open_at(a, b):
+            return GzRange(path, points, a, b)
+    else:
+        size = path.stat().st_size
+
+        def open_at(a, b):
+            return FileRange(path, a, b)
+    t_index = time.perf_counter() - t0
+    with open_at(0, min(size, 1 << 20)) as f:
+        start = header_end(f.read(), path)
+    wanted = targets(start, size, n)
+    if TABLES_BY_NAME[table_name].multiline:
+        with open_at(start, size) as f:
+            cuts = record_cuts(f, start, size, wanted)
+    else:
+        cuts = line_cuts(open_at, size, wanted)
+    return write_done(cfg, STAGE, table_name, {
+        "table": table_name, "input": fp, "size": size, "cuts": [start, *cuts, size],
+        "index": str(index) if index else None, "index_cached": cached,
+        "index_seconds": round(t_index, 3), "seconds": round(time.perf_counter() - t0, 3),
+    })
