@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import config  # noqa: E402
-from trajectory.driver import run_build  # noqa: E402
+from jobs.schedule import longest_first, makespan  # noqa: E402
+from trajectory.driver import partition_tasks, run_build  # noqa: E402
+from trajectory.plan import load_plan  # noqa: E402
 from trajectory.replicate import replicate  # noqa: E402
 from trajectory.store import open_version  # noqa: E402
 
@@ -89,14 +91,71 @@ def dict_gain(version_dir: Path, sample: int = 2000) -> tuple[int, int]:
         sum(len(c.compress(r)) for r in raws) + len(d.as_bytes())
 
 
-def run_scale(demo: Path, k: int, cpus: int, scratch: Path) -> dict:
+WORKERS = (2, 4, 8, 16, 32, 64)
+
+
+def scaling_model(cfg) -> dict:
+    """Per stage, the wall time on N workers predicted from this run's measured unit seconds
+    (jobs.schedule), next to the ideal unit-seconds / N. Stage 1 is the scan + partition
+    graph in the driver's priority order; `warm` is the same with the gzip indexes already
+    in INDEX_DIR (as for every build after the first of the same input)."""
+    plan = load_plan(cfg)
+    done = cfg.work_dir / "done"
+    order, deps, secs, warm = [], [], [], []
+    keys = {}
+    for key, _, unit, after in partition_tasks(plan):
+        stage = "scan" if key.startswith("scan-") else "partition"
+        m = json.loads((done / stage / f"{unit}.json").read_text())
+        keys[key] = len(order)
+        order.append(key)
+        deps.append([keys[d] for d in after])
+        secs.append(m["seconds"])
+        warm.append(m["seconds"] - (m.get("index_seconds", 0) if m.get("index_cached") is False
+                                    else 0))
+    shards = [json.loads(p.read_text())["seconds"] for p in (done / "build").glob("*.json")]
+    fin = json.loads((cfg.version_dir / "dataset.json").read_text())["timings"]["finalize"][
+        "wall_seconds"]
+    rows = {}
+    for n in WORKERS:
+        s1, s1w, s2 = makespan(secs, n, deps), makespan(warm, n, deps), longest_first(shards, n)
+        rows[n] = {"stage1": s1, "stage1_ideal": sum(secs) / n, "stage1_warm": s1w,
+                   "build": s2, "build_ideal": sum(shards) / n, "finalize": fin,
+                   "total": s1 + s2 + fin, "total_warm": s1w + s2 + fin}
+    for n in WORKERS:
+        rows[n]["speedup"] = rows[2]["total"] / rows[n]["total"]
+        rows[n]["speedup_warm"] = rows[2]["total_warm"] / rows[n]["total_warm"]
+    part = [x for k, x in zip(order, secs) if not k.startswith("scan-")]
+    scan = [x for k, x in zip(order, secs) if k.startswith("scan-")]
+    return {"rows": rows, "units": len(part), "scans": len(scan), "shards": len(shards),
+            "unit_seconds": sum(part), "scan_seconds": sum(scan), "largest_unit": max(part),
+            "largest_share": max(part) / (sum(part) + sum(scan)),
+            "build_unit_seconds": sum(shards)}
+
+
+def print_model(k: int, plan_workers: int, m: dict) -> None:
+    print(f"\nscaling model, demo x{k}, plan cut for {plan_workers} workers: {m['units']} "
+          f"partition units ({m['unit_seconds']:.1f} unit-s), {m['scans']} scans "
+          f"({m['scan_seconds']:.1f} s), largest unit {m['largest_unit']:.2f} s "
+          f"({m['largest_share']:.1%} of stage 1), {m['shards']} shards "
+          f"({m['build_unit_seconds']:.1f} unit-s)")
+    print(f"{'workers':>8} {'stage1':>8} {'ideal':>7} {'build':>7} {'ideal':>7} {'final':>6} "
+          f"{'total':>7} {'speedup':>8} | {'warm idx':>8} {'speedup':>8}")
+    for n, r in m["rows"].items():
+        print(f"{n:>8} {r['stage1']:>8.2f} {r['stage1_ideal']:>7.2f} {r['build']:>7.2f} "
+              f"{r['build_ideal']:>7.2f} {r['finalize']:>6.2f} {r['total']:>7.2f} "
+              f"{r['speedup']:>7.2f}x | {r['total_warm']:>8.2f} {r['speedup_warm']:>7.2f}x")
+
+
+def run_scale(demo: Path, k: int, cpus: int, scratch: Path, plan_workers: int = 0,
+              unit_mb: float = 0.0) -> dict:
     data = scratch / f"demo_x{k}"
     if not (data / "hosp" / "patients.csv.gz").exists():
         replicate(demo, data, k)
     floor, rows = read_floor(data, cpus)
     out = scratch / f"out_x{k}"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": cpus},
+    cfg = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": cpus,
+                       "PLAN_WORKERS": plan_workers, "PARTITION_UNIT_MB": unit_mb},
                       environ={})
     sampler = RssSampler()
     sampler.start()
@@ -105,8 +164,11 @@ def run_scale(demo: Path, k: int, cpus: int, scratch: Path) -> dict:
     wall = time.perf_counter() - t
     sampler.stop.set()
     sampler.join()
+    model = scaling_model(cfg)
     packed = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": cpus,
-                          "TRAJECTORY_VERSION": "packed", "LAYOUT": "shards"}, environ={})
+                          "TRAJECTORY_VERSION": "packed", "LAYOUT": "shards",
+                          "PLAN_WORKERS": plan_workers, "PARTITION_UNIT_MB": unit_mb},
+                         environ={})
     run_build(packed, progress=False)
     plain, with_dict = dict_gain(cfg.version_dir)
     n = summary["n_events"]
@@ -128,7 +190,9 @@ def run_scale(demo: Path, k: int, cpus: int, scratch: Path) -> dict:
             "clean_share": phases["clean"] / build_cpu,
             "windows_share": phases["windows"] / build_cpu,
             "window_events_per_s": n / phases["windows"],
-            "phases": {k: round(v, 2) for k, v in sorted(phases.items())}}
+            "partition_unit_s": model["unit_seconds"] + model["scan_seconds"],
+            "phases": {k: round(v, 2) for k, v in sorted(phases.items())}, "model": model,
+            "plan_workers": cfg.plan_workers}
 
 
 def main() -> int:
@@ -139,16 +203,26 @@ def main() -> int:
     p.add_argument("--times", type=int, nargs="+", default=[20, 100])
     p.add_argument("--max-cpus", type=int, default=2)
     p.add_argument("--scratch", default="/tmp/traj_bench")
+    p.add_argument("--plan-workers", type=int, nargs="+", default=None,
+                   help="workers each scale's plan is cut for (default MAX_CPUS); e.g. 16 64")
+    p.add_argument("--partition-unit-mb", type=float, default=0.0,
+                   help="force a unit size (1e6: every table whole, as before units were cut)")
     args = p.parse_args()
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    results = [run_scale(Path(args.demo), k, args.max_cpus, scratch) for k in args.times]
-    cols = [c for c in results[0] if c != "phases"]
+    plan_workers = args.plan_workers or [0] * len(args.times)
+    if len(plan_workers) != len(args.times):
+        p.error("--plan-workers takes one count per --times scale")
+    results = [run_scale(Path(args.demo), k, args.max_cpus, scratch, w, args.partition_unit_mb)
+               for k, w in zip(args.times, plan_workers)]
+    cols = [c for c in results[0] if c not in ("phases", "model")]
     for c in cols:
         print(f"{c:>24} " + " ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float)
                                      else f"{r[c]:>14}" for r in results))
     for r in results:
         print(f"build phases (unit-seconds, all shards) x{r['K']}: {r['phases']}")
+    for r in results:
+        print_model(r["K"], r["plan_workers"], r["model"])
     if len(results) > 1:
         a, b = results[0], results[-1]
         print(f"\nscale x{b['K'] / a['K']:.0f}: time x{b['build_s'] / a['build_s']:.2f}, "
