@@ -240,11 +240,6 @@ def test_record_cuts_differ_from_line_cuts_on_quoted_newlines():
     assert naive != got
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="record_cuts moves a target that falls in the same record as the "
-                          "previous target (or exactly at the first record) on to the next "
-                          "record start; its docstring (and line_cuts) say the first record "
-                          "start at or after the target")
 @pytest.mark.parametrize("pts, want", [([3, 4], [10, 10]), ([2], [2])],
                          ids=["same-record", "first-record"])
 def test_record_cuts_two_targets_in_one_record(pts, want):

@@ -295,10 +295,6 @@ def test_bad_value_names_file_and_unit_range(synth_dir, tmp_path, suffix, unit_m
 # ---- empty units ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix", [".csv.gz", ".csv"])
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="a unit whose byte range is empty (more units than records, or a "
-                          "record longer than a unit: the cuts coincide) fails with pyarrow's "
-                          "'Empty CSV file' instead of reading no rows")
 def test_empty_byte_range_reads_no_rows(synth_dir, tmp_path, suffix):
     src = synth_dir / "hosp" / "patients.csv.gz"
     text = gzip.decompress(src.read_bytes())

@@ -77,6 +77,8 @@ def iter_batches(path: Path, columns: dict, block_bytes: int, multiline: bool = 
     header = read_header(path)
     names = resolve_columns(path, header, columns)
     schema = pa.schema([(c, ARROW_TYPES[t]) for c, t in columns.items()])
+    if part is not None and part.start >= part.end:
+        return  # more units than records (a tiny PARTITION_UNIT_MB): this one holds none
     if path.suffix == ".parquet":
         yield from _parquet_batches(path, names, schema, part)
         return

@@ -69,6 +69,9 @@ def record_cuts(stream: io.RawIOBase, start: int, size: int, points: list[int]) 
     """First record start at or after each target, for CSV text whose quoted fields may hold
     newlines; `stream` reads the text from `start` (just after the header) on."""
     cuts, k, pos, odd = [], 0, start, 0
+    while k < len(points) and points[k] <= start:  # `start` is itself a record start
+        cuts.append(start)
+        k += 1
     while k < len(points):
         chunk = stream.read(SCAN_CHUNK)
         if not chunk:
@@ -86,8 +89,9 @@ def record_cuts(stream: io.RawIOBase, start: int, size: int, points: list[int]) 
             odd ^= chunk.count(b'"', j, nl) & 1
             i = nl + 1
             if not odd:
-                cuts.append(pos + i)
-                k += 1
+                while k < len(points) and points[k] <= pos + i:  # targets in one record
+                    cuts.append(pos + i)
+                    k += 1
         odd ^= chunk.count(b'"', i) & 1
         pos += len(chunk)
     return cuts + [size] * (len(points) - k)
