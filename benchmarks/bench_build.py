@@ -147,7 +147,7 @@ def print_model(k: int, plan_workers: int, m: dict) -> None:
 
 
 def run_scale(demo: Path, k: int, cpus: int, scratch: Path, plan_workers: int = 0,
-              unit_mb: float = 0.0) -> dict:
+              unit_mb: float = 0.0, sizes: bool = True) -> dict:
     data = scratch / f"demo_x{k}"
     if not (data / "hosp" / "patients.csv.gz").exists():
         replicate(demo, data, k)
@@ -165,13 +165,17 @@ def run_scale(demo: Path, k: int, cpus: int, scratch: Path, plan_workers: int = 
     sampler.stop.set()
     sampler.join()
     model = scaling_model(cfg)
-    packed = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": cpus,
-                          "TRAJECTORY_VERSION": "packed", "LAYOUT": "shards",
-                          "PLAN_WORKERS": plan_workers, "PARTITION_UNIT_MB": unit_mb},
-                         environ={})
-    run_build(packed, progress=False)
-    plain, with_dict = dict_gain(cfg.version_dir)
     n = summary["n_events"]
+    plain = with_dict = shard_bytes = float("nan")
+    if sizes:
+        packed = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": cpus,
+                              "TRAJECTORY_VERSION": "packed", "LAYOUT": "shards",
+                              "PLAN_WORKERS": plan_workers, "PARTITION_UNIT_MB": unit_mb},
+                             environ={})
+        run_build(packed, progress=False)
+        plain, with_dict = dict_gain(cfg.version_dir)
+        shard_bytes = sum(p.stat().st_size for p in
+                          (packed.version_dir / "patients").glob("*.pack"))
     w = summary["driver_wall_seconds"]
     phases: dict = {}
     for marker in (cfg.work_dir / "done" / "build").glob("*.json"):
@@ -183,8 +187,7 @@ def run_scale(demo: Path, k: int, cpus: int, scratch: Path, plan_workers: int = 
             "finalize_s": w["finalize"], "rows_per_s": rows / wall,
             "peak_worker_mb": sampler.worker_peak() / 2**20,
             "bytes_per_event_files": plain / n,
-            "bytes_per_event_shards": sum(p.stat().st_size for p in
-                                          (packed.version_dir / "patients").glob("*.pack")) / n,
+            "bytes_per_event_shards": shard_bytes / n,
             "bytes_per_event_dict": with_dict / n,
             "clean_s_per_Mevent": phases["clean"] / n * 1e6,
             "clean_share": phases["clean"] / build_cpu,
@@ -205,6 +208,8 @@ def main() -> int:
     p.add_argument("--scratch", default="/tmp/traj_bench")
     p.add_argument("--plan-workers", type=int, nargs="+", default=None,
                    help="workers each scale's plan is cut for (default MAX_CPUS); e.g. 16 64")
+    p.add_argument("--no-sizes", action="store_true",
+                   help="skip the packed-layout build and the dictionary (output sizes)")
     p.add_argument("--partition-unit-mb", type=float, default=0.0,
                    help="force a unit size (1e6: every table whole, as before units were cut)")
     args = p.parse_args()
@@ -213,8 +218,8 @@ def main() -> int:
     plan_workers = args.plan_workers or [0] * len(args.times)
     if len(plan_workers) != len(args.times):
         p.error("--plan-workers takes one count per --times scale")
-    results = [run_scale(Path(args.demo), k, args.max_cpus, scratch, w, args.partition_unit_mb)
-               for k, w in zip(args.times, plan_workers)]
+    results = [run_scale(Path(args.demo), k, args.max_cpus, scratch, w, args.partition_unit_mb,
+                         not args.no_sizes) for k, w in zip(args.times, plan_workers)]
     cols = [c for c in results[0] if c not in ("phases", "model")]
     for c in cols:
         print(f"{c:>24} " + " ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float)

@@ -66,14 +66,27 @@ def unit_folders(cfg, plan) -> list[tuple[str, Path]]:
 def read_buckets(folder: Path, files: list[dict], buckets: list[int]) -> pa.Table | None:
     """These buckets' record batches of the listed files, in file then bucket order; the IPC
     footer locates each batch, so only their own bytes are read."""
+    parts = read_batches(folder, files, buckets)
+    return pa.Table.from_batches(parts) if parts else None
+
+
+def read_batches(folder: Path, files: list[dict], buckets: list[int]) -> list[pa.RecordBatch]:
+    """Memory-mapped: with a unit per 4 MB of input and a shard per half worker, a shard reads
+    a few batches from each of hundreds of files, and opening them through reads cost 2.4x
+    the time of mapping them (75 units of demo x20: 0.23 s against 0.10 s per shard)."""
     parts = []
     for f in files:
         wanted = [f["batches"][str(b)][0] for b in buckets if str(b) in f["batches"]]
         if wanted:
-            with pa.OSFile(str(folder / f["path"])) as source:
-                reader = pa.ipc.open_file(source)
+            with pa.memory_map(str(folder / f["path"])) as source:
+                reader = pa.ipc.open_file(source, options=_IPC_READ)
                 parts += [reader.get_batch(i) for i in wanted]
-    return pa.Table.from_batches(parts) if parts else None
+    return parts
+
+
+# One thread: a worker is one core, and handing each small batch's lz4 buffers to pyarrow's
+# pool cost more than decompressing them (80 chartevents batches: 0.017 s against 0.022-0.037).
+_IPC_READ = pa.ipc.IpcReadOptions(use_threads=False)
 
 
 def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
@@ -84,18 +97,21 @@ def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
 
 def _table_events(cfg, parts: list[dict], buckets: list[int], luts: dict) -> pl.DataFrame | None:
     """This shard's events of one table: its parts' batches in part order (the input's row
-    order, so ties in the event sort fall as in an uncut build), local code ids made global."""
+    order, so ties in the event sort fall as in an uncut build), local code ids made global.
+    One arrow table and one conversion for all parts: per part, polars' conversion and concat
+    cost more than the batches' bytes."""
     from . import partition
-    frames = []
+    batches, codes = [], []
     for m in parts:
-        ev = read_buckets(partition.part_dir(cfg, m["table"], m["part"]), m["events"], buckets)
-        if ev is not None:
-            code = pl.from_arrow(ev["code"]).to_numpy()
-            frames.append(pl.from_arrow(ev).with_columns(
-                pl.Series("code", luts[unit_name(m["table"], m["part"])][code])))
-    if not frames:
+        got = read_batches(partition.part_dir(cfg, m["table"], m["part"]), m["events"], buckets)
+        if got:
+            lut = luts[unit_name(m["table"], m["part"])]
+            codes += [lut[b.column("code").to_numpy()] for b in got]
+            batches += got
+    if not batches:
         return None
-    return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=True)
+    return pl.from_arrow(pa.Table.from_batches(batches)).with_columns(
+        pl.Series("code", np.concatenate(codes)))
 
 
 def code_luts(luts: pl.DataFrame) -> dict[str, np.ndarray]:
