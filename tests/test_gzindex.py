@@ -3,6 +3,7 @@
 import gzip
 import io
 import random
+import sys
 import zlib
 
 import pytest
@@ -281,3 +282,18 @@ def test_line_cuts_match_reference_plain_and_gzip(tmp_path):
             assert len(pts) == n - 1 and all(start <= t < size for t in pts)
             expect = [first_at_or_after(starts, t) for t in pts]
             assert line_cuts(lambda a, b: FileRange(path, a, b), size, pts) == expect
+
+
+def test_system_zlib_finds_the_same_points(tmp_path, monkeypatch):
+    """Without zlib-ng the pass falls back to the system zlib, with the same seek points."""
+    from trajectory import gzindex
+
+    rng = random.Random(7)
+    text = b"".join(b"%d,%d,%s\n" % (i, rng.randint(0, 10**6), b"x" * rng.randint(0, 40))
+                    for i in range(60_000))
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(gzip.compress(text))
+    fast = gzindex.scan_points(path, spacing=1 << 18)
+    monkeypatch.setitem(sys.modules, "zlib_ng", None)  # import fails -> system zlib
+    slow = gzindex.scan_points(path, spacing=1 << 18)
+    assert fast == slow and fast[0] == len(text) and len(fast[1]) > 2
