@@ -7,6 +7,7 @@ whatever the shard count. The shard directory is written under a temporary name 
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ from trajectory.plan import load_plan, unit_name
 from trajectory.read import POLARS_TYPES
 from trajectory.record import NONE_ID, pack
 from trajectory.tables import PREPARE, TABLES, TABLES_BY_NAME
-from trajectory.vocab import ensure_shard_map, ensure_vocab
+from trajectory.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
+                              shard_reads_path)
 
 from trajectory.atomic import atomic_write_parquet, checksum_bytes, checksum_file, tmp_name
 
@@ -114,16 +116,6 @@ def _table_events(cfg, parts: list[dict], buckets: list[int], luts: dict) -> pl.
         pl.Series("code", np.concatenate(codes)))
 
 
-def code_luts(luts: pl.DataFrame) -> dict[str, np.ndarray]:
-    """unit -> array mapping its local code ids to global code_id (-1: not a code)."""
-    out = {}
-    for (unit,), g in luts.group_by("unit"):
-        lut = np.full(int(g["local_id"].max()) + 1, -1, np.int32)
-        lut[g["local_id"].to_numpy()] = g["code_id"].to_numpy()
-        out[unit] = lut
-    return out
-
-
 def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
     """(events, texts, refs, header tables) of one shard. Events carry the global code_id, and
     in `text` and `ref` int32 ids into `texts` (distinct strings of the shard) and `refs` (the
@@ -164,7 +156,6 @@ def run(shard: int, cfg) -> dict:
         return done
     t0 = time.perf_counter()
     plan = load_plan(cfg)
-    markers = partition_markers(cfg, plan)
     vocab, thresholds, luts = ensure_vocab(cfg, unit_folders(cfg, plan))
     phase = {}
     tick = time.perf_counter()
@@ -175,8 +166,11 @@ def run(shard: int, cfg) -> dict:
         phase[name] = round(phase.get(name, 0.0) + now - tick, 4)
         tick = now
 
-    buckets = ensure_shard_map(cfg, plan, markers)[shard]
-    ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, code_luts(luts))
+    # shards.json is written last, after every shard's read list
+    buckets = ensure_shard_map(cfg, plan, None if shard_map_path(cfg).exists()
+                               else partition_markers(cfg, plan))[shard]
+    markers = json.loads(shard_reads_path(cfg, shard).read_text())
+    ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, luts)
     lap("read")
     patients = PREPARE["patients"](meta["patients"])
     admissions = meta["admissions"]

@@ -71,7 +71,8 @@ class BucketWriter:
         path = self.out_dir / f"{self.prefix}-{len(self.files):05d}.arrow"
         tmp = tmp_name(path)
         # lz4: intermediate files are read once; zstd saved ~15% space for ~2x write time.
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        # One thread: a worker is one core, and a bucket's batch is too small to share out.
+        options = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
         order = sorted(pieces)
         rows = [sum(p.height for p in pieces[b]) for b in order]
         # One concat and one conversion for the whole buffer, then a zero-copy slice per

@@ -26,9 +26,13 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # Patients are hashed into BUCKETS_PER_SHARD x n_shards buckets, and the buckets packed into
 # shards by their event counts once the partition stage has counted them (shards_of_buckets).
 # Hashing patients straight into shards left the largest demo x100 shard 22% above the mean
-# (patients' sizes vary ~10x), and the worker's peak memory with it; packing eight buckets
-# per shard brings the largest within a few percent.
-BUCKETS_PER_SHARD = 8
+# (patients' sizes vary ~10x), and the worker's peak memory with it; packing several buckets
+# per shard brings the largest within a few percent. Four, not eight: every shard reads one
+# batch per bucket from every partition unit, and with a plan cut for 64 workers (141 units,
+# 128 shards on demo x100) those reads were a third of the build stage; on a lognormal
+# model of demo x100's patients, 4 buckets per shard leave the largest of 41 shards 1% above
+# the mean (8: 0.5%), of 128 shards 7% (8: 5%).
+BUCKETS_PER_SHARD = 4
 
 
 def bucket_of(subject_id: np.ndarray, n_buckets: int) -> np.ndarray:
