@@ -104,7 +104,8 @@ def scaling_model(cfg) -> dict:
     order, deps, secs, warm = [], [], [], []
     keys = {}
     for key, _, unit, after in partition_tasks(plan):
-        stage = "scan" if key.startswith("scan-") else "partition"
+        stage = ("scan" if key.startswith("scan-") else
+                 "dictionaries" if key == "dictionaries" else "partition")
         m = json.loads((done / stage / f"{unit}.json").read_text())
         keys[key] = len(order)
         order.append(key)
@@ -124,7 +125,7 @@ def scaling_model(cfg) -> dict:
     for n in WORKERS:
         rows[n]["speedup"] = rows[2]["total"] / rows[n]["total"]
         rows[n]["speedup_warm"] = rows[2]["total_warm"] / rows[n]["total_warm"]
-    part = [x for k, x in zip(order, secs) if not k.startswith("scan-")]
+    part = [x for k, x in zip(order, secs) if not k.startswith("scan-") and k != "dictionaries"]
     scan = [x for k, x in zip(order, secs) if k.startswith("scan-")]
     return {"rows": rows, "units": len(part), "scans": len(scan), "shards": len(shards),
             "unit_seconds": sum(part), "scan_seconds": sum(scan), "largest_unit": max(part),

@@ -5,7 +5,7 @@ import json
 import shutil
 import time
 
-from jobs import build, finalize, partition, scan
+from jobs import build, dictionaries, finalize, partition, scan
 from .atomic import atomic_write_json
 
 from .plan import load_plan, make_plan, plan_path, same_inputs
@@ -47,12 +47,14 @@ def partition_units(plan) -> list[str]:
 
 def partition_tasks(plan) -> list[tuple]:
     """Stage 1 as one graph: the scans first (chartevents' index is the longest single step),
-    then every partition unit, largest table first; a cut table's units wait for its scan."""
+    then every partition unit, largest table first; a cut table's units wait for its scan.
+    Last, the d_* dictionaries' labels, which would otherwise be read by finalize alone."""
     scans = set(plan.scan_tables())
     tasks = [(f"scan-{t}", scan.run, t, []) for t in plan.scan_tables()]
     for unit in plan.partition_units():
         table = unit.rpartition(".")[0]
         tasks.append((unit, partition.run, unit, [f"scan-{table}"] if table in scans else []))
+    tasks.append(("dictionaries", dictionaries.run, dictionaries.UNIT, []))
     return tasks
 
 
