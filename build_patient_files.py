@@ -8,6 +8,7 @@ per patient plus a manifest out.
     python build_patient_files.py status
     python build_patient_files.py submit --slurm --partition cpu --time 02:00:00  # job arrays
     python build_patient_files.py export windows trajectories/v1   # one row per stay-hour
+    python build_patient_files.py tasks trajectories/v1 [--task NAME ...]   # task labels
 
 Settings come from config.py, then environment variables of the same name, then these flags.
 """
@@ -41,8 +42,11 @@ SETTINGS = {
     "--runner": ("RUNNER", "'dask' or 'serial' (in-process)"),
     "--cluster": ("CLUSTER", "Dask workers: 'local' (LocalCluster) or 'slurm' (MAX_CPUS "
                              "single-core SLURM jobs via dask-jobqueue)"),
+    "--window-exclude": ("WINDOW_EXCLUDE", "comma-separated flag rules whose events window "
+                                           "statistics leave out, e.g. 'range,duplicate,"
+                                           "outlier'; 'none' keeps every event"),
 }
-COMMANDS = ("build", "inspect", "status", "export", "submit")
+COMMANDS = ("build", "inspect", "status", "export", "submit", "tasks")
 
 
 def _settings_parser(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +94,17 @@ def cmd_export(args) -> int:
 
     result = export_windows(args.version_dir, args.out)
     print(f"wrote {result['rows']:,} windows x {result['columns']} columns to {result['path']}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from jobs.tasks import IN_PROCESS_BELOW, describe, run_tasks
+
+    # a small version is labelled in-process (a cluster's start costs more) unless --runner
+    # names a runner
+    result = run_tasks(args.version_dir, args.task, _load(args), progress=not args.quiet,
+                       in_process_below=0 if args.RUNNER else IN_PROCESS_BELOW)
+    print(describe(result))
     return 0
 
 
@@ -161,10 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("version_dir", help="a finished version, e.g. trajectories/v1")
         parser.add_argument("--out", default=None,
                             help="output parquet [VERSION_DIR/windows.parquet]")
+    elif command == "tasks":
+        from trajectory.tasks import TASKS
+
+        parser.add_argument("version_dir", help="a finished version, e.g. trajectories/v1")
+        parser.add_argument("--task", action="append", default=None, metavar="NAME",
+                            help="a task to label (repeatable) [all: "
+                                 f"{', '.join(TASKS)}]")
+        _settings_parser(parser)
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
         return {"build": cmd_build, "inspect": cmd_inspect, "status": cmd_status,
-                "export": cmd_export, "submit": cmd_submit}[command](args)
+                "export": cmd_export, "submit": cmd_submit,
+                "tasks": cmd_tasks}[command](args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ environment wins over this file). `load()` is the only place that reads `os.envi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -48,6 +49,10 @@ QC_ON_FAIL = "error"  # "error" (nothing published) or "quarantine" (published, 
 WINDOW_STEP_MINUTES = 60  # grid step of the per-stay aggregates (mimic3-benchmarks, YAIB use 1 h)
 WINDOW_MAX = 720  # at most 30 days of hourly windows per stay; longer stays keep the first 720
 WINDOW_ADMISSIONS = False  # also build grids per hospital admission
+# Flag rules whose events window statistics leave out ("none": keep every event). Impossible
+# values and repeated rows never describe the patient; `outlier` is not in by default: a value
+# far from a code's quartiles is often the sickest patients' real one (creatinine in renal failure).
+WINDOW_EXCLUDE = "range,duplicate"
 
 
 
@@ -82,6 +87,7 @@ class Config:
     window_step_minutes: int = 60  # per-stay grid step
     window_max: int = 720  # most windows per stay
     window_admissions: bool = False  # grids per admission too
+    window_exclude: tuple = ("range", "duplicate")  # flag rules left out of window statistics
     overwrite: bool = False  # republish over a finished version
     partition_unit_mb: float = 0.0  # gzip-equivalent input per partition unit, 0 = auto
     plan_workers: int = 0  # workers the plan is cut for, 0 = max_cpus (never changes output)
@@ -93,6 +99,9 @@ class Config:
 
     def output_hash(self) -> str:
         """Hash of the fields that change output bytes (not MAX_CPUS, paths or runners)."""
+        return _output_hash(self)
+
+    def _hash_fields(self) -> str:
         skip = {"data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb",
                 "partition_unit_mb", "plan_workers", "index_dir",
                 "csv_block_mb", "worker_memory_gb", "scheduler", "runner", "cluster",
@@ -104,6 +113,12 @@ class Config:
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v)
                 for k, v in dataclasses.asdict(self).items()}
+
+
+@functools.lru_cache(maxsize=32)
+def _output_hash(cfg: "Config") -> str:
+    # every done-marker read checks it: 116 markers cost finalize 0.05 s of asdict + json
+    return cfg._hash_fields()
 
 
 _PATH_FIELDS = ("data_dir", "out_dir", "work_dir", "index_dir")
@@ -119,8 +134,9 @@ def from_json(d: dict) -> Config:
     for key in _PATH_FIELDS:
         if key in values:
             values[key] = Path(values[key])
-    if "drop_rules" in values:
-        values["drop_rules"] = tuple(values["drop_rules"])
+    for key in ("drop_rules", "window_exclude"):
+        if key in values:
+            values[key] = tuple(values[key])
     return Config(**values)
 
 
@@ -144,7 +160,7 @@ _TYPES = {
     "CLIP_TO_RANGE": _bool, "DROP_RULES": str, "DEATH_MARGIN_HOURS": float,
     "STAY_MARGIN_HOURS": float, "QC_MAX_FLAG_RATE": float, "QC_MAX_DROP_RATE": float,
     "QC_ON_FAIL": str, "WINDOW_STEP_MINUTES": int, "WINDOW_MAX": int,
-    "WINDOW_ADMISSIONS": _bool,
+    "WINDOW_ADMISSIONS": _bool, "WINDOW_EXCLUDE": str,
 }
 RULES = ("range", "outlier", "duplicate", "before_birth", "after_death", "outside_stay",
          "admission_order")
@@ -179,6 +195,20 @@ def load(overrides: dict | None = None, environ: dict | None = None) -> Config:
     return _validate(values, overwrite)
 
 
+def _rule_list(key: str, text: str) -> tuple:
+    """Comma-separated rule names -> a tuple in RULES order without repeats, so equivalent
+    spellings ("duplicate,range" and "range,duplicate") give one output hash; "none" or ""
+    is the empty tuple."""
+    names = [r.strip() for r in str(text).split(",") if r.strip()]
+    if names == ["none"]:
+        return ()
+    unknown = [r for r in names if r not in RULES]
+    if unknown:
+        raise ValueError(f"{key}: unknown rule(s) {unknown} in {text!r}; known: "
+                         f"{', '.join(RULES)} (or 'none')")
+    return tuple(r for r in RULES if r in names)
+
+
 def _validate(v: dict, overwrite: bool) -> Config:
     def positive(key):
         if v[key] <= 0:
@@ -208,6 +238,7 @@ def _validate(v: dict, overwrite: bool) -> Config:
     unknown = [r for r in drop_rules if r not in RULES]
     if unknown:
         raise ValueError(f"DROP_RULES: unknown rule(s) {unknown}; known: {', '.join(RULES)}")
+    window_exclude = _rule_list("WINDOW_EXCLUDE", v["WINDOW_EXCLUDE"])
     for key in ("OUTLIER_K", "WINDOW_STEP_MINUTES", "WINDOW_MAX"):
         positive(key)
     for key in ("QC_MAX_FLAG_RATE", "QC_MAX_DROP_RATE"):
@@ -235,7 +266,8 @@ def _validate(v: dict, overwrite: bool) -> Config:
         stay_margin_hours=v["STAY_MARGIN_HOURS"], qc_max_flag_rate=v["QC_MAX_FLAG_RATE"],
         qc_max_drop_rate=v["QC_MAX_DROP_RATE"], qc_on_fail=v["QC_ON_FAIL"],
         window_step_minutes=v["WINDOW_STEP_MINUTES"], window_max=v["WINDOW_MAX"],
-        window_admissions=v["WINDOW_ADMISSIONS"], overwrite=overwrite,
+        window_admissions=v["WINDOW_ADMISSIONS"], window_exclude=window_exclude,
+        overwrite=overwrite,
         partition_unit_mb=v["PARTITION_UNIT_MB"],
         plan_workers=v["PLAN_WORKERS"] or v["MAX_CPUS"],
         index_dir=(Path(v["INDEX_DIR"]).expanduser().resolve() if v["INDEX_DIR"]

@@ -19,7 +19,7 @@ import zstandard
 
 from trajectory.assemble import (count_cleaning_drops, encode_strings, index_texts,
                                  merge_string_ids, order_events, patient_records, place_events)
-from trajectory.cleaning import clean_events, code_tables, load_concepts
+from trajectory.cleaning import clean_events, code_tables, load_concepts, rule_mask
 from trajectory.grids import GridSpec
 from trajectory.events import EVENT_SCHEMA
 from trajectory.plan import load_plan, unit_name
@@ -190,7 +190,7 @@ def run(shard: int, cfg) -> dict:
     ev, texts = index_texts(ev, texts)
     lap("texts")
     grid = GridSpec(step=cfg.window_step_minutes * 60, max_windows=cfg.window_max,
-                    admissions=cfg.window_admissions,
+                    admissions=cfg.window_admissions, exclude=rule_mask(cfg.window_exclude),
                     n_concepts=concepts["concept_id"].max() + 1)
 
     sink = (PackSink if cfg.layout == "shards" else FileSink)(cfg.version_dir, unit)

@@ -15,16 +15,15 @@ import polars as pl
 import trajectory
 from trajectory.events import merge_counts
 from trajectory.plan import load_plan
-from trajectory.read import iter_batches
 from trajectory.record import EVENT_DTYPES, FORMAT
-from trajectory.tables import DICTIONARIES, SOURCE_ID, TABLES
+from trajectory.tables import SOURCE_ID, TABLES
 from trajectory.cleaning import BITS, load_concepts
 from trajectory import qc_html
 from trajectory.qc import cleaning_report, rate_failures
 from trajectory.vocab import thresholds_path, vocab_path
 from trajectory.windows import STAT_NAMES
 
-from . import build, scan
+from . import build, dictionaries, scan
 from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_parquet,
                                checksum_file)
 
@@ -51,33 +50,13 @@ def shard_markers(cfg, n_shards: int) -> list[dict]:
     return markers
 
 
-def dictionary_labels(plan, cfg) -> pl.DataFrame:
-    frames = []
-    for d in DICTIONARIES:
-        if d.name not in plan.dictionaries:
-            continue
-        path = Path(plan.dictionaries[d.name]["path"])
-        for batch in iter_batches(path, d.columns, cfg.csv_block_mb << 20):
-            df = pl.from_arrow(batch)
-            frames.append(df.select(
-                pl.lit(d.name).alias("dictionary"),
-                pl.concat_str([pl.col(c).cast(pl.String).str.strip_chars() for c in d.key],
-                              separator="//").alias("label_key"),
-                pl.coalesce([pl.col(c) for c in d.label]).alias("label"),
-                (pl.col(d.unit) if d.unit else pl.lit(None, pl.String)).alias("dict_unit")))
-    if not frames:
-        return pl.DataFrame(schema={"dictionary": pl.String, "label_key": pl.String,
-                                    "label": pl.String, "dict_unit": pl.String})
-    return pl.concat(frames).unique(["dictionary", "label_key"], keep="first")
-
-
 def codes_table(cfg, plan, markers: list[dict]) -> pl.DataFrame:
     vocab = pl.read_parquet(vocab_path(cfg))
     counts = (pl.DataFrame({"code_id": [i for m in markers for i in m["code_ids"]],
                             "count": [n for m in markers for n in m["code_counts"]]},
                            schema={"code_id": pl.Int32, "count": pl.Int64})
               .group_by("code_id").agg(pl.col("count").sum()))
-    labels = dictionary_labels(plan, cfg)
+    labels = dictionaries.labels(cfg)
     return (vocab.drop("count").join(counts, on="code_id", how="left")
             .join(labels, on=["dictionary", "label_key"], how="left", maintain_order="left")
             .select("code_id", "code", "table",
@@ -203,7 +182,8 @@ def run(unit: str, cfg) -> dict:
         "concepts": concepts.unique("concept_id", maintain_order=True)["concept"].to_list(),
         "quarantined": quarantined,
         "windows": {"step_seconds": cfg.window_step_minutes * 60, "max": cfg.window_max,
-                    "admissions": cfg.window_admissions, "stats": list(STAT_NAMES)},
+                    "admissions": cfg.window_admissions, "stats": list(STAT_NAMES),
+                    "exclude": list(cfg.window_exclude)},
         "timings": {"scan": _stage_timing(scan_markers(cfg, plan)),
                     "partition": _stage_timing([m for ms in part_lists.values() for m in ms]),
                     "build": _stage_timing(markers)},

@@ -21,6 +21,8 @@ def test_output_hash_ignores_runner_settings():
     ({"MAX_CPUS": "two"}, "environment variable MAX_CPUS: expected int, got 'two'"),
     ({"MAX_CPUS": "0"}, "MAX_CPUS must be > 0"),
     ({"DROP_RULES": "duplicate,nope"}, r"DROP_RULES: unknown rule\(s\) \['nope'\]"),
+    ({"WINDOW_EXCLUDE": "range,outliers"},
+     r"WINDOW_EXCLUDE: unknown rule\(s\) \['outliers'\] in 'range,outliers'; known: range, "),
     ({"OUTLIER_METHOD": "zscore"}, "OUTLIER_METHOD must be 'iqr', 'mad' or 'none'"),
     ({"TRAJECTORY_VERSION": "../x"}, "TRAJECTORY_VERSION must be a plain directory name"),
     ({"CLIP_TO_RANGE": "maybe"}, "CLIP_TO_RANGE: expected bool"),
@@ -29,6 +31,27 @@ def test_output_hash_ignores_runner_settings():
 def test_bad_values_are_named(env, match):
     with pytest.raises(ValueError, match=match):
         config.load({}, environ=env)
+
+
+def test_window_exclude_parsed_hashed_and_a_flag():
+    """Default range+duplicate; rule order and repeats do not matter (one hash); 'none' keeps
+    every event; the setting is part of the output hash, round-trips through the SLURM JSON,
+    and is a build flag whose bad rule is an error naming it."""
+    import build_patient_files
+
+    default = config.load({}, environ={})
+    assert default.window_exclude == ("range", "duplicate")
+    same = config.load({}, environ={"WINDOW_EXCLUDE": " duplicate, range,range "})
+    assert same.window_exclude == default.window_exclude
+    assert same.output_hash() == default.output_hash()
+    old = config.load({"WINDOW_EXCLUDE": "range,duplicate,outlier"}, environ={})
+    assert old.window_exclude == ("range", "outlier", "duplicate")
+    assert old.output_hash() != default.output_hash()
+    assert config.load({"WINDOW_EXCLUDE": "none"}, environ={}).window_exclude == ()
+    assert config.from_json(old.to_json()) == old
+    assert build_patient_files.SETTINGS["--window-exclude"][0] == "WINDOW_EXCLUDE"
+    with pytest.raises(ValueError, match=r"WINDOW_EXCLUDE: unknown rule\(s\) \['iqr'\]"):
+        config.load({"WINDOW_EXCLUDE": "range,iqr"}, environ={})
 
 
 def test_planner_sizes_shards_by_input_and_memory_budget(tmp_path):

@@ -139,11 +139,8 @@ def test_sketch_buckets_are_ordered_and_accurate(seed):
     assert np.all(np.abs(rep[big] - v[big]) <= k.ALPHA * np.abs(v[big]) * 1.0001)
 
 
-def reference_thresholds(values, counts, method, width, min_count):
-    """numpy on the expanded sample of bucket values."""
-    sample = np.repeat(values, counts)
-    if len(sample) < min_count or len(sample) == 0:
-        return np.nan, np.nan
+def reference_fences(sample, method, width):
+    """Raw-scale fences of a sample, numpy quantiles; NaN when there is no spread."""
     if method == 0:
         q1, q3 = np.quantile(sample, [0.25, 0.75], method="inverted_cdf")
         if q3 - q1 <= 0:
@@ -156,29 +153,96 @@ def reference_thresholds(values, counts, method, width, min_count):
     return m - width * 1.4826 * mad, m + width * 1.4826 * mad
 
 
+def reference_thresholds(values, counts, method, width, min_count, log_skewed=False):
+    """numpy on the expanded sample of bucket values: (lo, hi, log fences used). A positive,
+    right-skewed sample ((q3 - m) - (m - q1) > ALPHA * (q1 + 2m + q3)) gets the wider of its
+    raw fences and its log(sample) fences mapped back with exp, side by side."""
+    sample = np.repeat(values, counts)
+    if len(sample) < min_count or len(sample) == 0:
+        return np.nan, np.nan, False
+    lo, hi = reference_fences(sample, method, width)
+    if np.isnan(lo):
+        return np.nan, np.nan, False
+    q1, m, q3 = np.quantile(sample, [0.25, 0.5, 0.75], method="inverted_cdf")
+    if log_skewed and sample.min() > 0 and (q3 - m) - (m - q1) > k.ALPHA * (q1 + 2.0 * m + q3):
+        log_lo, log_hi = reference_fences(np.log(sample), method, width)
+        return min(lo, np.exp(log_lo)), max(hi, np.exp(log_hi)), True
+    return lo, hi, False
+
+
+def sketch_groups(rng):
+    """Per code: (buckets, counts) of a seeded sample, NaNs dropped as value_sketch drops
+    them. Empty and one-value codes, right-skewed positive (lognormal: log fences),
+    left-skewed positive (an SpO2-like ceiling), values around zero and a code with zeros
+    (never log), one with no spread."""
+    raws = [np.round(rng.lognormal(3, 1, size), 1) for size in [0, 1, 3, 60, 400]]
+    raws.append(np.round(100 - rng.lognormal(1, 0.8, 300).clip(0, 90), 0))  # left-skewed
+    raws.append(rng.normal(0, 10, 200))  # both signs
+    raws.append(np.r_[np.zeros(20), rng.lognormal(0, 1, 200)])  # zeros: not all positive
+    groups = []
+    for raw in raws:
+        raw[rng.random(raw.size) < 0.1] = np.nan
+        raw = raw[~np.isnan(raw)]
+        b = np.empty(raw.size, np.int32)
+        k.sketch_bucket(raw, b)
+        groups.append(np.unique(b, return_counts=True))
+    groups.append((np.array([5], np.int32), np.array([100])))  # no spread
+    return groups
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("method", [0, 1])
-def test_thresholds_match_numpy_quantiles(seed, method):
+@pytest.mark.parametrize("log_skewed", [False, True])
+def test_thresholds_match_numpy_quantiles(seed, method, log_skewed):
     rng = np.random.default_rng(seed)
-    groups = []
-    for size in [0, 1, 3, 60, 400]:  # empty and single-element codes included
-        raw = np.round(rng.lognormal(3, 1, size), 1)
-        b = np.empty(size, np.int32)
-        k.sketch_bucket(raw, b)
-        ub, cnt = np.unique(b, return_counts=True)
-        groups.append((ub, cnt))
-    groups.append((np.array([5], np.int32), np.array([100])))  # no spread
+    groups = sketch_groups(rng)
     offsets = np.concatenate([[0], np.cumsum([len(g[0]) for g in groups])]).astype(np.int64)
     buckets = np.concatenate([g[0] for g in groups]).astype(np.int32)
     counts = np.concatenate([g[1] for g in groups]).astype(np.int64)
     values = np.empty(len(buckets))
     k.bucket_value(buckets, values)
     lo, hi = np.empty(len(groups)), np.empty(len(groups))
-    k.thresholds_from_sketch(offsets, values, counts, method, 3.0, np.int64(2), lo, hi)
+    log = np.full(len(groups), 7, np.uint8)  # every entry must be written
+    k.thresholds_from_sketch(offsets, values, counts, method, 3.0, np.int64(2), log_skewed,
+                             lo, hi, log)
     for c in range(len(groups)):
         a, b = offsets[c], offsets[c + 1]
-        want = reference_thresholds(values[a:b], counts[a:b], method, 3.0, 2)
-        np.testing.assert_allclose([lo[c], hi[c]], want, rtol=1e-9, equal_nan=True)
+        want_lo, want_hi, want_log = reference_thresholds(values[a:b], counts[a:b], method, 3.0,
+                                                          2, log_skewed)
+        np.testing.assert_allclose([lo[c], hi[c]], [want_lo, want_hi], rtol=1e-9,
+                                   equal_nan=True)
+        assert log[c] == want_log
+    if log_skewed:
+        assert log[4] == 1  # the 400-value lognormal code is right-skewed
+        assert log[5] == log[6] == log[7] == 0  # left-skewed, signed, with zeros
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("method", [0, 1])
+def test_log_fences_only_widen(seed, method):
+    """Log fences never flag a value the raw fences keep: lo no higher, hi no lower."""
+    rng = np.random.default_rng(seed)
+    groups = sketch_groups(rng)
+    offsets = np.concatenate([[0], np.cumsum([len(g[0]) for g in groups])]).astype(np.int64)
+    buckets = np.concatenate([g[0] for g in groups]).astype(np.int32)
+    counts = np.concatenate([g[1] for g in groups]).astype(np.int64)
+    values = np.empty(len(buckets))
+    k.bucket_value(buckets, values)
+    out = {}
+    for log_skewed in (False, True):
+        lo, hi = np.empty(len(groups)), np.empty(len(groups))
+        log = np.empty(len(groups), np.uint8)
+        k.thresholds_from_sketch(offsets, values, counts, method, 3.0, np.int64(2), log_skewed,
+                                 lo, hi, log)
+        out[log_skewed] = (lo, hi, log)
+    (lo0, hi0, log0), (lo1, hi1, log1) = out[False], out[True]
+    assert not log0.any() and log1.any()
+    np.testing.assert_array_equal(np.isnan(lo0), np.isnan(lo1))
+    has = ~np.isnan(lo0)
+    assert np.all(lo1[has] <= lo0[has]) and np.all(hi1[has] >= hi0[has])
+    same = has & (log1 == 0)
+    np.testing.assert_array_equal(lo1[same], lo0[same])
+    np.testing.assert_array_equal(hi1[same], hi0[same])
 
 
 @pytest.mark.parametrize("seed", SEEDS)

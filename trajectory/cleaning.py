@@ -121,9 +121,12 @@ def merge_sketches(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 def global_thresholds(vocab: pl.DataFrame, sketch: pl.DataFrame, method: str, k_width: float,
-                      min_count: int) -> pl.DataFrame:
-    """Per code_id: observations n and outlier fences (NaN when below min_count or method
-    'none'). Computed from the sketches of the whole input, so identical for any shard count."""
+                      min_count: int, log_skewed: bool = True) -> pl.DataFrame:
+    """Per code_id: observations n, outlier fences lo/hi (NaN when below min_count or method
+    'none') and log_fences (the code is positive and right-skewed, so its fences are the wider
+    of the raw- and log-scale ones: kernels_qc.thresholds_from_sketch says why). Computed from
+    the sketches of the whole input, so identical for any shard count. log_skewed=False gives
+    the plain raw-scale fences (the rule before log fences; kept for comparisons)."""
     merged = (sketch.join(vocab.select("code", "code_id"), on="code", how="inner")
               .group_by("code_id", "bucket").agg(pl.col("count").sum())
               .sort("code_id", "bucket"))
@@ -131,15 +134,21 @@ def global_thresholds(vocab: pl.DataFrame, sketch: pl.DataFrame, method: str, k_
                                                                    pl.col("count").sum())
     n = per_code.height
     lo, hi = np.full(n, np.nan), np.full(n, np.nan)
+    log = np.zeros(n, np.uint8)
     if method != "none" and n:
         offsets = np.concatenate([[0], np.cumsum(per_code["m"].to_numpy())]).astype(np.int64)
         values = np.empty(merged.height, np.float64)
         k.bucket_value(merged["bucket"].to_numpy().astype(np.int32), values)
         k.thresholds_from_sketch(offsets, values, merged["count"].to_numpy().astype(np.int64),
                                  {"iqr": 0, "mad": 1}[method], float(k_width),
-                                 np.int64(min_count), lo, hi)
+                                 np.int64(min_count), bool(log_skewed), lo, hi, log)
     return per_code.select("code_id", pl.col("count").alias("n")).with_columns(
-        pl.Series("lo", lo), pl.Series("hi", hi))
+        pl.Series("lo", lo), pl.Series("hi", hi), pl.Series("log_fences", log.astype(np.bool_)))
+
+
+def rule_mask(rules) -> int:
+    """The `flags` bits of the named rules (BITS) as one mask."""
+    return sum(1 << BITS[r] for r in set(rules))
 
 
 # ---- per shard ----
@@ -222,7 +231,7 @@ def clean_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
             ev["hadm_id"].is_in(bad_hadm.implode()).fill_null(False).to_numpy()
         flags[hit] |= np.uint8(1 << BITS["admission_order"])
 
-    drop_mask = np.uint8(sum(1 << BITS[r] for r in cfg.drop_rules))
+    drop_mask = np.uint8(rule_mask(cfg.drop_rules))
     dropped = (flags & drop_mask) != 0
     # The reason of a dropped event is its first drop rule in BITS order.
     reason = np.full(n, -1, np.int8)

@@ -1,9 +1,13 @@
 """Per-stay (and optionally per-admission) time grids of one patient, for the record.
 
 Every concept event of the patient counts, not only those charted with the stay's stay_id: a
-creatinine drawn in the ICU is a hospital lab row without a stay_id. Flagged events (any QC bit)
-are excluded. A grid keeps only the concepts the patient has, so a stay's block is
-[T, F_observed, S]; `features` names them by concept id (dataset.json "concepts").
+creatinine drawn in the ICU is a hospital lab row without a stay_id. Events flagged by a rule
+in WINDOW_EXCLUDE (GridSpec.exclude; default `range` and `duplicate`) are left out; events
+with other flags count: a statistically extreme (`outlier`) value is often real disease (the
+SpO2 of hypoxaemia, the creatinine of renal failure), the signal a mortality model needs,
+while a heart rate of 9999 (`range`) or a repeated row (`duplicate`) never is. A grid keeps only
+the concepts the patient has, so a stay's block is [T, F_observed, S]; `features` names them
+by concept id (dataset.json "concepts").
 """
 from __future__ import annotations
 
@@ -20,11 +24,12 @@ class GridSpec:
     max_windows: int  # per grid
     admissions: bool  # also one grid per hospital admission
     n_concepts: int
+    exclude: int  # `flags` bits whose events are left out (cleaning.rule_mask(WINDOW_EXCLUDE))
 
 
 def patient_windows(time: np.ndarray, concept: np.ndarray, value: np.ndarray,
                     flags: np.ndarray, stays: dict, admissions: dict, spec: GridSpec) -> list:
-    valid = flags == 0
+    valid = (flags & np.uint8(spec.exclude)) == 0
     observed = np.unique(concept[(concept >= 0) & valid & ~np.isnan(value)])
     remap = np.full(spec.n_concepts, -1, np.int32)
     remap[observed] = np.arange(observed.size, dtype=np.int32)

@@ -54,7 +54,7 @@ def window_stats(time, feature, value, valid, start, step, n_windows, out):
     """Fill out[n_windows, n_features, N_STATS] (float32) with per-window statistics.
 
     time int64[n] epoch seconds, feature int32[n] (-1 = not a feature), value float32[n]
-    (NaN = skip), valid bool_[n] (False = flagged by QC, skip). Window w covers
+    (NaN = skip), valid bool_[n] (False = left out, e.g. flagged by QC: skip). Window w covers
     [start + w*step, start + (w+1)*step). See the module docstring for the statistics.
     """
     n_features = out.shape[1]

@@ -17,7 +17,10 @@ def cleaning_report(qc: pl.DataFrame, vocab: pl.DataFrame, thresholds: pl.DataFr
     per_code = (qc.group_by("code_id").agg(pl.exclude("source", "kind").sum())
                 .join(vocab.select("code_id", "code", "table"), on="code_id")
                 .join(thresholds.select("code_id", pl.col("lo").alias("outlier_lo"),
-                                        pl.col("hi").alias("outlier_hi")),
+                                        pl.col("hi").alias("outlier_hi"),
+                                        # true: fences from the log scale too (skewed code)
+                                        *([pl.col("log_fences").alias("outlier_log")]
+                                          if "log_fences" in thresholds.columns else [])),
                       on="code_id", how="left")
                 .sort("code_id"))
     per_table = {}

@@ -44,8 +44,9 @@ def compute_windows(time, feature, value, valid, start, step, n_windows, n_featu
 
     time: epoch seconds, sorted ascending (integers). feature: ids in [0, n_features), or -1
     for an event that is not a windowed feature. value: NaN = no value. valid: bool, False =
-    flagged by QC. Window w covers [start + w*step, start + (w+1)*step); the last axis follows
-    STAT_NAMES. NaN values, invalid rows and feature -1 are skipped.
+    left out (grids.py: flagged by a WINDOW_EXCLUDE rule). Window w covers
+    [start + w*step, start + (w+1)*step); the last axis follows STAT_NAMES. NaN values,
+    invalid rows and feature -1 are skipped.
     """
     start, step = _int("start", start), _int("step", step)
     n_windows, n_features = _int("n_windows", n_windows), _int("n_features", n_features)
