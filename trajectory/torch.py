@@ -17,6 +17,21 @@ Conventions
 * Cropping, applied in this order: ``stay=stay_id`` keeps that ICU stay's events (and only
   that stay's windows); ``time_range=(t0, t1)`` keeps events with t0 <= time < t1 (windows are
   not cropped); ``max_events=N`` keeps the LAST N remaining events.
+* Task-cut samples: with ``task=NAME`` (``VERSION_DIR/tasks/NAME.parquet``, written by
+  ``python build_patient_files.py tasks VERSION_DIR``) or ``labels=PATH`` (any parquet in the
+  MEDS label schema: ``subject_id`` integer, ``prediction_time`` datetime, and exactly one of
+  ``boolean_value`` / ``integer_value`` / ``float_value`` / ``categorical_value`` holding
+  values, e.g. ACES' output over a MEDS export) an item is one LABEL ROW, not one patient. It
+  holds the patient's events with ``time <= prediction_time`` (inclusive: an event at the
+  prediction time is known then; ``prediction_time`` is floored to whole seconds, the
+  events' resolution), only the window rows that END at or before it (row ``w`` of a block
+  is kept when ``start + (w+1)*step <= prediction_time``; a block whose first window ends
+  later is dropped whole), ``label`` (0-d tensor: bool, int64, float32, or int64 index into
+  ``dataset.label_classes`` for categorical labels) and ``prediction_time`` (int, epoch
+  seconds), plus ``hadm_id``/``stay_id`` (int, -1 when null) when the labels file has those
+  columns. The cut comes first, then ``stay``, ``time_range`` and ``max_events`` (the LAST N
+  events before the cut). ``split`` still goes by subject: a row is in the split of its
+  ``subject_id``, so no patient's rows straddle train and test.
 * Splits come from :func:`trajectory.splits.split_of` (a stable hash of subject_id and
   ``split_seed``), so they never depend on the process or on which other subjects exist.
 * The version is opened lazily, once per process (DataLoader workers re-open it after a
@@ -26,10 +41,13 @@ Conventions
   ``rank * num_workers + worker_id``: every subject is yielded exactly once per epoch across
   all ranks and workers, none dropped or repeated. Ranks therefore may get different numbers
   of samples (by at most ``num_workers``, by one when num_workers <= 1); use
-  ``drop_last``/join logic in DDP if equal step counts matter.
+  ``drop_last``/join logic in DDP if equal step counts matter. With labels the same holds
+  for label rows, sorted by (shard, subject_id, prediction_time).
 * :func:`collate_trajectories` pads with 0 (``value`` and ``concept_value`` too, although
   real events may hold NaN there); ``attention_mask`` (True = real event) is what tells
-  padding apart. ``max_len`` keeps each patient's last ``max_len`` events.
+  padding apart. ``max_len`` keeps each patient's last ``max_len`` events. Both collates
+  stack ``label`` [B] and ``prediction_time`` [B] int64 (and ``hadm_id``/``stay_id``) when
+  the items have them.
 """
 from __future__ import annotations
 
@@ -50,7 +68,7 @@ from .splits import SPLIT_NAMES, split_of
 from .store import RecordReader
 
 __all__ = ["TrajectoryDataset", "TrajectoryIterableDataset", "collate_trajectories",
-           "collate_packed", "EVENT_FIELDS"]
+           "collate_packed", "read_labels", "EVENT_FIELDS", "LABEL_COLUMNS"]
 
 # item field -> output numpy dtype (torch.from_numpy keeps it)
 EVENT_FIELDS = {
@@ -63,6 +81,79 @@ EVENT_FIELDS = {
     "concept_value": np.float32,
 }
 _TORCH_DTYPES = {np.int64: torch.int64, np.float32: torch.float32, np.uint8: torch.uint8}
+# MEDS label value columns -> the polars dtypes they may have
+LABEL_COLUMNS = {"boolean_value": "boolean", "integer_value": "integer",
+                 "float_value": "float", "categorical_value": "string"}
+LABEL_IDS = ("hadm_id", "stay_id")  # optional id columns carried into items
+
+
+def read_labels(path) -> dict:
+    """A MEDS label parquet, validated, as numpy arrays: ``subject_id`` int64,
+    ``prediction_time`` int64 epoch seconds (floored), ``value`` (bool / int64 / float32 /
+    int64 category index), ``column`` (the value column used), ``classes`` (categories, or
+    None), and ``hadm_id``/``stay_id`` int64 (-1 when null) when present. Every error names
+    the file and the column."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"labels file {path} does not exist")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:  # not parquet, truncated, ...
+        raise ValueError(f"labels file {path}: not a readable parquet file ({e})") from e
+    for col in ("subject_id", "prediction_time"):
+        if col not in df.columns:
+            raise ValueError(f"labels file {path}: no column {col!r} (MEDS label schema: "
+                             f"subject_id, prediction_time, one of {list(LABEL_COLUMNS)}); "
+                             f"it has {df.columns}")
+        if df[col].null_count():
+            raise ValueError(f"labels file {path}: column {col!r} has "
+                             f"{df[col].null_count()} null(s)")
+    if not df["subject_id"].dtype.is_integer():
+        raise ValueError(f"labels file {path}: column 'subject_id' must be an integer, "
+                         f"got {df['subject_id'].dtype}")
+    if not isinstance(df["prediction_time"].dtype, pl.Datetime):
+        raise ValueError(f"labels file {path}: column 'prediction_time' must be a datetime "
+                         f"(timestamp[us] in MEDS), got {df['prediction_time'].dtype}")
+    present = [c for c in LABEL_COLUMNS if c in df.columns and df[c].null_count() < df.height]
+    if df.height and len(present) != 1:
+        have = [c for c in LABEL_COLUMNS if c in df.columns]
+        raise ValueError(f"labels file {path}: expected exactly one label column with values "
+                         f"among {list(LABEL_COLUMNS)}, found {present or have or 'none'}")
+    if not df.height:
+        present = [next((c for c in LABEL_COLUMNS if c in df.columns), "boolean_value")]
+    col = present[0]
+    values = df[col] if col in df.columns else pl.Series(col, [], dtype=pl.Boolean)
+    if values.null_count():
+        raise ValueError(f"labels file {path}: column {col!r} has {values.null_count()} "
+                         "null(s) among its values")
+    kind, dt = LABEL_COLUMNS[col], values.dtype
+    ok = {"boolean": dt == pl.Boolean, "integer": dt.is_integer(), "float": dt.is_float(),
+          "string": dt in (pl.String, pl.Categorical) or isinstance(dt, pl.Enum)}[kind]
+    if not ok:
+        raise ValueError(f"labels file {path}: column {col!r} must be {kind}, got {dt}")
+    classes = None
+    if kind == "boolean":
+        value = values.to_numpy().astype(bool)
+    elif kind == "integer":
+        value = values.to_numpy().astype(np.int64)
+    elif kind == "float":
+        value = values.to_numpy().astype(np.float32)
+    else:
+        strings = values.cast(pl.String)
+        classes = sorted(strings.unique().to_list())
+        value = np.searchsorted(np.asarray(classes, dtype=object), strings.to_numpy()
+                                ).astype(np.int64)
+    # epoch seconds, floored: events are whole seconds, so time <= floor(t) <=> time <= t
+    secs = df["prediction_time"].dt.epoch("us").to_numpy().astype(np.int64) // 1_000_000
+    out = {"subject_id": df["subject_id"].to_numpy().astype(np.int64), "prediction_time": secs,
+           "value": value, "column": col, "classes": classes}
+    for c in LABEL_IDS:
+        if c in df.columns:
+            if not df[c].dtype.is_integer() and df[c].dtype != pl.Null:
+                raise ValueError(f"labels file {path}: column {c!r} must be an integer, "
+                                 f"got {df[c].dtype}")
+            out[c] = df[c].cast(pl.Int64).fill_null(-1).to_numpy().astype(np.int64)
+    return out
 
 
 class _Source:
@@ -70,11 +161,20 @@ class _Source:
 
     def __init__(self, version_dir, split=None, subjects=None, transform=None,
                  max_events=None, time_range=None, stay=None, with_text=False,
-                 with_windows=True, split_seed=0, split_fractions=(0.8, 0.1, 0.1)):
+                 with_windows=True, split_seed=0, split_fractions=(0.8, 0.1, 0.1),
+                 task=None, labels=None):
         self.version_dir = Path(version_dir)
         if not (self.version_dir / "dataset.json").exists():
             raise ValueError(f"{self.version_dir}: not a finished trajectory version "
                              "(no dataset.json)")
+        if task is not None and labels is not None:
+            raise ValueError("give task= or labels=, not both")
+        if task is not None:
+            labels = self.version_dir / "tasks" / f"{task}.parquet"
+            if not labels.exists():
+                raise FileNotFoundError(
+                    f"task {task!r}: no labels at {labels}; make them with "
+                    f"`python build_patient_files.py tasks {self.version_dir} --task {task}`")
         m = pl.read_parquet(self.version_dir / "manifest.parquet",
                             columns=["subject_id", "shard", "n_events", "path", "offset",
                                      "bytes"])
@@ -103,6 +203,25 @@ class _Source:
         else:
             self.subject_ids = sids[keep]
             self._shards = shards[keep]
+        self.labels_path = None if labels is None else Path(labels)
+        self.labels = None  # label mode: arrays of the kept label rows (read_labels)
+        self.label_classes = None
+        if labels is not None:
+            lab = read_labels(labels)
+            lsid = lab["subject_id"]
+            known = np.isin(lsid, sids)
+            if not known.all():
+                bad = np.unique(lsid[~known])
+                raise ValueError(f"labels file {self.labels_path}: subject_id {int(bad[0])} "
+                                 f"({len(bad)} subject(s) in all, first "
+                                 f"{bad[:5].tolist()}) not in the version {self.version_dir}")
+            rows = np.isin(lsid, self.subject_ids)  # the subjects/split chosen above
+            self.labels = {k: (v[rows] if isinstance(v, np.ndarray) else v)
+                           for k, v in lab.items()}
+            self.label_classes = lab["classes"]
+            shard_of = dict(zip(sids.tolist(), shards.tolist()))
+            self._label_shards = np.array([shard_of[int(s)] for s in self.labels["subject_id"]],
+                                          dtype=np.int64)
         self.transform = transform
         if max_events is not None and max_events < 0:
             raise ValueError("max_events must be >= 0")
@@ -118,9 +237,16 @@ class _Source:
         return self.reader
 
     # -- one item ------------------------------------------------------------------------
-    def _selection(self, ev: dict):
-        """A slice (contiguous crop) or an index array into the event columns."""
+    def _n_items(self) -> int:
+        return len(self.subject_ids) if self.labels is None else len(self.labels["subject_id"])
+
+    def _selection(self, ev: dict, cut: int | None = None):
+        """A slice (contiguous crop) or an index array into the event columns; `cut` (epoch
+        seconds) keeps only events with time <= cut (events are sorted by time)."""
         n = len(ev["time"])
+        if cut is not None:
+            n = int(np.searchsorted(ev["time"], cut, side="right"))
+            ev = {k: ev[k][:n] for k in ("time", "stay_id")}
         mask = None
         if self.stay is not None:
             mask = ev["stay_id"] == self.stay
@@ -136,10 +262,21 @@ class _Source:
             idx = idx[len(idx) - self.max_events:]
         return idx
 
-    def load(self, subject_id: int) -> dict:
+    def load_row(self, row: int) -> dict:
+        """Label mode: the item of label row `row` (of the kept rows)."""
+        lab = self.labels
+        extra = {"label": torch.tensor(lab["value"][row]),
+                 "prediction_time": int(lab["prediction_time"][row])}
+        for c in LABEL_IDS:
+            if c in lab:
+                extra[c] = int(lab[c][row])
+        return self.load(int(lab["subject_id"][row]), cut=extra["prediction_time"],
+                         extra=extra)
+
+    def load(self, subject_id: int, cut: int | None = None, extra: dict | None = None) -> dict:
         rec = self.version.raw(int(subject_id))
         ev = rec["events"]
-        sel = self._selection(ev)
+        sel = self._selection(ev, cut)
         item = {"subject_id": int(rec["subject_id"])}
         for name, dt in EVENT_FIELDS.items():
             col = ev[name]
@@ -161,11 +298,20 @@ class _Source:
                 if self.stay is not None and not (w.get("kind") == "stay"
                                                   and int(w.get("id")) == self.stay):
                     continue
-                wins.append({"data": torch.from_numpy(w["data"].copy()),
+                data = w["data"]
+                if cut is not None:
+                    # rows that end at or before the cut: start + (w+1)*step <= cut
+                    keep = min(len(data), max(0, (cut - int(w["start"])) // int(w["step"])))
+                    if keep == 0:
+                        continue
+                    data = data[:keep]
+                wins.append({"data": torch.from_numpy(data.copy()),
                              "start": w["start"], "step": w["step"],
                              "features": list(w["features"]), "stats": list(w["stats"]),
                              "kind": w.get("kind"), "id": w.get("id")})
             item["windows"] = wins
+        if extra:
+            item.update(extra)
         if self.transform is not None:
             item = self.transform(item)
         return item
@@ -173,22 +319,29 @@ class _Source:
 
 class TrajectoryDataset(_Source, Dataset):
     """Map-style dataset: ``dataset[i]`` is the i-th selected patient (manifest order, i.e.
-    by subject_id, unless explicit ``subjects`` give an order)."""
+    by subject_id, unless explicit ``subjects`` give an order); with ``task``/``labels``,
+    the i-th kept label row (the file's order), cut at its prediction time."""
 
     def __init__(self, version_dir, split: str | None = None,
                  subjects: Sequence[int] | None = None, transform: Callable | None = None,
                  max_events: int | None = None, time_range: tuple[int, int] | None = None,
                  stay: int | None = None, with_text: bool = False, with_windows: bool = True,
-                 split_seed: int = 0, split_fractions=(0.8, 0.1, 0.1)):
+                 split_seed: int = 0, split_fractions=(0.8, 0.1, 0.1),
+                 task: str | None = None, labels: str | Path | None = None):
         _Source.__init__(self, version_dir, split=split, subjects=subjects,
                          transform=transform, max_events=max_events, time_range=time_range,
                          stay=stay, with_text=with_text, with_windows=with_windows,
-                         split_seed=split_seed, split_fractions=split_fractions)
+                         split_seed=split_seed, split_fractions=split_fractions, task=task,
+                         labels=labels)
 
     def __len__(self) -> int:
-        return len(self.subject_ids)
+        return self._n_items()
 
     def __getitem__(self, i: int) -> dict:
+        if self.labels is not None:
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"index {i} out of range for {len(self)} label rows")
+            return self.load_row(int(i) % len(self))
         return self.load(self.subject_ids[i])
 
 
@@ -213,6 +366,12 @@ class TrajectoryIterableDataset(_Source, IterableDataset):
         order = np.lexsort((self.subject_ids, self._shards))
         self.subject_ids = self.subject_ids[order]
         self._shards = self._shards[order]
+        if self.labels is None:
+            self._keys = self.subject_ids
+        else:  # label rows, by (shard, subject_id, prediction_time, file order)
+            lab = self.labels
+            self._keys = np.lexsort((np.arange(self._n_items()), lab["prediction_time"],
+                                     lab["subject_id"], self._label_shards))
         self.shuffle_buffer = int(shuffle_buffer)
         self.shuffle = self.shuffle_buffer > 0 if shuffle is None else bool(shuffle)
         self.seed = int(seed)
@@ -236,13 +395,14 @@ class TrajectoryIterableDataset(_Source, IterableDataset):
 
     def _epoch_order(self) -> np.ndarray:
         if not self.shuffle:
-            return self.subject_ids
+            return self._keys
         rng = np.random.default_rng((self.seed, self.epoch))
-        return self.subject_ids[rng.permutation(len(self.subject_ids))]
+        return self._keys[rng.permutation(len(self._keys))]
 
     def subjects_for(self, rank: int, world_size: int, worker_id: int = 0,
                      num_workers: int = 1) -> np.ndarray:
-        """The subject ids one (rank, worker) reads this epoch, before the shuffle buffer."""
+        """The subject ids one (rank, worker) reads this epoch, before the shuffle buffer
+        (label row indices in label mode)."""
         g = rank * num_workers + worker_id
         return self._epoch_order()[g::world_size * num_workers]
 
@@ -262,8 +422,9 @@ class TrajectoryIterableDataset(_Source, IterableDataset):
             sids = _buffer_shuffle(sids, self.shuffle_buffer,
                                    np.random.default_rng((self.seed, self.epoch,
                                                           rank * nw + wid)))
-        for sid in sids:
-            yield self.load(sid)
+        load = self.load if self.labels is None else self.load_row
+        for key in sids:
+            yield load(key)
 
 
 def _buffer_shuffle(ids: np.ndarray, size: int, rng) -> list:
@@ -301,6 +462,7 @@ def collate_trajectories(batch: list[dict], max_len: int | None = None) -> dict:
                 t[b, :n] = it[name][it[name].shape[0] - n:]
         out[name] = t
     out["attention_mask"] = torch.arange(L).unsqueeze(0) < lengths.unsqueeze(1)
+    out.update(_label_fields(batch))
     for key in ("text", "windows"):
         if batch and key in batch[0]:
             if key == "text" and max_len is not None:
@@ -322,7 +484,20 @@ def collate_packed(batch: list[dict]) -> dict:
     for name, dt in EVENT_FIELDS.items():
         out[name] = (torch.cat([it[name] for it in batch]) if batch
                      else torch.zeros(0, dtype=_TORCH_DTYPES[dt]))
+    out.update(_label_fields(batch))
     for key in ("text", "windows"):
         if batch and key in batch[0]:
             out[key] = [it[key] for it in batch]
+    return out
+
+
+def _label_fields(batch: list[dict]) -> dict:
+    """``label`` [B] (stacked, dtype kept) and ``prediction_time``/``hadm_id``/``stay_id``
+    [B] int64, for items of a labelled dataset."""
+    out = {}
+    if batch and "label" in batch[0]:
+        out["label"] = torch.stack([torch.as_tensor(it["label"]) for it in batch])
+    for key in ("prediction_time",) + LABEL_IDS:
+        if batch and key in batch[0]:
+            out[key] = torch.tensor([it[key] for it in batch], dtype=torch.int64)
     return out

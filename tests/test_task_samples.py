@@ -1,0 +1,209 @@
+"""Task-cut samples (TrajectoryDataset(task=..., labels=...)): no item holds anything from after
+its prediction time, on the real demo and on a synthetic build; one item per label row of the
+split; any MEDS label file; clear errors. The reference cut is recomputed here from the raw
+record (events with time <= prediction time; window rows ending at or before it), not from
+trajectory.torch."""
+import numpy as np
+import polars as pl
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.utils.data import DataLoader  # noqa: E402
+
+from jobs.tasks import run_tasks  # noqa: E402
+from trajectory import open_version  # noqa: E402
+from trajectory.splits import split_of  # noqa: E402
+from trajectory.tasks import TASKS  # noqa: E402
+from trajectory.torch import (TrajectoryDataset, TrajectoryIterableDataset,  # noqa: E402
+                              collate_packed, collate_trajectories)
+
+from .conftest import make_cfg  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def demo_tasks(demo_build):
+    cfg, _ = demo_build
+    run_tasks(cfg.version_dir, None, progress=False)
+    return cfg.version_dir
+
+
+@pytest.fixture(scope="module")
+def synth_tasks(tmp_path_factory):
+    from trajectory import synth
+    from trajectory.driver import run_build
+
+    root = tmp_path_factory.mktemp("synth_tasks")
+    synth.generate(root / "raw", n_patients=40, seed=5, death_rate=0.3)
+    cfg = make_cfg(root / "raw", root / "out")
+    run_build(cfg, progress=False)
+    run_tasks(cfg.version_dir, None, progress=False)
+    return cfg.version_dir
+
+
+def seconds(frame: pl.DataFrame) -> np.ndarray:
+    return frame["prediction_time"].dt.epoch("s").to_numpy()
+
+
+def check_item(v, item, pt: int, max_events=None):
+    """The item holds exactly what was known at `pt`: reference from the raw record."""
+    assert item["prediction_time"] == pt
+    raw = v.raw(item["subject_id"])
+    t = raw["events"]["time"]
+    known = np.flatnonzero(t <= pt)
+    if max_events is not None:
+        known = known[len(known) - max_events:] if len(known) > max_events else known
+    got = item["time"].numpy()
+    assert item["length"] == len(known) == len(got)
+    assert (got <= pt).all()
+    np.testing.assert_array_equal(got, t[known])
+    np.testing.assert_array_equal(item["code"].numpy(), raw["events"]["code"][known])
+    full = {(w["kind"], w["id"]): w for w in raw["windows"]}
+    seen = set()
+    rows = 0
+    for w in item["windows"]:
+        n = w["data"].shape[0]
+        assert n >= 1 and w["start"] + n * w["step"] <= pt  # every kept row ends by pt
+        ref = full[(w["kind"], w["id"])]
+        assert n == min(len(ref["data"]), (pt - ref["start"]) // ref["step"])  # none lost
+        np.testing.assert_array_equal(w["data"].numpy(), ref["data"][:n])
+        seen.add((w["kind"], w["id"]))
+        rows += n
+    for key, ref in full.items():  # a block left out is one whose first row ends after pt
+        if key not in seen:
+            assert ref["start"] + ref["step"] > pt
+    return rows
+
+
+def check_version(vdir):
+    v = open_version(vdir)
+    items = window_rows = 0
+    for name in TASKS:
+        labels = pl.read_parquet(vdir / "tasks" / f"{name}.parquet")
+        for split in ("train", "val", "test"):
+            rows = labels.filter(pl.Series(split_of(labels["subject_id"].to_numpy())) == split)
+            ds = TrajectoryDataset(vdir, task=name, split=split)
+            assert len(ds) == rows.height
+            for i, (sid, pt, y) in enumerate(zip(rows["subject_id"].to_list(), seconds(rows),
+                                                 rows["boolean_value"].to_list())):
+                item = ds[i]
+                assert item["subject_id"] == sid and bool(item["label"]) == y
+                assert item["label"].dtype == torch.bool and item["label"].dim() == 0
+                window_rows += check_item(v, item, int(pt))
+                items += 1
+    assert window_rows > 1000  # the windows were there to leak
+    return items
+
+
+def test_no_leakage_on_demo(demo_tasks):
+    assert check_version(demo_tasks) > 500  # 5 tasks, ~600 samples
+
+
+def test_no_leakage_on_synthetic(synth_tasks):
+    assert check_version(synth_tasks) > 50
+
+
+def test_check_catches_a_leak(demo_tasks):
+    """The reference check fails on an uncut item (so it can fail at all)."""
+    v = open_version(demo_tasks)
+    labels = pl.read_parquet(demo_tasks / "tasks" / "mortality_in_icu_first_24h.parquet")
+    item = TrajectoryDataset(demo_tasks, subjects=[labels["subject_id"][0]])[0]
+    item["prediction_time"] = int(seconds(labels)[0])
+    with pytest.raises(AssertionError):
+        check_item(v, item, int(seconds(labels)[0]))
+
+
+def test_max_events_keeps_last_before_cut(demo_tasks):
+    v = open_version(demo_tasks)
+    ds = TrajectoryDataset(demo_tasks, task="long_los_icu_3d", max_events=50)
+    labels = pl.read_parquet(demo_tasks / "tasks" / "long_los_icu_3d.parquet")
+    for i in range(0, len(ds), 7):
+        check_item(v, ds[i], int(seconds(labels)[i]), max_events=50)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_iterable_covers_label_rows_once(demo_tasks, num_workers):
+    labels = pl.read_parquet(demo_tasks / "tasks" / "readmission_30d.parquet")
+    want = sorted(zip(labels["subject_id"].to_list(), seconds(labels).tolist()))
+    got = []
+    for rank in (0, 1):
+        ds = TrajectoryIterableDataset(demo_tasks, task="readmission_30d", rank=rank,
+                                       world_size=2, shuffle_buffer=4, with_windows=False)
+        dl = DataLoader(ds, batch_size=5, num_workers=num_workers,
+                        collate_fn=collate_trajectories)
+        n = 0
+        for b in dl:
+            assert b["label"].shape == b["prediction_time"].shape == b["subject_id"].shape
+            got += list(zip(b["subject_id"].tolist(), b["prediction_time"].tolist()))
+            n += len(b["subject_id"])
+        assert n == ds.num_samples(num_workers)
+    assert sorted(got) == want
+
+
+def test_collates_carry_labels(demo_tasks):
+    ds = TrajectoryDataset(demo_tasks, task="mortality_in_icu_first_24h")
+    items = [ds[i] for i in range(6)]
+    for b in (collate_trajectories(items), collate_packed(items)):
+        assert b["label"].dtype == torch.bool and b["label"].shape == (6,)
+        assert b["prediction_time"].dtype == torch.int64
+        assert b["prediction_time"].tolist() == [it["prediction_time"] for it in items]
+        assert b["stay_id"].tolist() == [it["stay_id"] for it in items]
+    b = collate_trajectories(items)
+    for i, it in enumerate(items):
+        assert (b["time"][i, :it["length"]] <= it["prediction_time"]).all()
+
+
+def test_any_meds_label_file(demo_tasks, tmp_path):
+    """An ACES-shaped file: all four value columns, one used; integer, float, categorical."""
+    v = open_version(demo_tasks)
+    sids = v.subject_ids[:6]
+    pt = [v.manifest.filter(pl.col("subject_id") == s)["first_time"][0] + 86400 for s in sids]
+    base = {"subject_id": pl.Series(sids, dtype=pl.Int64),
+            "prediction_time": (pl.Series(pt, dtype=pl.Int64) * 1_000_000
+                                ).cast(pl.Datetime("us"))}
+    cases = {"boolean_value": (pl.Boolean, [True, False] * 3, torch.bool),
+             "integer_value": (pl.Int64, [0, 1, 2, 3, 4, 5], torch.int64),
+             "float_value": (pl.Float64, [0.5] * 6, torch.float32),
+             "categorical_value": (pl.String, list("bacbca"), torch.int64)}
+    for col, (dt, values, tdt) in cases.items():
+        frame = pl.DataFrame({**base, **{c: pl.Series(values if c == col else [None] * 6,
+                                                      dtype=cases[c][0]) for c in cases}})
+        path = tmp_path / f"{col}.parquet"
+        frame.write_parquet(path)
+        ds = TrajectoryDataset(v.path, labels=path)
+        assert len(ds) == 6
+        for i in range(6):
+            item = ds[i]
+            assert item["label"].dtype == tdt and "stay_id" not in item
+            check_item(v, item, pt[i])
+        if col == "categorical_value":
+            assert ds.label_classes == ["a", "b", "c"]
+            assert [int(ds[i]["label"]) for i in range(6)] == [1, 0, 2, 1, 2, 0]
+        it = TrajectoryIterableDataset(v.path, labels=path)
+        assert sorted(x["subject_id"] for x in it) == sorted(sids)
+
+
+def test_label_errors_are_clear(demo_tasks, tmp_path):
+    with pytest.raises(FileNotFoundError, match="build_patient_files.py tasks"):
+        TrajectoryDataset(demo_tasks, task="no_such_task")
+    good = {"subject_id": pl.Series([open_version(demo_tasks).subject_ids[0]], dtype=pl.Int64),
+            "prediction_time": pl.Series([5_000_000_000_000_000]).cast(pl.Datetime("us")),
+            "boolean_value": [True]}
+
+    def bad(match, **change):
+        path = tmp_path / "bad.parquet"
+        cols = {**good, **change}
+        pl.DataFrame({k: c for k, c in cols.items() if c is not None}).write_parquet(path)
+        with pytest.raises(ValueError, match=match) as e:
+            TrajectoryDataset(demo_tasks, labels=path)
+        assert str(path) in str(e.value)
+
+    bad("no column 'prediction_time'", prediction_time=None)
+    bad("no column 'subject_id'", subject_id=None)
+    bad("'prediction_time' must be a datetime", prediction_time=[5])
+    bad("'subject_id' must be an integer", subject_id=["x"])
+    bad("exactly one label column", boolean_value=None)
+    bad("'boolean_value' must be boolean", boolean_value=[1.0])
+    bad("subject_id 123", subject_id=pl.Series([123], dtype=pl.Int64))
+    with pytest.raises(ValueError, match="task= or labels="):
+        TrajectoryDataset(demo_tasks, task="readmission_30d", labels=tmp_path / "x.parquet")
