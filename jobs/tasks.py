@@ -110,11 +110,22 @@ def run(shard: int, cfg: TasksJob) -> dict:
     return {"shard": shard, "tasks": out}
 
 
+MEDS_COLUMNS = ("subject_id", "prediction_time")
+
+
+def ids_path(labels: Path) -> Path:
+    """The label file's sidecar of ids: the same rows, in the same order, with hadm_id and
+    stay_id. Not in the label file itself: meds' LabelSchema (0.4) allows no extra column,
+    and `meds.LabelSchema.validate` rejected the file that carried them, so ACES, MEDS-Tab and
+    meds-torch-data would have too."""
+    return labels.with_name(labels.name.replace(".parquet", ".ids.parquet"))
+
+
 def task_document(task: Task, counts: dict, meta: dict, parquet: Path) -> dict:
     """tasks/<name>.json: everything needed to read, check and cite the labels; no wall
     times, so a rerun writes the same bytes."""
     columns = {"subject_id": "int64", "prediction_time": "timestamp[us]",
-               task.value_column: "bool", **{c: "int64" for c in task.id_columns}}
+               task.value_column: "bool"}
     return {
         "task": task.name, "definition": task.definition, "source": task.source,
         "candidate": CANDIDATE[task.unit], "parameters": task.params,
@@ -124,6 +135,7 @@ def task_document(task: Task, counts: dict, meta: dict, parquet: Path) -> dict:
                          counts["positives"]),
         "columns": columns, "sorted_by": sort_key(task),
         "labels": parquet.name, "labels_checksum": checksum_file(parquet),
+        "ids": ids_path(parquet).name, "ids_columns": [*MEDS_COLUMNS, *task.id_columns],
         "version": meta.get("version"), "config_hash": meta["config_hash"],
         "record_format": meta.get("record_format"), "n_patients": meta.get("n_patients"),
     }
@@ -137,7 +149,8 @@ def merge(job: TasksJob, results: list[dict], meta: dict) -> dict:
         frame = (pl.concat(parts) if parts else label_frame(task, [])).sort(
             sort_key(task), nulls_last=True)
         path = job.version_dir / "tasks" / f"{task.name}.parquet"
-        atomic_write_parquet(frame, path)
+        atomic_write_parquet(frame.select(*MEDS_COLUMNS, task.value_column), path)
+        atomic_write_parquet(frame.select(*MEDS_COLUMNS, *task.id_columns), ids_path(path))
         counts = {"candidates": 0, "excluded": Counter(), "samples": 0, "positives": 0}
         for r in results:
             c = r["tasks"][task.name]

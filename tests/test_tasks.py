@@ -10,6 +10,7 @@ import sys
 from collections import Counter, defaultdict
 from datetime import datetime
 
+import meds
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -196,13 +197,19 @@ def labelled(demo_build):
 def test_files_schema_and_funnel(labelled):
     cfg, result, _, files = labelled
     vdir = cfg.version_dir
-    assert sorted(files) == sorted(f"{n}.{ext}" for n in TASKS for ext in ("json", "parquet"))
+    assert sorted(files) == sorted(f"{n}.{ext}" for n in TASKS
+                                   for ext in ("json", "parquet", "ids.parquet"))
     meta = json.loads((vdir / "dataset.json").read_text())
     for name, task in TASKS.items():
-        schema = pq.read_schema(vdir / "tasks" / f"{name}.parquet")
+        table = pq.read_table(vdir / "tasks" / f"{name}.parquet")
         want = [("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us")),
-                ("boolean_value", pa.bool_())] + [(c, pa.int64()) for c in task.id_columns]
-        assert [(f.name, f.type) for f in schema] == want, name
+                ("boolean_value", pa.bool_())]
+        assert [(f.name, f.type) for f in table.schema] == want, name
+        meds.LabelSchema.validate(table)  # the real MEDS schema, not our reading of it
+        ids = pq.read_table(vdir / "tasks" / f"{name}.ids.parquet")
+        assert ids.column_names == ["subject_id", "prediction_time", *task.id_columns]
+        assert ids.select(["subject_id", "prediction_time"]).equals(
+            table.select(["subject_id", "prediction_time"]))
         doc = json.loads(files[f"{name}.json"])
         f = doc["funnel"]
         assert doc["config_hash"] == meta["config_hash"] and doc["parameters"] == task.params
@@ -210,7 +217,9 @@ def test_files_schema_and_funnel(labelled):
         assert f["candidates"] == f["samples"] + sum(f["excluded"].values()) > 0
         labels = pl.read_parquet(vdir / "tasks" / f"{name}.parquet")
         assert labels.height == f["samples"] and labels["boolean_value"].sum() == f["positives"]
-        assert labels.equals(labels.sort(doc["sorted_by"]))
+        both = pl.concat([labels, pl.read_parquet(vdir / "tasks" / f"{name}.ids.parquet")
+                          .drop("subject_id", "prediction_time")], how="horizontal")
+        assert both.equals(both.sort(doc["sorted_by"]))
         assert doc["labels_checksum"] == checksum_file(vdir / "tasks" / f"{name}.parquet")
     assert not (vdir / "tasks" / ".work").exists()
 
@@ -325,7 +334,9 @@ def test_labels_equal_reference(labelled):
         assert read_header(v.read_bytes(s), dctx) == {k: raw[k] for k in HEADER_KEYS}
     ref = reference_labels(v.subject_ids, last_event)
     for name, task in TASKS.items():
-        df = pl.read_parquet(cfg.version_dir / "tasks" / f"{name}.parquet")
+        df = pl.concat([pl.read_parquet(cfg.version_dir / "tasks" / f"{name}.parquet"),
+                        pl.read_parquet(cfg.version_dir / "tasks" / f"{name}.ids.parquet")
+                        .drop("subject_id", "prediction_time")], how="horizontal")
         got = {(r["subject_id"], r["prediction_time"], r["boolean_value"], r["hadm_id"],
                 r.get("stay_id")) for r in df.with_columns(
                     pl.col("prediction_time").dt.epoch("s")).iter_rows(named=True)}

@@ -28,8 +28,8 @@ Conventions
   is kept when ``start + (w+1)*step <= prediction_time``; a block whose first window ends
   later is dropped whole), ``label`` (0-d tensor: bool, int64, float32, or int64 index into
   ``dataset.label_classes`` for categorical labels) and ``prediction_time`` (int, epoch
-  seconds), plus ``hadm_id``/``stay_id`` (int, -1 when null) when the labels file has those
-  columns. The cut comes first, then ``stay``, ``time_range`` and ``max_events`` (the LAST N
+  seconds), plus ``hadm_id``/``stay_id`` (int, -1 when null) when the labels file, or its
+  ``<name>.ids.parquet`` sidecar from the tasks command, has those columns. The cut comes first, then ``stay``, ``time_range`` and ``max_events`` (the LAST N
   events before the cut). ``split`` still goes by subject: a row is in the split of its
   ``subject_id``, so no patient's rows straddle train and test.
 * Splits come from :func:`trajectory.splits.split_of` (a stable hash of subject_id and
@@ -147,6 +147,14 @@ def read_labels(path) -> dict:
     secs = df["prediction_time"].dt.epoch("us").to_numpy().astype(np.int64) // 1_000_000
     out = {"subject_id": df["subject_id"].to_numpy().astype(np.int64), "prediction_time": secs,
            "value": value, "column": col, "classes": classes}
+    ids = path.with_name(path.name.replace(".parquet", ".ids.parquet"))
+    if ids.exists() and not any(c in df.columns for c in LABEL_IDS):
+        # the tasks command's sidecar: same rows, same order (a MEDS label file has no room)
+        side = pl.read_parquet(ids)
+        if (side.height != df.height or not side["subject_id"].equals(df["subject_id"])
+                or not side["prediction_time"].equals(df["prediction_time"])):
+            raise ValueError(f"{ids}: its rows do not match {path} (rerun the tasks command)")
+        df = df.with_columns(side.select([c for c in LABEL_IDS if c in side.columns]))
     for c in LABEL_IDS:
         if c in df.columns:
             if not df[c].dtype.is_integer() and df[c].dtype != pl.Null:
