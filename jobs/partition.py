@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from trajectory.cleaning import merge_sketches, value_sketch
 from trajectory.events import CodeBook, map_rows, merge_code_stats, merge_counts
-from trajectory.gzindex import read_points
+from trajectory.gzindex import point_before
 from trajectory.plan import bucket_of, load_plan, split_unit, unit_name
 from trajectory.read import iter_batches, prefetch
 from trajectory.split import Part
@@ -111,7 +111,8 @@ def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | Non
         raise ValueError(f"partition unit {unit_name(table_name, k)}: the scan of "
                          f"{table_name!r} (its cut points) is not done; run it first")
     cuts = marker["cuts"]
-    points = read_points(Path(marker["index"]))[1] if marker["index"] else None
+    points = ([point_before(Path(marker["index"]), cuts[k])[1]] if marker["index"]
+              else None)
     return Part(k, n, cuts[k], cuts[k + 1], "bytes"), points
 
 

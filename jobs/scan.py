@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from trajectory.gzindex import GzRange, build_index, read_points
+from trajectory.gzindex import GzRange, build_index, point_before
 from trajectory.plan import load_plan
 from trajectory.split import FileRange, header_end, line_cuts, record_cuts, targets
 from trajectory.tables import TABLES_BY_NAME
@@ -32,16 +32,16 @@ def run(table_name: str, cfg) -> dict:
     plan = load_plan(cfg)
     fp = plan.tables[table_name]
     path, n = Path(fp["path"]), plan.parts[table_name]
-    index, cached, points = None, None, None
+    index, cached = None, None
     if path.name.endswith(".gz"):
         index = index_path(cfg, table_name, fp)
         cached = index.exists()
         if not cached:
             build_index(path, index)
-        size, points = read_points(index)
+        size = point_before(index, 0)[0]
 
-        def open_at(a, b):
-            return GzRange(path, points, a, b)
+        def open_at(a, b):  # one seek point's window read per opening, not the whole index
+            return GzRange(path, [point_before(index, a)[1]], a, b)
     else:
         size = path.stat().st_size
 

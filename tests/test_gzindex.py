@@ -90,7 +90,8 @@ def test_gzrange_returns_exact_slices(gz_files, which, tmp_path, monkeypatch):
 
     # build_index + read_points round-trip the same points (at this spacing).
     real = gzindex.scan_points
-    monkeypatch.setattr(gzindex, "scan_points", lambda p: real(p, spacing=SPACING))
+    monkeypatch.setattr(gzindex, "scan_points",
+                        lambda p, spacing=None: real(p, spacing=SPACING))
     index = tmp_path / "sub" / "x.gzidx"
     assert build_index(path, index) == len(text)
     assert read_points(index) == (size, points)
@@ -297,3 +298,22 @@ def test_system_zlib_finds_the_same_points(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "zlib_ng", None)  # import fails -> system zlib
     slow = gzindex.scan_points(path, spacing=1 << 18)
     assert fast == slow and fast[0] == len(text) and len(fast[1]) > 2
+
+
+def test_point_before_reads_one_window(tmp_path):
+    """A unit loads only the seek point it starts from; it is the one read_points gives."""
+    from trajectory.gzindex import point_before
+
+    rng = random.Random(3)
+    text = b"".join(b"%d,%d,%d\n" % (i, rng.getrandbits(40), rng.getrandbits(20))
+                    for i in range(120_000))
+    path, index = tmp_path / "t.csv.gz", tmp_path / "t.idx"
+    path.write_bytes(gzip.compress(text))
+    size = build_index(path, index, spacing=1 << 18)
+    _, points = read_points(index)
+    assert len(points) > 3
+    for offset in [0, 1, size - 1, size] + [max(0, p.out + d) for p in points for d in (-1, 0, 1)]:
+        want = max((p for p in points if p.out <= offset), key=lambda p: p.out)
+        assert point_before(index, offset) == (size, want), offset
+    with GzRange(path, [point_before(index, 500_000)[1]], 500_000, 600_000) as f:
+        assert f.read() == text[500_000:600_000]

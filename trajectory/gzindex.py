@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 SPACING = 4 << 20  # text bytes between seek points: a range inflates at most ~5 MB it skips
 WINDOW = 32768
 _MAGIC = b"TRJGZIX1"
@@ -151,12 +153,12 @@ def scan_points(path: Path, spacing: int = SPACING) -> tuple[int, list[Point]]:
         inflate_end(ctypes.byref(strm))
 
 
-def build_index(path: Path, index_path: Path) -> int:
+def build_index(path: Path, index_path: Path, spacing: int = SPACING) -> int:
     """Find the seek points of `path` and write them to `index_path` (atomically): a header
     (magic b'TRJGZIX1', uncompressed size and point count as u64), per point its compressed
     and uncompressed offsets (u64), then each point's 32 KiB window (none for the first).
     Little-endian. Returns the uncompressed size."""
-    size, points = scan_points(path)
+    size, points = scan_points(path, spacing)
     parts = [_HEADER.pack(_MAGIC, size, len(points))]
     parts += [_POINT.pack(p.cmp, p.out) for p in points]
     parts += [p.window for p in points[1:]]
@@ -180,6 +182,26 @@ def read_points(index_path: Path) -> tuple[int, list[Point]]:
     return size, [Point(c, o, data[w0 + (i - 1) * WINDOW:w0 + i * WINDOW] if i else b"")
                   for i, (c, o) in enumerate(offsets)]
 
+
+
+def point_before(index_path: Path, offset: int) -> tuple[int, Point]:
+    """(uncompressed size, the last seek point at or before `offset`), reading the index's
+    offset table and that one point's window only: full MIMIC-IV's chartevents (~30 GB of
+    text) has ~7,500 points, 240 MB of windows, and each of its hundreds of units needs one."""
+    with open(index_path, "rb") as f:
+        total = os.fstat(f.fileno()).st_size
+        try:
+            magic, size, n = _HEADER.unpack(f.read(_HEADER.size))
+        except struct.error as e:
+            raise ValueError(f"{index_path}: truncated gzip index ({e}); delete it") from e
+        if magic != _MAGIC or total != _HEADER.size + n * _POINT.size + (n - 1) * WINDOW:
+            raise ValueError(f"{index_path}: not a complete gzip index of this tool; delete it")
+        table = np.frombuffer(f.read(n * _POINT.size), dtype="<u8").reshape(n, 2)
+        i = int(np.searchsorted(table[:, 1], offset, side="right")) - 1
+        if i <= 0:
+            return size, Point(0, 0, b"")
+        f.seek(_HEADER.size + n * _POINT.size + (i - 1) * WINDOW)
+        return size, Point(int(table[i, 0]), int(table[i, 1]), f.read(WINDOW))
 
 class GzRange(io.RawIOBase):
     """Uncompressed bytes [start, end) of a gzip file, readable as a stream (pyarrow's CSV
