@@ -21,12 +21,10 @@ STAGES = ("scan", "partition", "build", "finalize")
 
 
 def stage_units(stage: str, plan) -> list:
-    from trajectory.driver import partition_units
-
     if stage == "scan":
         return plan.scan_tables()
     if stage == "partition":
-        return partition_units(plan)
+        return plan.partition_units()
     if stage == "build":
         return list(range(plan.n_shards))
     if stage == "finalize":

@@ -8,7 +8,7 @@ import time
 from jobs import build, dictionaries, finalize, partition, scan
 from .atomic import atomic_write_json
 
-from .plan import load_plan, make_plan, plan_path, same_inputs
+from .plan import load_plan, make_plan, plan_path, same_inputs, split_unit
 from .runners import open_runner
 from .vocab import ensure_shard_map
 
@@ -41,10 +41,6 @@ def prepare(cfg):
     return load_plan(cfg)
 
 
-def partition_units(plan) -> list[str]:
-    return plan.partition_units()
-
-
 def partition_tasks(plan) -> list[tuple]:
     """Stage 1 as one graph: the scans first (chartevents' index is the longest single step),
     then every partition unit, largest table first; a cut table's units wait for its scan.
@@ -52,7 +48,7 @@ def partition_tasks(plan) -> list[tuple]:
     scans = set(plan.scan_tables())
     tasks = [(f"scan-{t}", scan.run, t, []) for t in plan.scan_tables()]
     for unit in plan.partition_units():
-        table = unit.rpartition(".")[0]
+        table = split_unit(unit)[0]
         tasks.append((unit, partition.run, unit, [f"scan-{table}"] if table in scans else []))
     tasks.append(("dictionaries", dictionaries.run, dictionaries.UNIT, []))
     return tasks

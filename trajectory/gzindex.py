@@ -222,7 +222,7 @@ class GzRange(io.RawIOBase):
         self.z = (igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_DEFLATE, hist_bits=15,
                                               zdict=p.window) if p.out else
                   igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP))
-        self.pos, self.pending = p.out, b""
+        self.pos = p.out
         self._skip(start - p.out)
 
     def _inflate(self, limit: int) -> bytes:
@@ -256,10 +256,7 @@ class GzRange(io.RawIOBase):
         want = min(len(buf), self.end - self.pos)
         if want <= 0:
             return 0
-        out = self.pending or self._inflate(want)
-        self.pending = b""
-        if len(out) > want:
-            out, self.pending = out[:want], out[want:]
+        out = self._inflate(want)  # at most `want` bytes: ISA-L stops at the limit
         n = len(out)
         buf[:n] = out
         self.pos += n

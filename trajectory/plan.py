@@ -106,16 +106,19 @@ class Plan:
                 "est_peak_mb": self.est_peak_mb, "why": self.why, "parts": self.parts,
                 "row_groups": self.row_groups, "unit_mb": self.unit_mb}
 
+    def largest_first(self) -> list[str]:
+        """Tables by input size, largest first: a big table started last would leave the
+        other workers idle at the end of the stage."""
+        return sorted(self.tables, key=lambda t: -self.tables[t]["bytes"])
+
     def partition_units(self) -> list[str]:
-        """Every partition unit, `<table>.<part>`, largest table first (a big table started
-        last would leave the other workers idle at the end of the stage)."""
-        order = sorted(self.tables, key=lambda t: -self.tables[t]["bytes"])
-        return [unit_name(t, k) for t in order for k in range(self.parts[t])]
+        """Every partition unit, `<table>.<part>`, largest table first."""
+        return [unit_name(t, k) for t in self.largest_first() for k in range(self.parts[t])]
 
     def scan_tables(self) -> list[str]:
         """CSV tables cut into several units: each needs its cut points (and, gzipped, a
         seek-point index) before its units can run."""
-        return [t for t in sorted(self.tables, key=lambda t: -self.tables[t]["bytes"])
+        return [t for t in self.largest_first()
                 if self.parts[t] > 1 and t not in self.row_groups]
 
     def describe(self, cfg) -> str:

@@ -24,8 +24,8 @@ def vocab_path(cfg) -> Path:
     return cfg.work_dir / "vocab.parquet"
 
 
-def build_vocab(code_files: list[Path]) -> pl.DataFrame:
-    per_table = [pl.read_parquet(p) for p in code_files]
+def build_vocab(per_table: list[pl.DataFrame]) -> pl.DataFrame:
+    """The vocabulary from every unit's codes.parquet frame (tables by name, parts in order)."""
     if not per_table:
         raise ValueError("no partitioned tables: nothing to build")
     tables = (pl.concat(per_table).group_by("code")
@@ -58,15 +58,15 @@ def ensure_vocab(cfg, units: list[tuple[str, Path]],
         with np.load(lpath) as z:
             luts = {k: z[k] for k in z.files}
         return pl.read_parquet(vpath), pl.read_parquet(tpath), luts
-    vocab = build_vocab([folder / "codes.parquet" for _, folder in units])
+    books = [pl.read_parquet(folder / "codes.parquet") for _, folder in units]
+    vocab = build_vocab(books)
     sketch = merge_sketches([pl.read_parquet(folder / "sketch.parquet") for _, folder in units])
     thresholds = global_thresholds(vocab, sketch, cfg.outlier_method, cfg.outlier_k,
                                    cfg.outlier_min_count)
     ids = vocab.select("code", "code_id")
     luts = {}
-    for unit, folder in units:
-        book = pl.read_parquet(folder / "codes.parquet", columns=["local_id", "code"])
-        got = book.join(ids, on="code")
+    for (unit, _), book in zip(units, books):
+        got = book.select("local_id", "code").join(ids, on="code")
         lut = np.full(int(book["local_id"].max()) + 1 if book.height else 0, -1, np.int32)
         lut[got["local_id"].to_numpy()] = got["code_id"].to_numpy()
         luts[unit] = lut
