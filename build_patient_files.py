@@ -8,6 +8,8 @@ per patient plus a manifest out.
     python build_patient_files.py status
     python build_patient_files.py submit --slurm --partition cpu --time 02:00:00  # job arrays
     python build_patient_files.py export windows trajectories/v1   # one row per stay-hour
+    python build_patient_files.py export meds trajectories/v1 meds/v1   # a MEDS dataset
+    python build_patient_files.py export share trajectories/v1 shared/v1 --key-file KEY
     python build_patient_files.py tasks trajectories/v1 [--task NAME ...]   # task labels
 
 Settings come from config.py, then environment variables of the same name, then these flags.
@@ -90,10 +92,27 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from trajectory.export import export_windows
+    if args.what == "windows":
+        from trajectory.export import export_windows
 
-    result = export_windows(args.version_dir, args.out)
-    print(f"wrote {result['rows']:,} windows x {result['columns']} columns to {result['path']}")
+        result = export_windows(args.version_dir, args.out or args.out_dir)
+        print(f"wrote {result['rows']:,} windows x {result['columns']} columns to "
+              f"{result['path']}")
+        return 0
+    if not args.out_dir:
+        raise ValueError(f"export {args.what} needs an output folder: "
+                         f"export {args.what} VERSION_DIR OUT_DIR")
+    if args.what == "meds":
+        from jobs.export_meds import describe, export_meds
+
+        result = export_meds(args.version_dir, args.out_dir, _load(args),
+                             progress=not args.quiet)
+    else:
+        from jobs.export_share import describe, export_share
+
+        result = export_share(args.version_dir, args.out_dir, _load(args), key_file=args.key_file,
+                              keep_text=args.keep_text, progress=not args.quiet)
+    print(describe(result))
     return 0
 
 
@@ -172,10 +191,20 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "status":
         _settings_parser(parser)
     elif command == "export":
-        parser.add_argument("what", choices=["windows"], help="what to export")
+        parser.add_argument("what", choices=["windows", "meds", "share"],
+                            help="windows: one parquet row per stay window; meds: a MEDS "
+                                 "dataset; share: a de-identified copy of the version")
         parser.add_argument("version_dir", help="a finished version, e.g. trajectories/v1")
-        parser.add_argument("--out", default=None,
-                            help="output parquet [VERSION_DIR/windows.parquet]")
+        parser.add_argument("out_dir", nargs="?", default=None,
+                            help="meds, share: the output folder; windows: the output parquet "
+                                 "[VERSION_DIR/windows.parquet]")
+        parser.add_argument("--out", default=None, help="windows: the output parquet")
+        parser.add_argument("--key-file", default=None,
+                            help="share: a file holding the secret key for ids and time shifts")
+        parser.add_argument("--keep-text", action="store_true",
+                            help="share: keep free text (note bodies, text results)")
+        _settings_parser(parser)
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
     elif command == "tasks":
         from trajectory.tasks import TASKS
 
