@@ -103,10 +103,12 @@ def cmd_export(args) -> int:
         raise ValueError(f"export {args.what} needs an output folder: "
                          f"export {args.what} VERSION_DIR OUT_DIR")
     if args.what == "meds":
-        from jobs.export_meds import describe, export_meds
+        from jobs.export_meds import IN_PROCESS_BELOW, describe, export_meds
 
+        # as `tasks`: a small version runs in-process unless --runner names a runner
         result = export_meds(args.version_dir, args.out_dir, _load(args),
-                             progress=not args.quiet)
+                             progress=not args.quiet,
+                             in_process_below=0 if args.RUNNER else IN_PROCESS_BELOW)
     else:
         from jobs.export_share import describe, export_share
 
