@@ -28,7 +28,7 @@ def run(table_name: str, cfg) -> dict:
     done = read_done(cfg, STAGE, table_name)
     if done is not None:
         return done
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     plan = load_plan(cfg)
     fp = plan.tables[table_name]
     path, n = Path(fp["path"]), plan.parts[table_name]
@@ -60,4 +60,5 @@ def run(table_name: str, cfg) -> dict:
         "table": table_name, "input": fp, "size": size, "cuts": [start, *cuts, size],
         "index": str(index) if index else None, "index_cached": cached,
         "index_seconds": round(t_index, 3), "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(time.process_time() - cpu0, 3),
     })
