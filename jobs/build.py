@@ -18,14 +18,15 @@ import pyarrow as pa
 import zstandard
 
 from trajectory.assemble import (count_cleaning_drops, encode_strings, index_texts,
-                                 merge_string_ids, order_events, patient_records, place_events)
+                                 merge_string_ids, order_events, patient_records, place_details,
+                                 place_events)
 from trajectory.cleaning import clean_events, code_tables, load_concepts, rule_mask
 from trajectory.grids import GridSpec
 from trajectory.events import EVENT_SCHEMA
 from trajectory.plan import load_plan, unit_name
 from trajectory.read import POLARS_TYPES
 from trajectory.record import NONE_ID, pack
-from trajectory.tables import PREPARE, TABLES, TABLES_BY_NAME
+from trajectory.tables import JOINED, PREPARE, TABLES, TABLES_BY_NAME
 from trajectory.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
                               shard_reads_path)
 
@@ -113,7 +114,8 @@ def _table_events(cfg, parts: list[dict], buckets: list[int], luts: dict) -> pl.
 def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
     """(events, texts, refs, header tables) of one shard. Events carry the global code_id, and
     in `text` and `ref` int32 ids into `texts` (distinct strings of the shard) and `refs` (the
-    note ids of note rows; None for other tables, whose refs only tell rows apart)."""
+    note ids of note rows and the row ids of tables.JOINED; None for other tables, whose refs
+    only tell rows apart)."""
     from . import partition
     events, text_parts, refs, meta = [], [], [], {}
     for t in TABLES:  # fixed table order: part of what makes record bytes deterministic
@@ -125,7 +127,10 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
             text_parts.append(encode_strings(ev["text"]))
             ref_ids, ref_strings = encode_strings(ev["ref"])
             ref_ids = np.where(ref_ids >= 0, ref_ids + len(refs), NONE_ID).astype(np.int32)
-            refs += ref_strings.to_list() if t.module == "note" else [None] * ref_strings.len()
+            # Notes keep their note_id in the record; parent and detail tables need their row
+            # ids for place_details. Other refs only tell rows apart: their strings go.
+            keep = t.module == "note" or t.name in JOINED
+            refs += ref_strings.to_list() if keep else [None] * ref_strings.len()
             events.append(ev.with_columns(pl.Series("ref", ref_ids)).rename({"code": "code_id"}))
         if t.meta:
             schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
@@ -172,6 +177,7 @@ def run(shard: int, cfg) -> dict:
         stays = pl.DataFrame(schema={c: POLARS_TYPES[t] for c, t in
                                      TABLES_BY_NAME["icustays"].columns.items()})
     counts: dict = {}
+    ev = place_details(ev, refs, counts)  # first: place_events reads a null time as "at discharge"
     ev = place_events(ev, patients, admissions, counts)
     ev = order_events(ev)
     lap("place_sort")

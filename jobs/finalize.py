@@ -18,7 +18,7 @@ from trajectory.plan import load_plan
 from trajectory.record import EVENT_DTYPES, FORMAT
 from trajectory.tables import SOURCE_ID, TABLES
 from trajectory.cleaning import BITS, load_concepts
-from trajectory import qc_html
+from trajectory import inputs, qc_html
 from trajectory.qc import cleaning_report, rate_failures
 from trajectory.vocab import thresholds_path, vocab_path
 from trajectory.windows import STAT_NAMES
@@ -155,6 +155,7 @@ def run(unit: str, cfg) -> dict:
                                pl.read_parquet(thresholds_path(cfg)), concepts,
                                {i: n for n, i in SOURCE_ID.items()}, cfg)
     failures = rate_failures(cleaning, cfg)
+    not_read = inputs.not_read(cfg.data_dir)
     quarantined = []
     if failures and cfg.qc_on_fail == "error":
         atomic_write_json(cfg.work_dir / "qc_report.rejected.json",
@@ -174,7 +175,10 @@ def run(unit: str, cfg) -> dict:
         "config": cfg.to_json(), "config_hash": cfg.output_hash(),
         "code_version": _code_version(), "python": platform.python_version(),
         "inputs": plan.tables, "dictionaries": plan.dictionaries,
-        "warnings": [f"table {m} not found in DATA_DIR: skipped" for m in plan.missing],
+        "warnings": [f"table {m} not found in DATA_DIR: skipped" for m in plan.missing]
+        + inputs.warnings(not_read),
+        # every file under DATA_DIR/{hosp,icu,note} not read as events, and why
+        "not_read": not_read,
         "n_shards": plan.n_shards, "n_patients": manifest.height, "n_events": n_events,
         "record_bytes": int(manifest["bytes"].sum()), "n_codes": codes.height,
         "sources": {str(i): name for name, i in SOURCE_ID.items()},

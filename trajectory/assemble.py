@@ -12,6 +12,7 @@ from .kernels_sort import (CODE_BITS, SOURCE_BITS, TIME_BITS, event_sort_keys,
                            sort_runs_by_secondary)
 from .kernels_text import first_use_ids
 from .record import FORMAT, NONE_ID, events_to_bytes
+from .events import parent_key
 from .tables import SOURCE_ID, TABLES
 
 SOURCE_NAME = {i + 1: t.name for i, t in enumerate(TABLES)}
@@ -68,6 +69,47 @@ def place_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
         if lost.any():
             _count_by_stream(ev[untimed[lost]], "no_admission_time", counts)
             ev = ev.filter(ev["time"].is_not_null())
+    return ev
+
+
+# Detail table source -> its parent table's source (tables.Parent).
+PARENT_SOURCE = {SOURCE_ID[t.name]: SOURCE_ID[t.parent.table] for t in TABLES if t.parent}
+
+
+def place_details(ev: pl.DataFrame, refs: list, counts: dict) -> pl.DataFrame:
+    """Give detail-table events (emar_detail, poe_detail, the note details) the time and
+    hadm_id of their parent row's first event, and drop those whose parent is not in the
+    shard (counted "parent_not_found"). `ref` holds int ids into `refs`, which for the
+    parent and detail tables are their row id strings (jobs/build.load_shard). A join inside
+    one shard: both tables are split by subject_id, so a row and its details meet here, and
+    memory is one shard's rows of the two tables, whatever the input size. A parent id seen
+    twice (never in MIMIC-IV) gives its first row's time."""
+    source = ev["source"].to_numpy()
+    detail = np.flatnonzero(np.isin(source, list(PARENT_SOURCE)))
+    if not len(detail):
+        return ev
+    parent = np.flatnonzero(np.isin(source, list(set(PARENT_SOURCE.values())))
+                            & (ev["kind"].to_numpy() == 0))
+    strings = pl.Series("s", [*refs, None], pl.String)  # index -1 (no ref) -> None
+    ref = ev["ref"].to_numpy()
+
+    def keys(rows: np.ndarray) -> pl.Series:
+        return strings.gather(np.where(ref[rows] >= 0, ref[rows], len(refs)))
+
+    lookup = (pl.DataFrame({"_p": source[parent], "_k": keys(parent),
+                            "_t": ev["time"].gather(parent), "_h": ev["hadm_id"].gather(parent)})
+              .unique(["_p", "_k"], keep="first", maintain_order=True))
+    want = pl.DataFrame({"_p": np.vectorize(PARENT_SOURCE.get, otypes=[np.uint8])(source[detail]),
+                         "_k": parent_key(keys(detail))})
+    got = want.join(lookup, on=["_p", "_k"], how="left", maintain_order="left")
+    ev = ev.with_columns(ev["time"].scatter(detail, got["_t"]),
+                         ev["hadm_id"].scatter(detail, got["_h"]))
+    lost = got["_t"].is_null().to_numpy()
+    if lost.any():
+        _count_by_stream(ev[detail[lost]], "parent_not_found", counts)
+        keep = np.ones(ev.height, bool)
+        keep[detail[lost]] = False
+        ev = ev.filter(pl.Series(keep))
     return ev
 
 
@@ -202,8 +244,8 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         "concept_value": _column(ev, "concept_value", np.nan, np.float32),
     }
     ref = ev["ref"].to_numpy()
-    has_ref = ev["source"].is_in([SOURCE_ID[t.name] for t in TABLES if t.module == "note"]
-                                 ).to_numpy()
+    has_ref = ev["source"].is_in([SOURCE_ID[t.name] for t in TABLES
+                                  if t.module == "note" and t.parent is None]).to_numpy()
     pids = patients["subject_id"].to_numpy()
     bounds = zip(np.searchsorted(sid, pids, "left").tolist(),
                  np.searchsorted(sid, pids, "right").tolist())

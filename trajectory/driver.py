@@ -95,6 +95,8 @@ def describe(summary: dict, cfg) -> str:
         f"{summary['plan']['est_peak_mb']:,.0f} MB per worker",
         f"output: {cfg.version_dir}",
     ]
+    lines += [f"not read: {f['file']} ({f['reason']})" for f in summary.get("not_read", ())
+              if f["kind"] not in ("unknown", "duplicate")]  # those are warnings, below
     lines += [f"warning: {x}" for x in summary["warnings"]]
     return "\n".join(lines)
 

@@ -19,6 +19,9 @@ EVENT_SCHEMA = {
     "kind": pl.UInt8, "ref": pl.String,
 }
 UNKNOWN = "UNK"  # null code part, as MIMIC_IV_MEDS writes it
+# Between a detail row's parent key and the rest of its row id in `ref` (ASCII unit
+# separator: never in MIMIC's ids), so the build stage can cut the key back out.
+REF_SEP = "\x1f"
 
 
 def _epoch(cols: tuple[str, ...]) -> pl.Expr:
@@ -38,6 +41,19 @@ def _label_key(ev: Event) -> pl.Expr:
         return pl.lit(None, pl.String)
     return pl.concat_str([pl.col(c).cast(pl.String).str.strip_chars() for c in ev.label[1]],
                          separator="//")
+
+
+def _ref(table: Table, ev: Event) -> pl.Expr:
+    if table.parent is not None:  # the parent's key first: the build stage joins on it
+        parts = [table.parent.key, *table.parent.row]
+        return pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in parts],
+                             separator=REF_SEP)
+    return pl.col(ev.ref).cast(pl.String) if ev.ref else pl.lit(None, pl.String)
+
+
+def parent_key(ref: pl.Series) -> pl.Series:
+    """The parent row id of detail events' `ref`."""
+    return ref.str.split_exact(REF_SEP, 1).struct.field("field_0")
 
 
 def event_exprs(table: Table, kind: int, columns: set[str]) -> dict[str, pl.Expr]:
@@ -61,7 +77,7 @@ def event_exprs(table: Table, kind: int, columns: set[str]) -> dict[str, pl.Expr
         "stay_id": optional_id["stay_id"],
         "source": pl.lit(SOURCE_ID[table.name], pl.UInt8),
         "kind": pl.lit(kind, pl.UInt8),  # which of the table's events: exact QC accounting
-        "ref": pl.col(ev.ref).cast(pl.String) if ev.ref else pl.lit(None, pl.String),
+        "ref": _ref(table, ev),
     }
 
 
@@ -71,7 +87,8 @@ def map_rows(table: Table, df: pl.DataFrame, book: "CodeBook",
     event stream).
 
     counts[event] = {"rows": n, "written": k, "dropped": {reason: m}} with rows = written +
-    sum(dropped). Events whose time comes from their admission keep a null time here.
+    sum(dropped). Events whose time comes from their admission or their parent row (detail
+    tables) keep a null time here.
     """
     prepare = PREPARE.get(table.name)
     if prepare is not None:
@@ -91,6 +108,12 @@ def map_rows(table: Table, df: pl.DataFrame, book: "CodeBook",
             if n_null_time:
                 dropped["null_time"] = n_null_time
             keep = keep & timed
+        if ev.require:
+            present = df[ev.require].is_not_null()
+            n_absent = int((keep & ~present).sum())
+            if n_absent:
+                dropped[f"null_{ev.require}"] = n_absent
+            keep = keep & present
         src = df
         if dropped:
             frame, src = frame.filter(keep), df.filter(keep)

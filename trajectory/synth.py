@@ -63,6 +63,9 @@ hosp/pharmacy subject_id,hadm_id,pharmacy_id,poe_id,starttime,stoptime,medicatio
 hosp/emar subject_id,hadm_id,emar_id,emar_seq,poe_id,pharmacy_id,enter_provider_id,charttime,medication,event_txt,scheduletime,storetime
 hosp/poe poe_id,poe_seq,subject_id,hadm_id,ordertime,order_type,order_subtype,transaction_type,discontinue_of_poe_id,discontinued_by_poe_id,order_provider_id,order_status
 hosp/omr subject_id,chartdate,seq_num,result_name,result_value
+hosp/emar_detail subject_id,emar_id,emar_seq,parent_field_ordinal,administration_type,pharmacy_id,barcode_type,reason_for_no_barcode,complete_dose_not_given,dose_due,dose_due_unit,dose_given,dose_given_unit,will_remainder_of_dose_be_given,product_amount_given,product_unit,product_code,product_description,product_description_other,prior_infusion_rate,infusion_rate,infusion_rate_adjustment,infusion_rate_adjustment_amount,infusion_rate_unit,route,infusion_complete,completion_interval,new_iv_bag_hung,continued_infusion_in_other_location,restart_interval,side,site,non_formulary_visual_verification
+hosp/poe_detail poe_id,poe_seq,subject_id,field_name,field_value
+hosp/provider provider_id
 hosp/d_labitems itemid,label,fluid,category
 hosp/d_icd_diagnoses icd_code,icd_version,long_title
 hosp/d_icd_procedures icd_code,icd_version,long_title
@@ -75,8 +78,11 @@ icu/ingredientevents subject_id,hadm_id,stay_id,caregiver_id,starttime,endtime,s
 icu/outputevents subject_id,hadm_id,stay_id,caregiver_id,charttime,storetime,itemid,value,valueuom
 icu/procedureevents subject_id,hadm_id,stay_id,caregiver_id,starttime,endtime,storetime,itemid,value,valueuom,location,locationcategory,orderid,linkorderid,ordercategoryname,ordercategorydescription,patientweight,isopenbag,continueinnextdept,statusdescription,ORIGINALAMOUNT,ORIGINALRATE
 icu/d_items itemid,label,abbreviation,linksto,category,unitname,param_type,lownormalvalue,highnormalvalue
+icu/caregiver caregiver_id
 note/discharge note_id,subject_id,hadm_id,note_type,note_seq,charttime,storetime,text
 note/radiology note_id,subject_id,hadm_id,note_type,note_seq,charttime,storetime,text
+note/discharge_detail note_id,subject_id,field_name,field_value,field_ordinal
+note/radiology_detail note_id,subject_id,field_name,field_value,field_ordinal
 """.splitlines())  # noqa: E501
 
 # itemid|label|abbreviation|linksto|category|unitname|param_type, as in MIMIC-IV's d_items
@@ -287,6 +293,10 @@ EXAMS = [("CHEST (PORTABLE AP)", "Portable AP chest radiograph.",
           "Gallbladder sludge, without sonographic evidence of acute cholecystitis.")]
 
 
+# exam_code and CPT code of each of EXAMS, as radiology_detail gives them
+EXAM_CODES = [("CXRP", "71045"), ("CXR", "71046"), ("CTHEAD", "70450"), ("USABD", "76705")]
+
+
 def _rep(counts):
     return np.repeat(np.arange(len(counts)), counts)
 
@@ -352,6 +362,8 @@ class _Synth:
         self.death_rate = float(death_rate)
         # the planted signal's own stream: the main stream's draws stay as they were
         self.signal_rng = np.random.default_rng([int(seed), 13])
+        # the detail and id-list tables' own stream, for the same reason
+        self.detail_rng = np.random.default_rng([int(seed), 17])
         chars = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
         self.providers = ["P" + "".join(c) for c in chars[r.integers(0, 36, (500, 5))]]
 
@@ -894,6 +906,8 @@ class _Synth:
         seq = np.empty(len(pa), np.int64)
         seq[o] = _cumcount(self.P[pa][o]) + 1
         poe_id = _join(self.sid[self.P[pa]], seq)
+        self.poe = {"poe_id": poe_id[o], "poe_seq": seq[o], "subject_id": self.sid[self.P[pa]][o],
+                    "kind": kind[o], "ordertime": pt[o]}
         self.emit("hosp/poe", {
             "poe_id": poe_id[o], "poe_seq": seq[o], **{c: v[o] for c, v in self.ids(pa).items()},
             "ordertime": _ts(pt[o]), "order_type": _voc([k[0] for k in kinds], kind[o]),
@@ -928,12 +942,14 @@ class _Synth:
         ct = start[ea] + (_cumcount(ea) * every[ea]).astype(np.int64) + r.integers(
             -20, 20, len(ea)) * MIN
         eseq = _cumcount(self.P[ra][ea]) + 1
+        etxt = self.pick(4, len(ea), [.85, .08, .04, .03])  # drawn where the dict drew it
+        self.emar = {"subject_id": self.sid[self.P[ra][ea]], "emar_seq": eseq,
+                     "drug": drug[ea], "pharmacy_id": pharm[ea], "given": etxt != 1}
         self.emit("hosp/emar", {
             **self.ids(ra[ea]), "emar_id": _join(self.sid[self.P[ra][ea]], eseq),
             "emar_seq": eseq, "poe_id": poe_id.gather(ea), "pharmacy_id": pharm[ea],
             "charttime": _ts(ct), "medication": dcol(0).gather(ea),
-            "event_txt": _voc(["Administered", "Not Given", "Flushed", "Confirmed"],
-                              self.pick(4, len(ea), [.85, .08, .04, .03])),
+            "event_txt": _voc(["Administered", "Not Given", "Flushed", "Confirmed"], etxt),
             "scheduletime": _ts((ct + 30 * MIN) // HOUR * HOUR),
             "storetime": _ts(ct + r.integers(0, 20, len(ea)) * MIN)})
 
@@ -1035,6 +1051,7 @@ class _Synth:
                     f"\"interval change\".\n \nTECHNIQUE:  {tech}\n \nCOMPARISON:  ___\n \n"
                     f"FINDINGS: \n \n{findings}\n \nIMPRESSION: \n \n{impression}\n")
 
+        self.note_rows = {}
         for kind, counts in (("DS", self.pick(3, A, [.8, .15, .05]) + 1),
                              ("RR", self.pick(6, A, [.3, .25, .2, .12, .08, .05]))):
             na = _rep(counts)
@@ -1047,13 +1064,116 @@ class _Synth:
             else:
                 seq += r.integers(0, 30, self.n)[pat]  # MIMIC-IV-Note RR numbering has gaps
                 t = self.during(na) // MIN * MIN
-                text = [radiology(a, e) for a, e in zip(na.tolist(),
-                                                        self.pick(len(EXAMS), N).tolist())]
+                exam = self.pick(len(EXAMS), N)
+                text = [radiology(a, e) for a, e in zip(na.tolist(), exam.tolist())]
                 store = t + r.integers(HOUR // 2, 8 * HOUR, N)
+            self.note_rows[kind] = {"note_id": _join(self.sid[pat], kind, seq),
+                                    "subject_id": self.sid[pat],
+                                    "exam": exam if kind == "RR" else None}
             self.emit("note/discharge" if kind == "DS" else "note/radiology", {
                 "note_id": _join(self.sid[pat], kind, seq), **self.ids(na), "note_type": kind,
                 "note_seq": seq, "charttime": _ts(t), "storetime": _ts(store),
                 "text": pl.Series(text, dtype=pl.String)})
+
+    # ---------------------------------------------------------------- detail tables
+    def details(self):
+        """emar_detail, poe_detail and the note details, from their own random stream."""
+        r, e = self.detail_rng, self.emar
+        E = len(e["subject_id"])
+        D = list(zip(*DRUGS))
+        drug = e["drug"]
+        emar_id = _join(e["subject_id"], e["emar_seq"])
+        iv = np.array([x == "IV" for x in D[10]])[drug]
+        drip = iv & (r.random(E) < 0.3)  # IV drugs given as a continuous infusion
+        # One summary row per administration (what was due, the infusion rate) and one row
+        # per product given (1.1; a second product 1.2 for a tenth). A few rows name an
+        # administration eMAR never recorded: the build drops them as parent_not_found.
+        second = np.flatnonzero(e["given"] & (r.random(E) < 0.1))
+        prod = np.r_[np.flatnonzero(e["given"]), second]
+        ordinal = np.r_[np.full(len(prod) - len(second), "1.1"), np.full(len(second), "1.2")]
+        due = _voc(D[5], drug)
+        given = due.gather(prod).str.split("-").list.first()
+        given = given.scatter(np.flatnonzero(r.random(len(prod)) < 0.01), "___")
+        rate = _num(np.round(r.uniform(5, 150, E), 1), ~drip)
+        orphan = np.flatnonzero(r.random(E) < 0.002)
+        rows = np.r_[np.arange(E), prod, orphan]
+        n_sum, n_prod = E, len(prod)
+        summary, product = np.arange(len(rows)) < n_sum, (np.arange(len(rows)) >= n_sum) & (
+            np.arange(len(rows)) < n_sum + n_prod)
+        eid = emar_id.gather(rows).scatter(
+            np.arange(n_sum + n_prod, len(rows)),
+            _join(e["subject_id"][orphan], e["emar_seq"][orphan] + 100_000))
+        text = lambda v, mask: pl.Series(v, dtype=pl.String).scatter(  # noqa: E731
+            np.flatnonzero(~mask), None)
+        # each administration's rows together, its summary first (as in MIMIC-IV)
+        o = np.lexsort((np.arange(len(rows)), np.r_[rows[:n_sum + n_prod], orphan]))
+        self.emit("hosp/emar_detail", {c: v[o] if isinstance(v, np.ndarray) else v.gather(o)
+                                       for c, v in {
+            "subject_id": e["subject_id"][rows], "emar_id": eid, "emar_seq": e["emar_seq"][rows],
+            "parent_field_ordinal": text(np.r_[[""] * n_sum, ordinal, ["1.1"] * len(orphan)],
+                                         ~summary),
+            "administration_type": text(np.where(drip, "IV Infusion", np.where(
+                iv, "IV Bolus", "Standard Maintenance Medication"))[rows], summary),
+            "pharmacy_id": _num(e["pharmacy_id"][rows], summary),
+            "barcode_type": text(np.full(len(rows), "bc"), ~summary),
+            "dose_due": due.gather(rows).scatter(np.flatnonzero(~summary | drip[rows]), None),
+            "dose_due_unit": _voc(D[6], drug[rows]).scatter(np.flatnonzero(~summary), None),
+            "dose_given": pl.concat([pl.Series([None] * n_sum, dtype=pl.String), given,
+                                     due.gather(orphan)]),
+            "dose_given_unit": _voc(D[6], drug[rows]).scatter(np.flatnonzero(summary), None),
+            "product_code": _voc(D[1], drug[rows]).scatter(np.flatnonzero(summary), None),
+            "product_description": (_voc(D[0], drug[rows]) + " " + _voc(D[4], drug[rows]))
+            .scatter(np.flatnonzero(summary), None),
+            "infusion_rate": rate.gather(rows).scatter(np.flatnonzero(~summary), None),
+            "infusion_rate_unit": text(np.full(len(rows), "mL/hr"), summary & drip[rows]),
+            "route": text(_voc(D[10], drug[rows]).to_numpy().astype(str), summary & ~iv[rows]),
+        }.items()})
+        # POE order fields, by order kind: discharge orders' planning, consults' status and
+        # its time, IV fluids' indication.
+        poe = self.poe
+        fields = {7: [("Discharge Planning", ["Finalized"]), ("Discharge When", ["Discharge Now"])],
+                  6: [("Consult Status", ["Accepted"]), ("Consult Status Time", None)],
+                  3: [("Indication", ["Hydration", "Antibiotics", "Other"])]}
+        out = []
+        for k, fs in fields.items():
+            rows = np.flatnonzero(poe["kind"] == k)
+            for name, values in fs:
+                v = (_ts(poe["ordertime"][rows] + r.integers(600, 4 * HOUR, len(rows)))
+                     .dt.strftime("%Y-%m-%d %H:%M:%S") if values is None
+                     else _voc(values, r.integers(0, len(values), len(rows))))
+                out.append(pl.DataFrame({"row": rows, "field_name": name, "field_value": v}))
+        pd = pl.concat(out).sort("row", maintain_order=True)
+        rows = pd["row"].to_numpy()
+        self.emit("hosp/poe_detail", {
+            "poe_id": poe["poe_id"].gather(rows), "poe_seq": poe["poe_seq"][rows],
+            "subject_id": poe["subject_id"][rows], "field_name": pd["field_name"],
+            "field_value": pd["field_value"]})
+        # Note details: every discharge summary's author; every radiology report's exam
+        # name, exam code and CPT code, and for a few a second CPT code (field_ordinal 2).
+        ds = self.note_rows["DS"]
+        self.emit("note/discharge_detail", {
+            "note_id": ds["note_id"], "subject_id": ds["subject_id"], "field_name": "author",
+            "field_value": pl.Series(["___"] * len(ds["subject_id"])), "field_ordinal": 1})
+        rr = self.note_rows["RR"]
+        n, ex = len(rr["subject_id"]), rr["exam"]
+        extra = np.flatnonzero(r.random(n) < 0.1)
+        rows = np.r_[np.tile(np.arange(n), 3), extra]
+        names = np.r_[np.repeat(["exam_name", "exam_code", "cpt_code"], n),
+                      np.full(len(extra), "cpt_code")]
+        values = np.r_[[x[0] for x in EXAMS], [c[0] for c in EXAM_CODES],
+                       [c[1] for c in EXAM_CODES]]
+        pick = np.r_[ex, len(EXAMS) + ex, 2 * len(EXAMS) + ex, 2 * len(EXAMS) + ex[extra]]
+        o = np.lexsort((np.arange(len(rows)), rows))  # a note's fields together
+        self.emit("note/radiology_detail", {
+            "note_id": rr["note_id"].gather(rows[o]), "subject_id": rr["subject_id"][rows[o]],
+            "field_name": pl.Series(names[o]), "field_value": pl.Series(values[pick][o]),
+            "field_ordinal": np.r_[np.ones(3 * n, np.int64), np.full(len(extra), 2)][o]})
+
+    def id_lists(self):
+        """provider and caregiver: id lists with no events (the build lists them as not read)."""
+        r = self.detail_rng
+        self.emit("hosp/provider", {"provider_id": pl.Series(sorted(set(self.providers)))})
+        self.emit("icu/caregiver", {"caregiver_id": np.unique(r.integers(100, 99999, 300))})
 
     # ---------------------------------------------------------------- dictionaries
     def dictionaries(self):
@@ -1084,7 +1204,7 @@ def generate(out_dir: str | Path, n_patients: int = 300, seed: int = 0,
     with ThreadPoolExecutor(max_workers=2) as pool:
         g = _Synth(out, int(n_patients), seed, pool, death_rate)
         for step in (g.admissions, g.adt, g.chart, g.icu_events, g.labs, g.micro, g.coding,
-                     g.meds, g.omr, g.notes, g.dictionaries):
+                     g.meds, g.omr, g.notes, g.dictionaries, g.details, g.id_lists):
             step()
         for job in g.jobs:
             job.result()

@@ -30,6 +30,20 @@ class Event:
     # apart rows that map to identical events (two orders of the same kind at the same minute
     # are two orders, not a duplicate).
     ref: str | None = None
+    # Rows where this column is null give no event of this kind, counted as "null_<column>"
+    # (a detail table's rows each fill only some fields: a dose row has no infusion rate).
+    require: str | None = None
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A detail table's link to the table whose rows it details. Its rows carry no time: each
+    event gets the time and hadm_id of its parent row's first event, in the build stage (both
+    tables are split by subject_id, so a parent row is in the same shard as its details); a
+    row whose parent is not there is dropped as "parent_not_found"."""
+    table: str  # the parent table; its first event's `ref` column is `key`
+    key: str  # the parent row's id (emar_id, poe_id, note_id)
+    row: tuple[str, ...] = ()  # with `key`, tells apart the detail rows of one parent
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Table:
     required: bool = False  # a missing required table is an error, others a recorded warning
     meta: bool = False  # also kept whole (narrow) for the record's static/admissions/stays
     multiline: bool = False  # quoted fields hold newlines (notes): slower CSV parser mode
+    parent: Parent | None = None  # a detail table: its events take their parent row's time
 
 
 def _birth_time(df: pl.DataFrame) -> pl.DataFrame:
@@ -256,11 +271,83 @@ TABLES: tuple[Table, ...] = (
                    "charttime": "time", "text": "str"},
           events=(Event("note", ("NOTE", "note_type"), time=("charttime",), text=("text",),
                         text_always=True, ref="note_id"),)),
+    # ---- detail tables: events of their parent's rows, at the parent's time. Appended after
+    # every other table: `source` is the position in TABLES, and the others keep theirs.
+    Table("emar_detail", "hosp", parent=Parent("emar", "emar_id", ("parent_field_ordinal",)),
+          columns={"subject_id": "int", "emar_id": "str", "parent_field_ordinal": "str",
+                   "administration_type": "str", "product_code": "str", "dose_due": "str",
+                   "dose_due_unit": "str", "dose_given": "str", "dose_given_unit": "str",
+                   "infusion_rate": "str", "infusion_rate_unit": "str"},
+          events=(
+              # An administration has one summary row (parent_field_ordinal null: what was
+              # due, the infusion rate) and one row per product given (1.1, 1.2, ...: the
+              # dose of that product). The drug is the parent eMAR event's (EMAR//...//
+              # medication, same time, sorted just before); the codes name what the detail
+              # rows themselves hold, so the vocabulary stays that of the products.
+              # Dose due: numeric doses are the value, ranges ("0.125-0.25") stay text; the
+              # unit is in the code so values are comparable, the administration type
+              # ("IV Infusion", "Standard Maintenance Medication") tells scheduled from drips.
+              Event("dose_due", ("EMAR_DOSE_DUE", "administration_type", "dose_due_unit"),
+                    value="dose_due", text=("dose_due",), unit="dose_due_unit",
+                    require="dose_due"),
+              # Dose given, per product: its pharmacy product code and unit in the code. A
+              # de-identified dose ("___") is kept as text.
+              Event("dose_given", ("EMAR_DOSE_GIVEN", "product_code", "dose_given_unit"),
+                    value="dose_given", text=("dose_given",), unit="dose_given_unit",
+                    require="dose_given"),
+              # Infusion rate set at this administration (drips only; the rate's unit, e.g.
+              # mcg/kg/min, in the code). prior_infusion_rate is the previous row's and not
+              # repeated.
+              Event("infusion_rate", ("EMAR_INFUSION_RATE", "infusion_rate_unit"),
+                    value="infusion_rate", text=("infusion_rate",), unit="infusion_rate_unit",
+                    require="infusion_rate"),
+          )),
+    Table("poe_detail", "hosp", parent=Parent("poe", "poe_id", ("field_name",)),
+          columns={"poe_id": "str", "subject_id": "int", "field_name": "str",
+                   "field_value": "str"},
+          events=(
+              # Order fields (Admit to, Transfer to, Code status, Tubes & Drains type,
+              # Discharge When, ...), one row per field, at the order's ordertime. The field
+              # name is the code and its value the text: some values are free (Consult Status
+              # Time holds a timestamp) and as code parts would add one code per order.
+              Event("field", ("POE_DETAIL", "field_name"), text=("field_value",),
+                    text_always=True),
+          )),
+    Table("discharge_detail", "note",
+          parent=Parent("discharge", "note_id", ("field_name", "field_ordinal")),
+          columns={"note_id": "str", "subject_id": "int", "field_name": "str",
+                   "field_value": "str", "field_ordinal": "int"},
+          events=(
+              # The note's author (field_name "author"), at the note's charttime. Kept as text:
+              # an author is a person, not a clinical category.
+              Event("field", ("DISCHARGE_DETAIL", "field_name"), text=("field_value",),
+                    text_always=True),
+          )),
+    Table("radiology_detail", "note",
+          parent=Parent("radiology", "note_id", ("field_name", "field_ordinal")),
+          columns={"note_id": "str", "subject_id": "int", "field_name": "str",
+                   "field_value": "str", "field_ordinal": "int"},
+          events=(
+              # Exam name and code, CPT code(s), and the parent/addendum note ids, at the
+              # report's charttime. The field name is the code and the value text: note ids
+              # are unique, and exam names as code parts would split one exam into as many
+              # codes as its spellings; the exact value stays in the record.
+              Event("field", ("RADIOLOGY_DETAIL", "field_name"), text=("field_value",),
+                    text_always=True),
+          )),
 )
 
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 # uint8 `source` in records: position in TABLES, 1-based (0 is reserved for "unknown").
 SOURCE_ID = {t.name: i + 1 for i, t in enumerate(TABLES)}
+# Tables whose events carry the row id a detail table joins on (their ref strings are kept
+# through the build stage), and the detail tables themselves.
+JOINED = frozenset(x for t in TABLES if t.parent for x in (t.name, t.parent.table))
+for _t in TABLES:  # a detail table's key must be its parent's first event's ref
+    if _t.parent and TABLES_BY_NAME[_t.parent.table].events[0].ref != _t.parent.key:
+        raise ValueError(f"table {_t.name}: parent {_t.parent.table}'s first event has ref "
+                         f"{TABLES_BY_NAME[_t.parent.table].events[0].ref!r}, expected "
+                         f"{_t.parent.key!r}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,190 @@
+"""Every file under DATA_DIR/{hosp,icu,note} read as events or listed as not read, with the
+reason; the detail tables (emar_detail, poe_detail, note details) as events of their parent
+row, at its time, reconciled row for row."""
+import csv
+import gzip
+import json
+from collections import defaultdict
+
+import numpy as np
+import polars as pl
+import pytest
+
+from trajectory import inputs, open_version, synth
+from trajectory.assemble import place_details
+from trajectory.driver import describe, run_build
+from trajectory.events import REF_SEP, CodeBook, map_rows
+from trajectory.read import POLARS_TYPES
+from trajectory.tables import SOURCE_ID, TABLES, TABLES_BY_NAME
+
+from .conftest import demo_dir, make_cfg
+
+
+def touch(root, *names):
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def test_account_names_every_file_and_why(tmp_path):
+    touch(tmp_path, "hosp/patients.csv.gz", "hosp/labevents.csv.gz", "hosp/labevents.parquet",
+          "hosp/provider.csv.gz", "hosp/d_labitems.csv", "hosp/mystery.csv.gz",
+          "hosp/index.html", "hosp/old/emar.csv.gz", "icu/caregiver.parquet",
+          "note/discharge_detail.csv.gz", "ed/edstays.csv.gz", "LICENSE.txt")
+    got = {f["file"]: f["kind"] for f in inputs.account(tmp_path)}
+    assert got == {
+        "hosp/patients.csv.gz": "table", "hosp/labevents.csv.gz": "table",
+        "hosp/labevents.parquet": "duplicate",  # .csv.gz is the copy read
+        "hosp/provider.csv.gz": "no_events", "hosp/d_labitems.csv": "dictionary",
+        "hosp/mystery.csv.gz": "unknown", "hosp/index.html": "unknown",
+        "hosp/old/emar.csv.gz": "unknown",  # a table's name in a subfolder is not read
+        "icu/caregiver.parquet": "no_events", "note/discharge_detail.csv.gz": "table"}
+    listed = inputs.not_read(tmp_path)
+    assert [f["file"] for f in listed] == sorted(
+        f for f, k in got.items() if k != "table")
+    assert all(f["reason"] for f in listed)
+    warned = inputs.warnings(listed)
+    assert len(warned) == 4 and any("hosp/mystery.csv.gz" in w for w in warned)
+    assert not any("provider" in w or "d_labitems" in w for w in warned)
+
+
+def test_demo_has_no_unknown_file():
+    data = demo_dir()
+    files = {p.relative_to(data).as_posix() for m in inputs.MODULES if (data / m).is_dir()
+             for p in (data / m).rglob("*") if p.is_file()}
+    acc = inputs.account(data)
+    assert {f["file"] for f in acc} == files
+    kinds = defaultdict(set)
+    for f in acc:
+        kinds[f["kind"]].add(f["file"].split("/")[1].split(".")[0])
+    assert set(kinds) == {"table", "dictionary", "no_events"}, dict(kinds)
+    assert kinds["no_events"] == {"provider", "caregiver"}
+    assert kinds["dictionary"] == {"d_labitems", "d_items", "d_icd_diagnoses",
+                                   "d_icd_procedures", "d_hcpcs"}
+    # the detail tables are read now
+    assert {"emar_detail", "poe_detail"} <= kinds["table"]
+
+
+def test_require_counts_rows_without_the_field():
+    t = TABLES_BY_NAME["emar_detail"]
+    df = pl.DataFrame({
+        "subject_id": [1, 1, 2], "emar_id": ["1-5", "1-5", "2-9"],
+        "parent_field_ordinal": [None, "1.1", None],
+        "administration_type": ["IV Infusion", None, "Standard Maintenance Medication"],
+        "product_code": [None, "NACLFLUSH", None], "dose_due": ["0", None, "0.125-0.25"],
+        "dose_due_unit": ["mL/hr", None, "mg"], "dose_given": [None, "___", None],
+        "dose_given_unit": [None, "mL", None], "infusion_rate": ["75", None, None],
+        "infusion_rate_unit": ["mL/hr", None, None]},
+        schema={c: POLARS_TYPES[ty] for c, ty in t.columns.items()})
+    book = CodeBook()
+    ev, _, counts = map_rows(t, df, book)
+    assert counts == {
+        "dose_due": {"rows": 3, "written": 2, "dropped": {"null_dose_due": 1}},
+        "dose_given": {"rows": 3, "written": 1, "dropped": {"null_dose_given": 2}},
+        "infusion_rate": {"rows": 3, "written": 1, "dropped": {"null_infusion_rate": 2}}}
+    codes = [book.codes[i] for i in ev["code"].to_list()]
+    assert codes == ["EMAR_DOSE_DUE//IV Infusion//mL/hr",
+                     "EMAR_DOSE_DUE//Standard Maintenance Medication//mg",
+                     "EMAR_DOSE_GIVEN//NACLFLUSH//mL", "EMAR_INFUSION_RATE//mL/hr"]
+    assert ev["time"].is_null().all()  # placed in the build stage, at the parent's time
+    assert ev["value"].to_list()[:2] == [0.0, None] and ev["text"][1] == "0.125-0.25"
+    assert ev["text"][2] == "___"  # a de-identified dose stays as text
+    # the row id starts with the parent's key; the ordinal keeps a row's products apart
+    assert ev["ref"].to_list() == [f"1-5{REF_SEP}", f"2-9{REF_SEP}", f"1-5{REF_SEP}1.1",
+                                   f"1-5{REF_SEP}"]
+
+
+def test_place_details_takes_parent_time_and_counts_orphans():
+    emar, detail = SOURCE_ID["emar"], SOURCE_ID["emar_detail"]
+    refs = ["1-5", "1-6", f"1-5{REF_SEP}", f"1-5{REF_SEP}1.1", f"1-7{REF_SEP}1.1"]
+    ev = pl.DataFrame({
+        "subject_id": [1, 1, 1, 1, 1, 1], "time": [100, 200, None, None, None, 50],
+        "code_id": [0, 0, 1, 2, 2, 3], "hadm_id": [7, 8, None, None, None, None],
+        "source": [emar, emar, detail, detail, detail, SOURCE_ID["labevents"]],
+        "kind": [0, 0, 0, 1, 1, 0], "ref": [0, 1, 2, 3, 4, -1]},
+        schema_overrides={"source": pl.UInt8, "kind": pl.UInt8, "ref": pl.Int32})
+    counts = {}
+    got = place_details(ev, refs, counts)
+    assert got["time"].to_list() == [100, 200, 100, 100, 50]
+    assert got["hadm_id"].to_list() == [7, 8, 7, 7, None]
+    assert counts == {"emar_detail": {"dose_given": {"dropped": {"parent_not_found": 1}}}}
+
+
+@pytest.fixture(scope="module")
+def synth_build(tmp_path_factory):
+    """A small synthetic set (every table, a few orphan emar_detail rows) with an unknown file
+    and a second copy of a table added."""
+    root = tmp_path_factory.mktemp("acc")
+    data = synth.generate(root / "mimic", n_patients=12, seed=2)
+    (data / "hosp" / "notes_export.csv.gz").write_bytes(gzip.compress(b"a,b\n1,2\n"))
+    (data / "icu" / "README.txt").write_text("local notes\n")
+    cfg = make_cfg(data, root / "out")
+    return cfg, run_build(cfg, progress=False)
+
+
+def raw_count(path) -> int:
+    with gzip.open(path, "rt", newline="") as f:
+        return sum(1 for _ in csv.reader(f)) - 1
+
+
+def test_build_lists_not_read_files_and_warns_on_unknown(synth_build):
+    cfg, summary = synth_build
+    meta = json.loads((cfg.version_dir / "dataset.json").read_text())
+    listed = {f["file"]: f["kind"] for f in meta["not_read"]}
+    assert listed["hosp/notes_export.csv.gz"] == listed["icu/README.txt"] == "unknown"
+    assert listed["hosp/provider.csv.gz"] == listed["icu/caregiver.csv.gz"] == "no_events"
+    assert listed["hosp/d_labitems.csv.gz"] == "dictionary"
+    assert {t.name for t in TABLES} == {f.split("/")[1].split(".")[0] for f in (
+        x["file"] for x in inputs.account(cfg.data_dir)) if f not in listed}
+    assert sum("notes_export" in w for w in meta["warnings"]) == 1
+    text = describe(summary, cfg)
+    assert "not read: hosp/provider.csv.gz (no events" in text
+    assert "warning: file hosp/notes_export.csv.gz not read: unknown file" in text
+
+
+def test_detail_rows_reconcile_and_orphans_are_named(synth_build):
+    cfg, _ = synth_build
+    report = json.loads((cfg.version_dir / "qc_report.json").read_text())["tables"]
+    for name in ("emar_detail", "poe_detail", "discharge_detail", "radiology_detail"):
+        t = TABLES_BY_NAME[name]
+        n = raw_count(cfg.data_dir / t.module / f"{name}.csv.gz")
+        assert report[name]["rows_read"] == n > 0, name
+        for ev, c in report[name]["events"].items():
+            assert c["rows"] == n == c["written"] + sum(c["dropped"].values()), (name, ev)
+    # the generator writes a few emar_detail rows of administrations eMAR never recorded
+    assert report["emar_detail"]["events"]["dose_given"]["dropped"]["parent_not_found"] > 0
+
+
+def test_detail_events_sit_at_their_parents_time(synth_build):
+    """Every detail event has the time and admission of a parent event of its patient, and
+    note details are not notes (no note_id in the record)."""
+    cfg, _ = synth_build
+    v = open_version(cfg.version_dir)
+    parent = {SOURCE_ID[t.name]: SOURCE_ID[t.parent.table] for t in TABLES if t.parent}
+    seen = defaultdict(int)
+    for p in v:
+        src, time, hadm = p.events["source"], p.events["time"], p.events["hadm_id"]
+        for d, s in parent.items():
+            mine = src == d
+            seen[d] += int(mine.sum())
+            at = set(zip(time[src == s].tolist(), hadm[src == s].tolist()))
+            assert set(zip(time[mine].tolist(), hadm[mine].tolist())) <= at
+        notes = np.asarray(p.notes["event"], np.int64)
+        assert np.isin(src[notes], [SOURCE_ID["discharge"], SOURCE_ID["radiology"]]).all()
+    assert all(seen[d] > 0 for d in parent), seen
+
+
+def test_demo_build_reads_emar_and_poe_details(demo_build):
+    cfg, summary = demo_build
+    meta = json.loads((cfg.version_dir / "dataset.json").read_text())
+    assert not [f for f in meta["not_read"] if f["kind"] in ("unknown", "duplicate")]
+    assert {f["file"] for f in meta["not_read"]} == {
+        "hosp/provider.csv.gz", "icu/caregiver.csv.gz", "hosp/d_labitems.csv.gz",
+        "icu/d_items.csv.gz", "hosp/d_icd_diagnoses.csv.gz", "hosp/d_icd_procedures.csv.gz",
+        "hosp/d_hcpcs.csv.gz"}
+    report = json.loads((cfg.version_dir / "qc_report.json").read_text())["tables"]
+    emar = report["emar_detail"]["events"]
+    assert emar["dose_given"]["written"] > 30_000 and emar["infusion_rate"]["written"] > 1000
+    assert report["poe_detail"]["events"]["field"]["written"] == raw_count(
+        demo_dir() / "hosp" / "poe_detail.csv.gz")
+    assert "not read: icu/caregiver.csv.gz" in describe(summary, cfg)
