@@ -167,11 +167,18 @@ def rows_table(parts: list[dict], lookup: CodeLookup, concepts: list[str]) -> pa
     return pa.table(arrays)
 
 
+def _meds():
+    try:
+        import meds
+    except ImportError as e:
+        raise ImportError("export meds needs the `meds` package, 0.4.x (pip install "
+                          "'meds>=0.4,<0.5'; the test extra has it)") from e
+    return meds
+
+
 def data_schema() -> pa.Schema:
     """The data files' schema: meds.DataSchema's columns and types, then the extras."""
-    import meds
-
-    base = meds.DataSchema.schema()
+    base = _meds().DataSchema.schema()
     return pa.schema([*(base.field(c) for c in base.names),
                       *(pa.field(c, t) for c, t in EXTRA_TYPES.items())])
 
@@ -214,13 +221,11 @@ def dataset_metadata(meta: dict) -> dict:
     bytes."""
     import datetime
 
-    import meds
-
     created = datetime.datetime.strptime(meta["created_at"], "%Y-%m-%dT%H:%M:%S%z")
     return {
         "dataset_name": "MIMIC-IV", "dataset_version": str(meta["version"]),
         "etl_name": "mimic-trajectory", "etl_version": str(meta["code_version"]),
-        "meds_version": meds.__version__, "created_at": created.isoformat(),
+        "meds_version": _meds().__version__, "created_at": created.isoformat(),
         "raw_source_id_columns": ["hadm_id", "stay_id"],
         "other_extension_columns": ["flags", "concept", "concept_value"],
         # not in the MEDS schema (it allows more keys): what the extra columns mean
