@@ -12,6 +12,7 @@ import pytest
 from trajectory import synth
 
 NOTE_HEADER = "note_id,subject_id,hadm_id,note_type,note_seq,charttime,storetime,text"
+NOTE_DETAIL_HEADER = "note_id,subject_id,field_name,field_value,field_ordinal"
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,14 @@ def test_headers_match_real_demo(data):
     for table in synth.HEADERS:
         got = header(data / f"{table}.csv.gz")
         if table.startswith("note/"):  # the demo has no note module
-            assert ",".join(got) == NOTE_HEADER
+            want = NOTE_DETAIL_HEADER if table.endswith("_detail") else NOTE_HEADER
+            assert ",".join(got) == want, table
             continue
         real = demo / f"{table}.csv.gz"
         assert real.exists(), real
         assert got == header(real), table
         compared += 1
-    assert compared == len(synth.HEADERS) - 2
+    assert compared == len(synth.HEADERS) - 4  # the four note tables
     assert header(data / "icu/procedureevents.csv.gz")[-2:] == ["ORIGINALAMOUNT", "ORIGINALRATE"]
 
 
@@ -94,6 +96,32 @@ def test_notes_multiline_round_trip(data):
     # Discharge summaries are written at the admission's discharge.
     joined = ds.join(adm, on="hadm_id")
     assert (joined["charttime"] == joined["dischtime"]).all()
+
+
+def test_detail_tables_point_at_their_parents(data):
+    """Detail rows name a parent row of the same subject; only a few emar_detail rows name
+    an administration eMAR never recorded (the build drops those as parent_not_found)."""
+    for detail, parent, key in (("hosp/emar_detail", "hosp/emar", "emar_id"),
+                                ("hosp/poe_detail", "hosp/poe", "poe_id"),
+                                ("note/discharge_detail", "note/discharge", "note_id"),
+                                ("note/radiology_detail", "note/radiology", "note_id")):
+        d, p = read(data, detail), read(data, parent)
+        assert d.height > 0, detail
+        joined = d.join(p.select(key, pl.col("subject_id").alias("_s")), on=key, how="left")
+        found = joined["_s"].is_not_null()
+        assert (joined.filter(found)["subject_id"] == joined.filter(found)["_s"]).all()
+        if detail == "hosp/emar_detail":
+            assert 0 < (~found).sum() < 0.01 * d.height
+        else:
+            assert found.all(), detail
+    ed = read(data, "hosp/emar_detail")
+    summary = ed.filter(pl.col("parent_field_ordinal").is_null())
+    assert summary["emar_id"].n_unique() == summary.height  # one summary row per administration
+    assert summary["dose_given"].null_count() == summary.height
+    assert ed["infusion_rate"].drop_nulls().len() > 0 and (ed["dose_given"] == "___").any()
+    rr = read(data, "note/radiology_detail")
+    assert {"exam_name", "exam_code", "cpt_code"} <= set(rr["field_name"])
+    assert read(data, "hosp/provider")["provider_id"].n_unique() > 100
 
 
 def test_subjects_exist(data):

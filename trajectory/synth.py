@@ -1095,7 +1095,7 @@ class _Synth:
         given = due.gather(prod).str.split("-").list.first()
         given = given.scatter(np.flatnonzero(r.random(len(prod)) < 0.01), "___")
         rate = _num(np.round(r.uniform(5, 150, E), 1), ~drip)
-        orphan = np.flatnonzero(r.random(E) < 0.002)
+        orphan = np.union1d(np.flatnonzero(r.random(E) < 0.002), [E - 1])  # at least one
         rows = np.r_[np.arange(E), prod, orphan]
         n_sum, n_prod = E, len(prod)
         summary, product = np.arange(len(rows)) < n_sum, (np.arange(len(rows)) >= n_sum) & (
