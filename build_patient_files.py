@@ -47,6 +47,8 @@ SETTINGS = {
     "--window-exclude": ("WINDOW_EXCLUDE", "comma-separated flag rules whose events window "
                                            "statistics leave out, e.g. 'range,duplicate,"
                                            "outlier'; 'none' keeps every event"),
+    "--deid-min-patients": ("DEID_MIN_PATIENTS", "export share: codes of fewer patients are "
+                                                 "replaced by their prefix"),
 }
 COMMANDS = ("build", "inspect", "status", "export", "submit", "tasks")
 

@@ -53,6 +53,8 @@ WINDOW_ADMISSIONS = False  # also build grids per hospital admission
 # values and repeated rows never describe the patient; `outlier` is not in by default: a value
 # far from a code's quartiles is often the sickest patients' real one (creatinine in renal failure).
 WINDOW_EXCLUDE = "range,duplicate"
+# ---- export share (docs/SHARE.md) ----
+DEID_MIN_PATIENTS = 10  # codes of fewer patients are replaced by their prefix in a shared copy
 
 
 
@@ -92,6 +94,7 @@ class Config:
     partition_unit_mb: float = 0.0  # gzip-equivalent input per partition unit, 0 = auto
     plan_workers: int = 0  # workers the plan is cut for, 0 = max_cpus (never changes output)
     index_dir: Path = Path("")  # gzip seek-point index cache (resolved: OUT_DIR/_index)
+    deid_min_patients: int = 10  # export share: rarer codes are generalised to their prefix
 
     @property
     def version_dir(self) -> Path:
@@ -105,7 +108,7 @@ class Config:
         skip = {"data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb",
                 "partition_unit_mb", "plan_workers", "index_dir",
                 "csv_block_mb", "worker_memory_gb", "scheduler", "runner", "cluster",
-                "overwrite"}
+                "overwrite", "deid_min_patients"}
         blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in skip},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -160,7 +163,7 @@ _TYPES = {
     "CLIP_TO_RANGE": _bool, "DROP_RULES": str, "DEATH_MARGIN_HOURS": float,
     "STAY_MARGIN_HOURS": float, "QC_MAX_FLAG_RATE": float, "QC_MAX_DROP_RATE": float,
     "QC_ON_FAIL": str, "WINDOW_STEP_MINUTES": int, "WINDOW_MAX": int,
-    "WINDOW_ADMISSIONS": _bool, "WINDOW_EXCLUDE": str,
+    "WINDOW_ADMISSIONS": _bool, "WINDOW_EXCLUDE": str, "DEID_MIN_PATIENTS": int,
 }
 RULES = ("range", "outlier", "duplicate", "before_birth", "after_death", "outside_stay",
          "admission_order")
@@ -239,7 +242,7 @@ def _validate(v: dict, overwrite: bool) -> Config:
     if unknown:
         raise ValueError(f"DROP_RULES: unknown rule(s) {unknown}; known: {', '.join(RULES)}")
     window_exclude = _rule_list("WINDOW_EXCLUDE", v["WINDOW_EXCLUDE"])
-    for key in ("OUTLIER_K", "WINDOW_STEP_MINUTES", "WINDOW_MAX"):
+    for key in ("OUTLIER_K", "WINDOW_STEP_MINUTES", "WINDOW_MAX", "DEID_MIN_PATIENTS"):
         positive(key)
     for key in ("QC_MAX_FLAG_RATE", "QC_MAX_DROP_RATE"):
         if not 0 <= v[key] <= 1:
@@ -272,4 +275,5 @@ def _validate(v: dict, overwrite: bool) -> Config:
         plan_workers=v["PLAN_WORKERS"] or v["MAX_CPUS"],
         index_dir=(Path(v["INDEX_DIR"]).expanduser().resolve() if v["INDEX_DIR"]
                    else out_dir / "_index"),
+        deid_min_patients=v["DEID_MIN_PATIENTS"],
     )

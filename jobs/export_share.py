@@ -1,0 +1,315 @@
+"""`export share`: a de-identified copy of a finished version (docs/SHARE.md).
+
+    python build_patient_files.py export share trajectories/v1 shared/v1 --key-file KEY
+
+Two passes through the build's runners. `count` (one unit per shard of the source) reads the
+shard's records and returns, with keyed ids only, the distinct patients of every code, the
+(patient, code) pairs of the codes rare in the shard (a code rare overall is rare in every
+shard, so the driver has all pairs of every rare code), and the keyed hadm, stay and note ids
+for the collision check. The driver then generalises rare codes and places each patient in
+the copy's shard `keyed subject_id mod n_shards` (the source's shards follow the original ids).
+`write` (one unit per shard of the copy) rewrites its patients' records
+(`trajectory.deid.rewrite`) in keyed-id order and publishes the shard by renaming. The
+driver writes manifest, codes, QC report, deid_report.json, then dataset.json last.
+
+Nothing holding the key or an original id is written: the passes return keyed ids in memory
+and the only files under OUT_DIR are the copy's own (a killed run leaves temporary names
+holding keyed ids, removed by the next run). No time of the run is written: the same key
+gives the same bytes, whatever the runner.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import zstandard
+
+import config as config_module
+from trajectory import deid
+from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_bytes
+from trajectory.record import pack
+from trajectory.runners import SerialRunner, open_runner
+from trajectory.store import RecordReader
+
+from .build import FileSink, PackSink, shard_name
+
+# as for `tasks`: below this many patients the local Dask cluster costs more than it saves
+IN_PROCESS_BELOW = 10_000
+OWN = {"patients", "manifest.parquet", "codes.parquet", "qc_report.json", "deid_report.json",
+       "dataset.json"}
+# dataset.json keys copied as they are: the record layout and what ids in records mean; the
+# rest (config paths, input and dictionary fingerprints, plan, timings, creation time) is not
+DATASET_KEEP = ("record_format", "layout", "sources", "event_dtypes", "flags", "concepts",
+                "quarantined", "windows")
+PATH_SETTINGS = ("data_dir", "out_dir", "work_dir", "index_dir", "scheduler")
+QC_KEEP = ("tables", "cleaning", "failures", "quarantined")
+CLEANING_KEEP = ("codes", "concepts", "rules", "settings", "tables", "unit_conversions")
+
+
+@dataclass(frozen=True)
+class ShareJob:
+    """What every unit shares (the runners hand it to each unit as `cfg`). Never written."""
+    version_dir: Path
+    out_dir: Path
+    key: bytes = field(repr=False)
+    keep_text: bool
+    min_patients: int
+    zstd_level: int
+    layout: str
+    n_shards: int
+    sources: dict  # source id -> table name
+    code_lut: np.ndarray | None = field(default=None, repr=False)  # old -> new code id
+    out_shard: np.ndarray | None = field(default=None, repr=False)  # manifest row -> shard
+
+
+def _manifest(job: ShareJob) -> pl.DataFrame:
+    return (pl.read_parquet(job.version_dir / "manifest.parquet")
+            .with_row_index("row").select("row", "subject_id", "path", "offset", "bytes",
+                                          "shard"))
+
+
+def _reader(job: ShareJob, m: pl.DataFrame) -> RecordReader:
+    return RecordReader(job.version_dir, m["subject_id"].to_list(), m["path"].to_list(),
+                        m["offset"].to_list(), m["bytes"].to_list())
+
+
+def count(shard: int, cfg: ShareJob) -> dict:
+    """Pass 1 over one source shard: patients per code, the rare pairs, keyed ids."""
+    job = cfg
+    m = _manifest(job).filter(pl.col("shard") == shard)
+    reader = _reader(job, m)
+    patients, codes, ids = [], [], {k: set() for k in ("hadm_id", "stay_id", "note_id")}
+    for sid in m["subject_id"].to_list():
+        rec = reader.raw(sid)
+        patients.append(deid.keyed_id(job.key, "subject_id", sid))
+        codes.append(deid.patient_codes(rec))
+        ev, adm, stays = rec["events"], rec["admissions"], rec["stays"]
+        ids["hadm_id"].update(adm.get("hadm_id", []), stays.get("hadm_id", []),
+                              np.unique(ev["hadm_id"]).tolist(),
+                              (w["id"] for w in rec["windows"] if w["kind"] != "stay"))
+        ids["stay_id"].update(stays.get("stay_id", []), np.unique(ev["stay_id"]).tolist(),
+                              (w["id"] for w in rec["windows"] if w["kind"] == "stay"))
+        ids["note_id"].update(rec["notes"]["note_id"])
+    present, n = np.unique(np.concatenate(codes) if codes else np.empty(0, np.int32),
+                           return_counts=True)
+    rare = present[n < job.min_patients]
+    pair_p, pair_c = [], []
+    for p, c in zip(patients, codes):
+        r = c[np.isin(c, rare)]
+        pair_p.append(np.full(len(r), p, np.int64))
+        pair_c.append(r.astype(np.int32))
+    keyed = {k: np.sort(np.fromiter(deid.hash_ids(job.key, k, v).values(), np.int64))
+             for k, v in ids.items()}
+    return {"shard": shard, "rows": m["row"].to_numpy(), "subjects": np.array(patients, np.int64),
+            "codes": present.astype(np.int32), "patients": n.astype(np.int64),
+            "pair_patient": np.concatenate(pair_p) if pair_p else np.empty(0, np.int64),
+            "pair_code": np.concatenate(pair_c) if pair_c else np.empty(0, np.int32),
+            "ids": keyed}
+
+
+def write(shard: int, cfg: ShareJob) -> dict:
+    """Pass 2: rewrite the patients of one shard of the copy, in keyed-id order."""
+    job = cfg
+    m = _manifest(job)
+    m = m.filter(pl.Series(job.out_shard[m["row"].to_numpy()] == shard))
+    reader = _reader(job, m)
+    sids = sorted(m["subject_id"].to_list(), key=lambda s: deid.keyed_id(job.key, "subject_id", s))
+    cctx = zstandard.ZstdCompressor(level=job.zstd_level)
+    sink = (PackSink if job.layout == "shards" else FileSink)(job.out_dir, shard_name(shard))
+    rows, counts = [], Counter()
+    text_dropped = Counter()
+    for sid in sids:
+        rec, c = deid.rewrite(reader.raw(sid), job.key, job.code_lut, job.keep_text,
+                              job.sources)
+        data = pack(rec, cctx)
+        path, offset = sink.add(rec["subject_id"], data)
+        t = np.frombuffer(rec["events"]["time"], "<i8")
+        rows.append((rec["subject_id"], path, offset, shard, len(t),
+                     int(t[0]) if len(t) else None, int(t[-1]) if len(t) else None,
+                     len(data), checksum_bytes(data)))
+        text_dropped.update(c.pop("text_dropped"))
+        counts.update(c)
+    sink.publish()
+    return {"shard": shard, "rows": rows, "counts": dict(counts),
+            "text_dropped": dict(text_dropped)}
+
+
+def _check_unique(arrays: list[np.ndarray], kind: str) -> int:
+    a = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    if len(np.unique(a)) != len(a):
+        raise ValueError(f"keyed hash collision between two {kind}s (or one {kind} in two "
+                         "patients' records): choose another key")
+    return len(a)
+
+
+def _prepare(vdir: Path, out: Path) -> None:
+    """OUT_DIR must be new, empty, or what a killed run of this export left."""
+    if out == vdir or vdir in out.parents or out in vdir.parents:
+        raise ValueError(f"OUT_DIR {out} must lie outside the version {vdir} and not hold it")
+    if (out / "dataset.json").exists():
+        raise ValueError(f"{out}: already holds a finished version; delete it or choose "
+                         "another folder")
+    if out.exists():
+        extra = sorted(p.name for p in out.iterdir()
+                       if p.name not in OWN and ".tmp-" not in p.name)
+        if extra:
+            raise ValueError(f"{out}: not empty (holds {', '.join(extra[:5])}); choose a new "
+                             "or empty folder")
+        for p in out.iterdir():  # a killed run's files: keyed ids only
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool = False,
+                 progress: bool = True, in_process_below: int = IN_PROCESS_BELOW) -> dict:
+    """Write a de-identified copy of `version_dir` to `out_dir` (docs/SHARE.md). `cfg`
+    (config.Config) gives DEID_MIN_PATIENTS, ZSTD_LEVEL and the runner (RUNNER, MAX_CPUS,
+    ...); None runs in this process with the defaults. Returns counts for `describe`."""
+    t0 = time.perf_counter()
+    key = deid.read_key(key_file)
+    vdir = Path(version_dir).expanduser().resolve()
+    out = Path(out_dir).expanduser().resolve()
+    if not (vdir / "dataset.json").exists():
+        raise ValueError(f"{vdir}: not a finished trajectory version (no dataset.json)")
+    meta = json.loads((vdir / "dataset.json").read_text())
+    _prepare(vdir, out)
+    manifest = pl.read_parquet(vdir / "manifest.parquet")
+    codes = pl.read_parquet(vdir / "codes.parquet").sort("code_id")
+    k = cfg.deid_min_patients if cfg is not None else config_module.DEID_MIN_PATIENTS
+    n_shards = max(1, int(meta.get("n_shards") or manifest["shard"].n_unique()))
+    job = ShareJob(vdir, out, key, bool(keep_text), int(k),
+                   cfg.zstd_level if cfg is not None else config_module.ZSTD_LEVEL,
+                   meta.get("layout", "files"), n_shards,
+                   {int(i): n for i, n in meta.get("sources", {}).items()})
+    small = (cfg is not None and cfg.runner == "dask" and not cfg.scheduler
+             and cfg.cluster == "local" and manifest.height < in_process_below)
+    if cfg is None or small:
+        runner, used = contextlib.nullcontext(SerialRunner()), "serial"
+    else:
+        runner, used = open_runner(cfg), cfg.runner
+    shards = sorted(manifest["shard"].unique().to_list())
+    with runner as r:
+        counted = r.map(count, shards, job, "share-count", progress)
+        n_ids = {"subject_id": _check_unique([c["subjects"] for c in counted], "subject_id")}
+        for kind in ("hadm_id", "stay_id", "note_id"):
+            n_ids[kind] = _check_unique([c["ids"][kind] for c in counted], kind)
+        per_code = np.zeros(codes.height, np.int64)
+        for c in counted:
+            np.add.at(per_code, c["codes"], c["patients"])
+        pairs = pl.DataFrame({"patient": np.concatenate([c["pair_patient"] for c in counted]),
+                              "code_id": np.concatenate([c["pair_code"] for c in counted])})
+        pairs = pairs.filter(pl.col("code_id").is_in(np.flatnonzero(per_code < k).tolist()))
+        targets, code_report = deid.generalise(codes["code"].to_list(), per_code, pairs, k)
+        new_codes, lut = deid.vocabulary(codes, targets)
+        out_shard = np.zeros(manifest.height, np.int32)
+        for c in counted:
+            out_shard[c["rows"]] = c["subjects"] % n_shards
+        del counted, pairs
+        job = dataclasses.replace(job, code_lut=lut, out_shard=out_shard)
+        written = r.map(write, sorted(set(out_shard.tolist())), job, "share-write", progress)
+    rows = [row for w in written for row in w["rows"]]
+    copy = pl.DataFrame(rows, schema=manifest.schema, orient="row").sort("subject_id")
+    if copy.height != manifest.height or copy["n_events"].sum() != manifest["n_events"].sum():
+        raise RuntimeError("share: the copy's patients or events differ from the version's")
+    if new_codes["count"].sum() != copy["n_events"].sum():
+        raise RuntimeError("share: codes.parquet counts disagree with the records")
+    atomic_write_parquet(copy, out / "manifest.parquet")
+    atomic_write_parquet(new_codes, out / "codes.parquet")
+    kept = set(codes.filter(pl.Series(per_code >= k))["code"].to_list())
+    qc, qc_removed = deid.qc_for_copy(json.loads((vdir / "qc_report.json").read_text()), kept,
+                                      QC_KEEP, CLEANING_KEEP)
+    counts, text_dropped = Counter(), Counter()
+    for w in written:
+        counts.update(w["counts"])
+        text_dropped.update(w["text_dropped"])
+    report = {
+        "ids_replaced": n_ids,
+        "times_shifted": {"patients": copy.height, "events": int(counts["events"]),
+                          "offset": f"whole weeks, 1 to {deid.MAX_SHIFT_WEEKS} either way"},
+        "ages": {"anchor_age_top_coded": int(counts["anchor_age_top_coded"]),
+                 "birth_time_moved": int(counts["birth_time_moved"])},
+        "text": ({"kept": True,
+                  "datetime_values_shifted": int(counts["datetime_text_shifted"]),
+                  "datetime_values_unparsed_dropped":
+                      int(counts["datetime_text_unparsed_dropped"])} if keep_text else
+                 {"kept": False, "events_with_text_dropped": dict(sorted(text_dropped.items())),
+                  "note_bodies_dropped": int(counts["notes"])}),
+        "codes": {**code_report, "codes_out": new_codes.height,
+                  "events_recoded": int(codes.filter(
+                      pl.Series([t is not None and t != s for s, t in
+                                 zip(codes["code"].to_list(), targets)]))["count"].sum())},
+        "qc_report": qc_removed,
+        "dataset_json_keys_removed": sorted(set(meta) - set(DATASET_KEEP) - {
+            "version", "n_shards", "n_patients", "n_events", "record_bytes", "n_codes",
+            "config", "config_hash", "code_version", "warnings"}),
+        "not_copied": sorted(p.name + ("/" if p.is_dir() else "") for p in vdir.iterdir()
+                             if p.name not in OWN),
+    }
+    atomic_write_json(out / "qc_report.json", qc)
+    atomic_write_json(out / "deid_report.json", report)
+    doc = dataset_document(meta, job, copy, new_codes, key)
+    text = json.dumps(doc)
+    leaked = [str(meta.get("config", {}).get(p)) for p in PATH_SETTINGS
+              if meta.get("config", {}).get(p) and str(meta["config"][p]) in text]
+    if leaked:
+        raise RuntimeError(f"share: dataset.json would hold source paths {leaked}")
+    atomic_write_json(out / "dataset.json", doc)
+    return {"version_dir": str(vdir), "out_dir": str(out), "patients": copy.height,
+            "events": int(copy["n_events"].sum()), "report": report, "runner": used,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def dataset_document(meta: dict, job: ShareJob, manifest: pl.DataFrame, codes: pl.DataFrame,
+                     key: bytes) -> dict:
+    """The copy's dataset.json: the record layout, no path, input fingerprint or time."""
+    from .finalize import _code_version
+
+    deid_doc = {"id_hash": "HMAC-SHA256(key, '<kind>:<id>'), first 8 bytes big-endian, "
+                           "top bit cleared",
+                "time_shift": f"whole weeks in [-{deid.MAX_SHIFT_WEEKS}, -1] or "
+                              f"[1, {deid.MAX_SHIFT_WEEKS}], one per patient",
+                "age_cap": deid.AGE_CAP, "min_patients": job.min_patients,
+                "keep_text": job.keep_text, "key_fingerprint": deid.key_fingerprint(key)}
+    source = {"version": meta.get("version"), "config_hash": meta.get("config_hash"),
+              "code_version": meta.get("code_version")}
+    config_hash = hashlib.sha256(json.dumps({"source": source, "deid": deid_doc},
+                                            sort_keys=True).encode()).hexdigest()[:16]
+    paths = [str(v) for k, v in meta.get("config", {}).items() if k in PATH_SETTINGS and v]
+    return {**{k: meta[k] for k in DATASET_KEEP if k in meta},
+            # "table X not found in DATA_DIR": kept unless one names a source path
+            "warnings": [w for w in meta.get("warnings", []) if not any(p in w for p in paths)],
+            # the source's name: the copy's bytes do not depend on the folder it is written to
+            "version": meta.get("version"), "n_shards": job.n_shards,
+            "n_patients": manifest.height, "n_events": int(manifest["n_events"].sum()),
+            "record_bytes": int(manifest["bytes"].sum()), "n_codes": codes.height,
+            "config": {k: v for k, v in meta.get("config", {}).items()
+                       if k not in PATH_SETTINGS},
+            "config_hash": config_hash, "code_version": _code_version(),
+            "deid": deid_doc, "source": source}
+
+
+def describe(result: dict) -> str:
+    r = result["report"]
+    c, t = r["codes"], r["text"]
+    text = ("kept (dates in datetime values shifted)" if t["kept"] else
+            f"dropped from {sum(t['events_with_text_dropped'].values()):,} events "
+            f"({t['note_bodies_dropped']:,} note bodies)")
+    return "\n".join([
+        f"ids: " + ", ".join(f"{k} {n:,}" for k, n in r["ids_replaced"].items()) + " replaced",
+        f"times: shifted per patient ({r['times_shifted']['offset']}); ages: "
+        f"{r['ages']['anchor_age_top_coded']:,} anchor ages top-coded, "
+        f"{r['ages']['birth_time_moved']:,} birth times moved",
+        f"codes: {c['codes_in']:,} -> {c['codes_out']:,} ({c['codes_generalised']:,} of fewer "
+        f"than {c['min_patients']} patients generalised, {c['events_recoded']:,} events)",
+        f"text: {text}",
+        f"wrote {result['out_dir']}: {result['patients']:,} patients, {result['events']:,} "
+        f"events, {result['runner']} runner, {result['seconds']:.1f} s (deid_report.json)"])

@@ -1,0 +1,451 @@
+"""`export share`: the de-identified copy (docs/SHARE.md).
+
+A synthetic build (it has notes) is exported with a fixed key; every file of the copy is then
+decoded and searched for the originals: ids (as msgpack/int64 bytes, ints and decimal
+strings), each patient's own times, note ids and note text. Also intervals, counts,
+determinism, linkage, ages, rare codes, --keep-text, key errors and the real CLI."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import polars as pl
+import pytest
+import zstandard
+
+from jobs.export_share import export_share
+from trajectory import deid, synth
+from trajectory.record import EVENT_DTYPES
+from trajectory.store import open_version
+from trajectory.torch import TrajectoryDataset
+
+from .conftest import REPO, make_cfg
+
+KEY = b"0123456789abcdef-test-key-one"
+OTHER = b"fedcba9876543210-test-key-two"
+
+
+def _key(tmp_path, data: bytes, name="key") -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+@pytest.fixture(scope="module")
+def synth_version(tmp_path_factory):
+    from trajectory.driver import run_build
+
+    root = tmp_path_factory.mktemp("deid_synth")
+    synth.generate(root / "raw", n_patients=40, seed=5)
+    cfg = make_cfg(root / "raw", root / "out")
+    run_build(cfg, progress=False)
+    return cfg.version_dir
+
+
+@pytest.fixture(scope="module")
+def shared(synth_version, tmp_path_factory):
+    """The default copy (texts dropped, K = 10) made with KEY."""
+    root = tmp_path_factory.mktemp("deid_share")
+    out = root / "copy"
+    export_share(synth_version, out, key_file=_key(root, KEY + b"\n"), progress=False)
+    return out
+
+
+def _ids(v) -> dict:
+    out = {"subject_id": set(), "hadm_id": set(), "stay_id": set(), "note_id": set()}
+    for p in v:
+        out["subject_id"].add(p.subject_id)
+        out["hadm_id"].update(p.admissions.get("hadm_id", []), set(p.events["hadm_id"].tolist()))
+        out["stay_id"].update(p.stays.get("stay_id", []), set(p.events["stay_id"].tolist()))
+        out["note_id"].update(n for n in p.notes["note_id"] if n)
+    out["hadm_id"].discard(-1)
+    out["stay_id"].discard(-1)
+    return out
+
+
+def _header_times(rec: dict) -> set:
+    times = {rec["static"][k] for k in ("dod", "birth_time")}
+    for section, cols in ((rec["admissions"], deid.ADMISSION_TIMES),
+                          (rec["stays"], deid.STAY_TIMES)):
+        for c in cols:
+            times.update(section.get(c, []))
+    times.discard(None)
+    return times
+
+
+def _ints(obj, out: set) -> set:
+    if isinstance(obj, bool):
+        return out
+    if isinstance(obj, int):
+        out.add(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _ints(k, out)
+            _ints(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _ints(v, out)
+    return out
+
+
+def _records(copy: Path):
+    """(decompressed msgpack bytes, decoded record) of every record file of the copy."""
+    m = pl.read_parquet(copy / "manifest.parquet")
+    dctx = zstandard.ZstdDecompressor()
+    for rel, off, n in zip(m["path"], m["offset"], m["bytes"]):
+        with open(copy / rel, "rb") as f:
+            f.seek(off)
+            raw = dctx.decompress(f.read(n))
+        yield raw, msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+def _original(version: Path, key: bytes) -> dict:
+    """keyed subject id -> the original record."""
+    v = open_version(version)
+    return {deid.keyed_id(key, "subject_id", s): v.raw(s) for s in v.subject_ids}
+
+
+def test_no_original_id_time_or_note_text_anywhere(synth_version, shared):
+    src = open_version(synth_version)
+    ids = _ids(src)
+    int_ids = ids["subject_id"] | ids["hadm_id"] | ids["stay_id"]
+    patterns = [p for i in int_ids for p in (msgpack.packb(i), i.to_bytes(8, "little"),
+                                             str(i).encode())]
+    note_texts = {p.texts[p.events["text"][e]] for p in src for e in p.notes["event"]}
+    snippets = [t[:40].encode() for t in note_texts if len(t) >= 40]
+    assert len(ids["note_id"]) > 100 and len(snippets) > 50 and len(int_ids) > 100
+    originals = _original(synth_version, KEY)
+    files = [p for p in shared.rglob("*") if p.is_file()]
+    assert {f.name for f in files if f.parent == shared} == {
+        "manifest.parquet", "codes.parquet", "qc_report.json", "deid_report.json",
+        "dataset.json"}
+    n_records = 0
+    for raw, rec in _records(shared):
+        n_records += 1
+        for pat in patterns + snippets + [n.encode() for n in ids["note_id"]]:
+            assert pat not in raw
+        ev = {k: np.frombuffer(v, EVENT_DTYPES[k]) for k, v in rec["events"].items()}
+        found = _ints(rec, set()) | set(ev["hadm_id"].tolist()) | set(ev["stay_id"].tolist())
+        assert not found & int_ids
+        # this patient's own times: no admission, stay, death or birth time is kept, and an
+        # original event time is found in the copy only where another event lies exactly
+        # the patient's offset later (the shift's coincidence, not a kept time)
+        orig = originals[rec["subject_id"]]
+        off = deid.time_offset(KEY, orig["subject_id"])
+        times = _header_times(rec) | set(ev["time"].tolist())
+        assert not _header_times(orig) & times
+        old = set(orig["events"]["time"].tolist())
+        assert all(t - off in old for t in old & times)
+        assert rec["texts"] == [] and (ev["text"] == -1).all()
+    assert n_records == len(ids["subject_id"])
+    for f in files:
+        if f.suffix == ".json":
+            text = f.read_text()
+            for s in [str(i) for i in int_ids] + list(ids["note_id"]) + [
+                    t[:40] for t in note_texts if len(t) >= 40]:
+                assert s not in text, (f.name, s)
+            assert str(synth_version.parent.parent) not in text  # DATA_DIR and OUT_DIR
+        elif f.suffix == ".parquet":
+            frame = pl.read_parquet(f)
+            for c in frame.columns:
+                if frame[c].dtype.is_integer():
+                    assert not set(frame[c].to_list()) & int_ids, (f.name, c)
+                elif frame[c].dtype == pl.String:
+                    assert not any(str(i) in s for s in frame[c].drop_nulls().to_list()
+                                   for i in ids["subject_id"]), (f.name, c)
+    meta = json.loads((shared / "dataset.json").read_text())
+    assert not {"inputs", "dictionaries", "created_at", "timings"} & set(meta)
+    assert not {"data_dir", "out_dir", "work_dir", "index_dir"} & set(meta["config"])
+    assert KEY.decode() not in "".join(f.read_bytes().decode("latin-1") for f in files)
+
+
+def test_intervals_counts_and_shapes_preserved(synth_version, shared):
+    originals = _original(synth_version, KEY)
+    copy = open_version(shared)
+    src_m = pl.read_parquet(synth_version / "manifest.parquet")
+    assert copy.manifest.height == src_m.height
+    assert copy.manifest["n_events"].sum() == src_m["n_events"].sum()
+    moved = 0
+    for sid in copy.subject_ids:
+        new, old = copy.raw(sid), originals[sid]
+        off = deid.time_offset(KEY, old["subject_id"])
+        assert off != 0 and off % (7 * 86400) == 0 and abs(off) <= 260 * 7 * 86400
+        t_new, t_old = new["events"]["time"], old["events"]["time"]
+        assert len(t_new) == len(t_old)
+        assert np.array_equal(np.bincount(new["events"]["source"], minlength=64),
+                              np.bincount(old["events"]["source"], minlength=64))
+        birth_old = (old["events"]["source"] == 1) & (t_old == old["static"]["birth_time"])
+        birth_new = (new["events"]["source"] == 1) & (t_new == new["static"]["birth_time"])
+        assert birth_old.sum() == birth_new.sum() >= 1
+        assert np.array_equal(np.sort(t_old[~birth_old]) + off, np.sort(t_new[~birth_new]))
+        moved += new["static"]["birth_time"] != old["static"]["birth_time"] + off
+        assert np.all(np.diff(t_new) >= 0)
+        for c in deid.ADMISSION_TIMES:
+            assert [None if t is None else t + off for t in old["admissions"].get(c, [])] == \
+                new["admissions"].get(c, [])
+        for c in deid.STAY_TIMES:
+            assert [t + off for t in old["stays"].get(c, [])] == new["stays"].get(c, [])
+        assert [w["start"] + off for w in old["windows"]] == [w["start"] for w in new["windows"]]
+        for a, b in zip(old["windows"], new["windows"]):
+            assert np.array_equal(a["data"], b["data"], equal_nan=True)
+        assert len(new["notes"]["event"]) == len(old["notes"]["event"])
+        assert {copy.meta["sources"][str(new["events"]["source"][e])]
+                for e in new["notes"]["event"]} <= {"discharge", "radiology"}
+        row = copy.manifest.filter(pl.col("subject_id") == sid)
+        assert row["first_time"][0] == t_new[0] and row["last_time"][0] == t_new[-1]
+        assert row["path"][0] == f"patients/{row['shard'][0]:05d}/{sid}.msgpack.zst"
+        assert row["shard"][0] == sid % copy.meta["n_shards"]
+    report = json.loads((shared / "deid_report.json").read_text())
+    assert report["ages"]["birth_time_moved"] == moved
+    # the copy opens and loads for PyTorch
+    ds = TrajectoryDataset(shared)
+    assert len(ds) == copy.manifest.height and len(ds[0]["time"]) > 0
+
+
+def test_same_key_same_bytes_other_key_no_shared_id(synth_version, shared, tmp_path):
+    again, other = tmp_path / "again", tmp_path / "other"
+    export_share(synth_version, again, cfg=make_cfg("", tmp_path, runner="dask", max_cpus=2),
+                 key_file=_key(tmp_path, KEY), progress=False, in_process_below=0)
+    files = sorted(p.relative_to(shared) for p in shared.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for rel in files:
+        assert (shared / rel).read_bytes() == (again / rel).read_bytes(), rel
+    export_share(synth_version, other, key_file=_key(tmp_path, OTHER, "k2"), progress=False)
+    a, b = _ids(open_version(shared)), _ids(open_version(other))
+    for kind in a:
+        assert a[kind] and not a[kind] & b[kind], kind
+    assert json.loads((shared / "dataset.json").read_text())["deid"]["key_fingerprint"] != \
+        json.loads((other / "dataset.json").read_text())["deid"]["key_fingerprint"]
+
+
+def test_linkage_across_exports_with_one_key(synth_version, shared, tmp_path):
+    """A second export with the same key (other settings: K = 2, texts kept) names every
+    subject, admission and stay as the first does, with the same times."""
+    second = tmp_path / "second"
+    export_share(synth_version, second, cfg=make_cfg("", tmp_path, deid_min_patients=2),
+                 key_file=_key(tmp_path, KEY), keep_text=True, progress=False)
+    a, b = open_version(shared), open_version(second)
+    assert a.subject_ids == b.subject_ids
+    for sid in a.subject_ids:
+        x, y = a.raw(sid), b.raw(sid)
+        assert x["admissions"] == y["admissions"] and x["stays"] == y["stays"]
+        assert np.array_equal(x["events"]["time"], y["events"]["time"])
+        assert x["notes"]["note_id"] == y["notes"]["note_id"]
+    # and an original subject is found in both by hashing it with the key
+    first = open_version(synth_version).subject_ids[0]
+    assert deid.keyed_id(KEY, "subject_id", first) in set(b.subject_ids)
+
+
+def test_keep_text_keeps_notes(synth_version, tmp_path):
+    out = tmp_path / "text"
+    export_share(synth_version, out, key_file=_key(tmp_path, KEY), keep_text=True,
+                 progress=False)
+    originals = _original(synth_version, KEY)
+    copy = open_version(out)
+    n = 0
+    for sid in copy.subject_ids:
+        p, o = copy.patient(sid), originals[sid]
+        old = sorted(o["texts"][o["events"]["text"][e]] for e in o["notes"]["event"])
+        assert sorted(p.text(e) for e in p.notes["event"]) == old
+        n += len(old)
+    assert n > 100
+    report = json.loads((out / "deid_report.json").read_text())
+    assert report["text"]["kept"] is True
+
+
+def test_rare_codes_generalised_on_copy(synth_version, shared):
+    """Every code of the copy is held by at least K patients, or is a top-level prefix."""
+    copy = open_version(shared)
+    k = json.loads((shared / "dataset.json").read_text())["deid"]["min_patients"]
+    per_code = np.zeros(copy.codes.height, np.int64)
+    for sid in copy.subject_ids:
+        per_code[np.unique(copy.raw(sid)["events"]["code"])] += 1
+    strings = copy.codes["code"].to_list()
+    assert (per_code > 0).all()
+    rare = [s for s, n in zip(strings, per_code) if n < k]
+    assert all("//" not in s for s in rare), rare[:5]
+    src = open_version(synth_version)
+    assert copy.codes.height < src.codes.height
+    assert copy.codes["count"].sum() == src.codes["count"].sum()
+    report = json.loads((shared / "deid_report.json").read_text())
+    assert report["codes"]["codes_out"] == copy.codes.height
+    assert report["codes"]["codes_generalised"] > 0
+
+
+def test_generalise_counts_patients_as_a_union():
+    codes = ["LAB//1//mg", "LAB//1//g", "LAB//1//UNK", "LAB//2//mg", "DX//ICD//9//A",
+             "DX//ICD//9//B", "DX//ICD//10//C", "DEATH"]
+    # patients per code; pairs for every code under K = 3
+    pairs = pl.DataFrame({"patient": [1, 1, 2, 3, 4, 5, 6, 4, 7],
+                          "code_id": [1, 2, 2, 3, 4, 4, 5, 6, 7]})
+    patients = np.array([5, 1, 2, 1, 2, 1, 1, 1])
+    out, report = deid.generalise(codes, patients, pairs, 3)
+    # LAB//1//g and LAB//1//UNK: patients {1, 2}, 2 < 3; joined in LAB//1 still 2; LAB//1
+    # is not a code of >= 3 patients itself, so up to LAB, with LAB//2//mg: {1, 2, 3} = 3
+    assert out[0] == "LAB//1//mg"
+    assert out[1] == out[2] == out[3] == "LAB"
+    # DX//ICD//9//A {4, 5} + B {6} = 3 patients at DX//ICD//9; C alone goes to the top
+    assert out[4] == out[5] == "DX//ICD//9"
+    assert out[6] == "DX"
+    assert out[7] == "DEATH"  # top level, kept below K
+    assert report["top_level_below_min"] == {"DEATH": 1, "DX": 1}
+    assert deid.parent("LAB//50912//mg/dL") == "LAB//50912" and deid.parent("LAB") is None
+    # a union, not a sum: one patient in two rare siblings counts once
+    out, _ = deid.generalise(["X//a", "X//b", "Y"], np.array([1, 1, 5]),
+                             pl.DataFrame({"patient": [9, 9], "code_id": [0, 1]}), 2)
+    assert out[:2] == ["X", "X"]
+    codes_df = pl.DataFrame({"code_id": [0, 1, 2], "code": ["X//a", "X//b", "Y"],
+                             "table": ["t", "t", "u"], "label": ["L", "L", None],
+                             "unit": ["mg", "g", None], "count": [2, 3, 7]})
+    table, lut = deid.vocabulary(codes_df, out)
+    assert table.to_dicts() == [
+        {"code_id": 0, "code": "X", "table": "t", "label": "L", "unit": None, "count": 5},
+        {"code_id": 1, "code": "Y", "table": "u", "label": None, "unit": None, "count": 7}]
+    assert lut.tolist() == [0, 0, 1]
+
+
+def _tiny_record(age=95):
+    day, year = 86400, deid.YEAR
+    birth = 4_000_000_000 - age * year
+    times = np.array([birth, 4_000_000_000, 4_000_000_000 + 3600, 4_000_000_000 + 7200],
+                     np.int64)
+    ev = {"time": times, "code": np.array([0, 1, 2, 1], np.int32),
+          "value": np.array([np.nan, 1, 2, np.nan], np.float32),
+          "text": np.array([-1, 0, -1, 1], np.int32), "hadm_id": np.array([-1, 7, 7, 7]),
+          "stay_id": np.array([-1, -1, 8, -1]), "source": np.array([1, 18, 17, 23], np.uint8),
+          "flags": np.zeros(4, np.uint8), "concept": np.full(4, -1, np.int16),
+          "concept_value": np.full(4, np.nan, np.float32)}
+    return {"format": 1, "subject_id": 123,
+            "static": {"gender": "F", "anchor_age": age, "anchor_year": 2150,
+                       "anchor_year_group": "2008 - 2010", "dod": 4_000_000_000 + day,
+                       "birth_time": int(birth)},
+            "admissions": {"hadm_id": [7], "admittime": [4_000_000_000 - 60],
+                           "dischtime": [4_000_000_000 + 9000], "deathtime": [None]},
+            "stays": {"hadm_id": [7], "stay_id": [8], "intime": [4_000_000_000],
+                      "outtime": [4_000_000_000 + 8000], "los": [0.1]},
+            "events": ev, "texts": ["2150-01-02 00:00:00", "note body: Mr X seen"],
+            "notes": {"event": [3], "note_id": ["123-DS-1"]},
+            "windows": [{"kind": "stay", "id": 8, "start": 4_000_000_000, "step": 3600,
+                         "data": np.zeros((1, 1, 1), np.float32)}]}
+
+
+SOURCES = {1: "patients", 17: "chartevents", 18: "datetimeevents", 23: "discharge"}
+
+
+def test_rewrite_one_record_ages_ids_texts():
+    lut = np.array([0, 1, 2], np.int32)
+    rec, counts = deid.rewrite(_tiny_record(95), KEY, lut, False, SOURCES)
+    off = deid.time_offset(KEY, 123)
+    t = np.frombuffer(rec["events"]["time"], "<i8")
+    assert rec["static"]["anchor_age"] == 90 and counts["anchor_age_top_coded"] == 1
+    # no age over 90 can be read: the last time is 90 years after birth, the birth event too
+    last = 4_000_000_000 + 86400 + off  # dod is the latest time of the patient
+    assert rec["static"]["birth_time"] == last - 90 * deid.YEAR == t[0]
+    assert counts["birth_time_moved"] == 1
+    assert list(t[1:]) == [4_000_000_000 + off, 4_000_000_000 + 3600 + off,
+                           4_000_000_000 + 7200 + off]
+    assert rec["texts"] == [] and counts["text_dropped"] == {"datetimeevents": 1,
+                                                             "discharge": 1}
+    assert rec["admissions"]["hadm_id"] == [deid.keyed_id(KEY, "hadm_id", 7)]
+    assert rec["stays"]["stay_id"] == [deid.keyed_id(KEY, "stay_id", 8)]
+    assert rec["windows"][0]["id"] == deid.keyed_id(KEY, "stay_id", 8)
+    assert rec["notes"] == {"event": [3], "note_id": [str(deid.keyed_id(KEY, "note_id",
+                                                                        "123-DS-1"))]}
+    young, c = deid.rewrite(_tiny_record(60), KEY, lut, False, SOURCES)
+    assert young["static"]["anchor_age"] == 60 and c["birth_time_moved"] == 0
+    assert young["static"]["birth_time"] == _tiny_record(60)["static"]["birth_time"] + off
+    kept, c = deid.rewrite(_tiny_record(60), KEY, lut, True, SOURCES)
+    shifted = (np.datetime64("2150-01-02T00:00:00") + np.timedelta64(off, "s")).astype(str)
+    assert kept["texts"] == [shifted.replace("T", " "), "note body: Mr X seen"]
+    assert c["datetime_text_shifted"] == 1
+
+
+def test_generalised_codes_are_resorted():
+    """New code ids can reorder events of one time and source: the build's order holds."""
+    rec = _tiny_record(60)
+    rec["events"]["time"][1:] = 4_000_000_000
+    rec["events"]["source"][1:] = 17
+    rec["notes"]["event"] = [1]  # code 1, which becomes 2: sorts after the old code 2
+    out, _ = deid.rewrite(rec, KEY, np.array([0, 2, 1], np.int32), False, SOURCES)
+    code = np.frombuffer(out["events"]["code"], "<i4")
+    assert code.tolist() == [0, 1, 2, 2]
+    assert out["notes"]["event"] == [2]
+
+
+def test_key_file_errors(synth_version, tmp_path):
+    with pytest.raises(ValueError, match="--key-file"):
+        export_share(synth_version, tmp_path / "a", key_file=None, progress=False)
+    with pytest.raises(ValueError, match="cannot read"):
+        export_share(synth_version, tmp_path / "a", key_file=tmp_path / "missing",
+                     progress=False)
+    for data in (b"", b"\n", b"short-key-15byt\n"):
+        with pytest.raises(ValueError, match="at least 16"):
+            deid.read_key(_key(tmp_path, data))
+    assert deid.read_key(_key(tmp_path, b"exactly-16-bytes\r\n")) == b"exactly-16-bytes"
+    assert not (tmp_path / "a").exists()
+
+
+def test_collision_is_an_error(monkeypatch):
+    monkeypatch.setattr(deid, "keyed_id", lambda key, kind, v: 42)
+    with pytest.raises(ValueError, match="collision between two hadm_ids"):
+        deid.hash_ids(KEY, "hadm_id", [1, 2])
+
+
+def test_out_dir_refused_when_finished_or_foreign(synth_version, shared, tmp_path):
+    key = _key(tmp_path, KEY)
+    with pytest.raises(ValueError, match="already holds a finished version"):
+        export_share(synth_version, shared, key_file=key, progress=False)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        export_share(synth_version, tmp_path / "busy", key_file=key, progress=False)
+    with pytest.raises(ValueError, match="outside the version"):
+        export_share(synth_version, synth_version / "copy", key_file=key, progress=False)
+
+
+def test_config_setting():
+    assert make_cfg("", "/tmp").deid_min_patients == 10
+    assert make_cfg("", "/tmp", deid_min_patients=3).deid_min_patients == 3
+    with pytest.raises(ValueError, match="DEID_MIN_PATIENTS"):
+        make_cfg("", "/tmp", deid_min_patients=0)
+    # not a build setting: the build's config hash does not move with it
+    assert make_cfg("", "/tmp", deid_min_patients=3).output_hash() == \
+        make_cfg("", "/tmp").output_hash()
+
+
+def test_cli_on_the_demo(demo_build, tmp_path):
+    """The real CLI on the MIMIC-IV demo; the copy's task funnels equal the version's
+    (intervals are kept), and its ages are top-coded."""
+    from jobs.tasks import run_tasks
+
+    cfg, _ = demo_build
+    key = _key(tmp_path, b"a demo key of enough bytes\n")
+    out = tmp_path / "demo_copy"
+    run = subprocess.run([sys.executable, "build_patient_files.py", "export", "share",
+                          str(cfg.version_dir), str(out), "--key-file", str(key), "--quiet",
+                          "--runner", "serial"], cwd=REPO, check=True, capture_output=True,
+                         text=True)
+    assert "replaced" in run.stdout and "generalised" in run.stdout
+    bad = subprocess.run([sys.executable, "build_patient_files.py", "export", "share",
+                          str(cfg.version_dir), str(tmp_path / "x"), "--quiet"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--key-file" in bad.stderr
+    copy = open_version(out)
+    src = open_version(cfg.version_dir)
+    ages = [copy.raw(s)["static"]["anchor_age"] for s in copy.subject_ids]
+    assert max(ages) == 90 and sum(a == 90 for a in ages) == sum(
+        src.raw(s)["static"]["anchor_age"] > 89 for s in src.subject_ids)
+    for s in copy.subject_ids:
+        r = copy.raw(s)
+        assert r["events"]["time"].max() - r["static"]["birth_time"] <= 90 * deid.YEAR
+    ours = run_tasks(out, ["mortality_in_icu_first_24h", "readmission_30d"], progress=False)
+    scratch = tmp_path / "src_tasks"  # tasks write into the version: label a copy of it
+    shutil.copytree(cfg.version_dir, scratch, ignore=shutil.ignore_patterns("tasks"))
+    base = run_tasks(scratch, ["mortality_in_icu_first_24h", "readmission_30d"],
+                     progress=False)
+    assert ours["tasks"] == base["tasks"]
+    assert len(TrajectoryDataset(out, task="readmission_30d")) == \
+        base["tasks"]["readmission_30d"]["samples"]

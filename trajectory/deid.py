@@ -1,0 +1,339 @@
+"""De-identification for `export share` (docs/SHARE.md): keyed ids, per-patient time shifts,
+age top-coding, rare-code generalisation and the rewrite of one record. Pure: bytes, ints,
+dicts, numpy arrays and polars frames in and out; `jobs/export_share.py` runs them.
+
+Every secret-dependent value is HMAC-SHA256 under the user's key of a message
+`"<kind>:<original id>"`, so ids of different kinds never share a hash input and nothing
+without the key maps an original id to its copy (or back).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+MIN_KEY_BYTES = 16  # 128 bits: below that a key could be guessed by trying keys against ids
+ID_KINDS = ("subject_id", "hadm_id", "stay_id", "note_id")
+WEEK = 7 * 86400
+# Offsets are whole weeks, 1 to 260 (about 5 years) either way, never 0: a whole number of
+# weeks keeps the weekday and the time of day (circadian and weekend effects survive); the
+# season does not (the day of the year moves by up to half a year).
+MAX_SHIFT_WEEKS = 260
+YEAR = 31_556_952  # seconds in a mean Gregorian year (365.2425 days)
+AGE_CAP = 90  # HIPAA Safe Harbor: ages over 89 are aggregated into one "90 or older"
+SEP = "//"  # code strings are PREFIX//part//part (docs/FORMAT.md)
+DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")  # datetimeevents.value as MIMIC writes it
+
+
+def read_key(path) -> bytes:
+    """The key file's bytes, without trailing line breaks (an editor's or `echo`'s newline
+    does not change the key). A missing, empty or short file is an error."""
+    if path is None or str(path) == "":
+        raise ValueError("export share needs --key-file KEY: a file holding a secret of at "
+                         f"least {MIN_KEY_BYTES} bytes (e.g. `openssl rand -hex 32 > KEY`)")
+    p = Path(path).expanduser()
+    try:
+        key = p.read_bytes().rstrip(b"\r\n")
+    except OSError as e:
+        raise ValueError(f"--key-file {p}: cannot read it ({e.strerror})") from e
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"--key-file {p}: the key is {len(key)} bytes, expected at least "
+                         f"{MIN_KEY_BYTES} (e.g. `openssl rand -hex 32 > {p}`)")
+    return key
+
+
+def _digest(key: bytes, kind: str, value) -> bytes:
+    return hmac.digest(key, f"{kind}:{value}".encode(), hashlib.sha256)
+
+
+def keyed_id(key: bytes, kind: str, value) -> int:
+    """A positive int64: the first 8 bytes of HMAC-SHA256(key, "<kind>:<value>"), big-endian,
+    top bit cleared. 0 is refused (ids are positive)."""
+    h = int.from_bytes(_digest(key, kind, value)[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+    if h == 0:
+        raise ValueError(f"keyed hash of a {kind} is 0: choose another key")
+    return h
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Names the key without revealing it: two copies with the same fingerprint were made with
+    the same key (so their ids link)."""
+    return _digest(key, "fingerprint", "export share")[:8].hex()
+
+
+def time_offset(key: bytes, subject_id: int) -> int:
+    """The patient's shift in seconds: a whole number of weeks in [-260, -1] or [1, 260],
+    from the keyed hash of "time_shift:<subject_id>"."""
+    u = int.from_bytes(_digest(key, "time_shift", subject_id)[:8], "big") % (2 * MAX_SHIFT_WEEKS)
+    weeks = u - MAX_SHIFT_WEEKS if u < MAX_SHIFT_WEEKS else u - MAX_SHIFT_WEEKS + 1
+    return weeks * WEEK
+
+
+def hash_ids(key: bytes, kind: str, values) -> dict:
+    """original -> keyed id for the distinct `values` (None and -1 are skipped); two
+    originals that meet in one hash are an error."""
+    out = {v: keyed_id(key, kind, v) for v in set(values) if v is not None and v != -1}
+    if len(set(out.values())) != len(out):
+        raise ValueError(f"keyed hash collision between two {kind}s: choose another key")
+    return out
+
+
+# ---- rare codes ---------------------------------------------------------------------------
+
+
+def parent(code: str) -> str | None:
+    """One level up: the code without its last part ('LAB//50912//mg/dL' -> 'LAB//50912' ->
+    'LAB'); None at the top level."""
+    i = code.rfind(SEP)
+    return None if i < 0 else code[:i]
+
+
+def depth(code: str) -> int:
+    return code.count(SEP) + 1
+
+
+def generalise(codes: list[str], patients: np.ndarray, pairs: pl.DataFrame, k: int
+               ) -> tuple[list[str | None], dict]:
+    """Each code's output string. A code of at least `k` patients stays. A rarer one moves up
+    one level at a time, deepest first, until the codes that share its string cover at least
+    `k` distinct patients (counted as a union, from `pairs`), the string is a code that has
+    `k` patients itself, or it is at the top level. Codes of no patient get None (removed).
+
+    `patients[i]`: distinct patients of code i; `pairs`: (patient, code_id), every pair of
+    every code with fewer than `k` patients (patient: any id unique per patient)."""
+    frequent = {codes[i] for i in np.flatnonzero(patients >= k)}
+    out: list[str | None] = [c if n >= k else None for c, n in zip(codes, patients.tolist())]
+    rare = [int(i) for i in np.flatnonzero((patients > 0) & (patients < k))]
+    target = {i: codes[i] for i in rare}
+    pairs = pairs.select(pl.col("patient").cast(pl.Int64), pl.col("code_id").cast(pl.Int64))
+    while True:
+        t = pl.DataFrame({"code_id": list(target), "target": list(target.values())},
+                         schema={"code_id": pl.Int64, "target": pl.String})
+        pop = dict(pairs.join(t, on="code_id").group_by("target")
+                   .agg(pl.col("patient").n_unique()).iter_rows())
+        open_ = [i for i, s in target.items()
+                 if s not in frequent and pop.get(s, 0) < k and depth(s) > 1]
+        if not open_:
+            break
+        deepest = max(depth(target[i]) for i in open_)
+        for i in open_:
+            if depth(target[i]) == deepest:
+                target[i] = parent(target[i])
+    for i, s in target.items():
+        out[i] = s
+    below = sorted({s for s in target.values() if s not in frequent and pop.get(s, 0) < k})
+    report = {"min_patients": k, "codes_in": len(codes),
+              "codes_kept": int((patients >= k).sum()),
+              "codes_generalised": sum(1 for i in rare if target[i] != codes[i]),
+              "codes_below_min_at_own_string": sum(1 for i in rare if target[i] == codes[i]),
+              "codes_without_patients_removed": int((patients == 0).sum()),
+              "levels_up": _levels(codes, target),
+              "top_level_below_min": {s: int(pop.get(s, 0)) for s in below}}
+    return out, report
+
+
+def _levels(codes, target) -> dict:
+    n: dict = {}
+    for i, s in target.items():
+        up = depth(codes[i]) - depth(s)
+        if up:
+            n[str(up)] = n.get(str(up), 0) + 1
+    return dict(sorted(n.items()))
+
+
+def vocabulary(codes: pl.DataFrame, out: list[str | None]) -> tuple[pl.DataFrame, np.ndarray]:
+    """The copy's codes.parquet (sorted by code string, code_id = row) and old -> new code id.
+    A string that is an original code keeps that code's table, label and unit; a new (more
+    general) string keeps what all its members agree on, else null. count = the members'."""
+    src = codes.sort("code_id").with_columns(pl.Series("new", out, dtype=pl.String))
+    strings = sorted(set(s for s in out if s is not None))
+    new_id = {s: i for i, s in enumerate(strings)}
+    own = src.filter(pl.col("code") == pl.col("new")).select(
+        pl.col("new"), pl.col("table").alias("t0"), pl.col("label").alias("l0"),
+        pl.col("unit").alias("u0"))
+
+    def agreed(c):
+        return pl.when(pl.col(c).n_unique() == 1).then(pl.col(c).first())
+
+    grouped = (src.filter(pl.col("new").is_not_null()).group_by("new")
+               .agg(agreed("table").alias("table"), agreed("label").alias("label"),
+                    agreed("unit").alias("unit"), pl.col("count").sum()))
+    table = (pl.DataFrame({"code_id": range(len(strings)), "code": strings},
+                          schema={"code_id": pl.Int32, "code": pl.String})
+             .join(grouped, left_on="code", right_on="new", how="left")
+             .join(own, left_on="code", right_on="new", how="left")
+             .select("code_id", "code", pl.coalesce("t0", "table").alias("table"),
+                     pl.when(pl.col("t0").is_not_null()).then("l0").otherwise("label")
+                     .alias("label"),
+                     pl.when(pl.col("t0").is_not_null()).then("u0").otherwise("unit")
+                     .alias("unit"),
+                     pl.col("count").cast(pl.Int64))
+             .sort("code_id"))
+    lut = np.array([new_id[s] if s is not None else -1 for s in out], np.int32)
+    return table, lut
+
+
+# ---- one record ---------------------------------------------------------------------------
+
+
+def _value_order(value: np.ndarray) -> np.ndarray:
+    """uint32 bits that sort as the float32 values, NaN (no value) last: the build's order."""
+    u = np.ascontiguousarray(value, np.float32).view(np.uint32).astype(np.uint64)
+    bits = np.where(u & 0x8000_0000, ~u & 0xFFFF_FFFF, u | 0x8000_0000)
+    return np.where(np.isnan(value), 0xFFFF_FFFF, bits)
+
+
+def _shift_datetime_text(text: str, offset: int) -> str | None:
+    for fmt in DATETIME_FORMATS:
+        try:
+            t = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return (t + timedelta(seconds=offset)).strftime(fmt)
+    return None
+
+
+def _times(section: dict, columns: tuple, offset: int) -> dict:
+    return {c: ([None if t is None else t + offset for t in v] if c in columns else v)
+            for c, v in section.items()}
+
+
+ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttime")
+STAY_TIMES = ("intime", "outtime")
+
+
+def rewrite(rec: dict, key: bytes, code_lut: np.ndarray, keep_text: bool, sources: dict
+            ) -> tuple[dict, dict]:
+    """One decoded record (`record.unpack`) -> the copy's record (events as bytes, ready for
+    `record.pack`) and what was changed, by rule. `sources`: source id -> table name."""
+    from .record import events_to_bytes
+
+    sid = int(rec["subject_id"])
+    new_sid = keyed_id(key, "subject_id", sid)
+    offset = time_offset(key, sid)
+    ev = {k: np.array(v) for k, v in rec["events"].items()}
+    adm, stays, static = rec["admissions"], rec["stays"], dict(rec["static"])
+    hadm = hash_ids(key, "hadm_id", [*adm.get("hadm_id", []), *stays.get("hadm_id", []),
+                                     *ev["hadm_id"].tolist(),
+                                     *(w["id"] for w in rec["windows"] if w["kind"] != "stay")])
+    stay = hash_ids(key, "stay_id", [*stays.get("stay_id", []), *ev["stay_id"].tolist(),
+                                     *(w["id"] for w in rec["windows"] if w["kind"] == "stay")])
+    counts = {"events": len(ev["time"]), "text_dropped": {}, "datetime_text_shifted": 0,
+              "datetime_text_unparsed_dropped": 0, "anchor_age_top_coded": 0,
+              "birth_time_moved": 0, "notes": len(rec["notes"]["event"])}
+
+    # times: one offset for the whole patient; birth capped so no age over 90 can be read
+    times = [ev["time"]] + [np.array([t for t in adm.get(c, []) if t is not None], np.int64)
+                            for c in ADMISSION_TIMES] + [
+        np.array([t for t in stays.get(c, []) if t is not None], np.int64) for c in STAY_TIMES]
+    if static.get("dod") is not None:
+        times.append(np.array([static["dod"]], np.int64))
+    last = max((int(t.max()) for t in times if len(t)), default=None)
+    birth = static.get("birth_time")
+    new_birth = None if birth is None else birth + offset
+    if new_birth is not None and last is not None and last + offset - new_birth > AGE_CAP * YEAR:
+        new_birth = last + offset - AGE_CAP * YEAR
+        counts["birth_time_moved"] = 1
+    at_birth = (ev["time"] == birth) & (ev["source"] == _source_id(sources, "patients"))
+    ev["time"] = ev["time"] + offset
+    if new_birth is not None:
+        ev["time"][at_birth] = new_birth
+    if static.get("anchor_age") is not None and static["anchor_age"] > AGE_CAP - 1:
+        static["anchor_age"] = AGE_CAP
+        counts["anchor_age_top_coded"] = 1
+    if static.get("anchor_year") is not None:
+        static["anchor_year"] += int(np.floor(offset / YEAR + 0.5))
+    if static.get("dod") is not None:
+        static["dod"] += offset
+    if birth is not None:
+        static["birth_time"] = new_birth
+
+    ev["code"] = code_lut[ev["code"]]
+    if (ev["code"] < 0).any():
+        raise ValueError("a record uses a code the version's codes.parquet counts for no "
+                         "patient: records and codes.parquet disagree")
+    ev["hadm_id"] = np.array([hadm.get(h, -1) for h in ev["hadm_id"].tolist()], np.int64)
+    ev["stay_id"] = np.array([stay.get(s, -1) for s in ev["stay_id"].tolist()], np.int64)
+
+    # texts: dropped, or kept with dates inside datetime values shifted like every time
+    strings = [rec["texts"][t] if t >= 0 else None for t in ev["text"].tolist()]
+    datetime_src = _source_id(sources, "datetimeevents")
+    if keep_text:
+        for i in np.flatnonzero((ev["source"] == datetime_src) & (ev["text"] >= 0)).tolist():
+            strings[i] = _shift_datetime_text(strings[i], offset)
+            counts["datetime_text_shifted" if strings[i] is not None
+                   else "datetime_text_unparsed_dropped"] += 1
+    else:
+        has = ev["text"] >= 0
+        for s, n in zip(*np.unique(ev["source"][has], return_counts=True)):
+            counts["text_dropped"][sources.get(int(s), str(s))] = int(n)
+        strings = [None] * len(strings)
+
+    # the build's order, (time, source, code, value), stable: new code ids and a moved birth
+    # can reorder ties
+    order = np.lexsort((_value_order(ev["value"]), ev["code"], ev["source"], ev["time"]))
+    if not np.array_equal(order, np.arange(len(order))):
+        ev = {k: v[order] for k, v in ev.items()}
+        strings = [strings[i] for i in order.tolist()]
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    texts, index = [], {}
+    text_col = np.full(len(strings), -1, np.int32)
+    for i, s in enumerate(strings):
+        if s is not None:
+            text_col[i] = index.setdefault(s, len(index))
+            if text_col[i] == len(texts):
+                texts.append(s)
+    ev["text"] = text_col
+    notes = sorted((int(inverse[e]), None if n is None else str(keyed_id(key, "note_id", n)))
+                   for e, n in zip(rec["notes"]["event"], rec["notes"]["note_id"]))
+    windows = [{**w, "id": (stay if w["kind"] == "stay" else hadm)[w["id"]],
+                "start": w["start"] + offset,
+                "data": np.ascontiguousarray(w["data"], "<f4").tobytes()}
+               for w in rec["windows"]]
+    out = {"format": rec["format"], "subject_id": new_sid, "static": static,
+           "admissions": ({**_times(adm, ADMISSION_TIMES, offset),
+                           "hadm_id": [hadm[h] for h in adm["hadm_id"]]} if adm else {}),
+           "stays": ({**_times(stays, STAY_TIMES, offset),
+                      "hadm_id": [hadm.get(h) for h in stays["hadm_id"]],
+                      "stay_id": [stay[s] for s in stays["stay_id"]]} if stays else {}),
+           "events": events_to_bytes(ev), "texts": texts,
+           "notes": {"event": [e for e, _ in notes], "note_id": [n for _, n in notes]},
+           "windows": windows}
+    for k in rec:  # keys a later format version adds are not silently copied
+        if k not in out:
+            raise ValueError(f"record key {k!r} is unknown to the de-identification")
+    return out, counts
+
+
+def _source_id(sources: dict, name: str) -> int:
+    return next((i for i, n in sources.items() if n == name), -1)
+
+
+def patient_codes(rec: dict) -> np.ndarray:
+    """The distinct code ids of one decoded record."""
+    return np.unique(rec["events"]["code"])
+
+
+def qc_for_copy(qc: dict, kept: set, keep: tuple, cleaning_keep: tuple) -> tuple[dict, dict]:
+    """The copy's qc_report.json: per-table counts without input paths; per-code entries
+    only for codes of at least K patients (the others name rare codes); keys outside `keep`
+    (and `cleaning_keep` within "cleaning") dropped. Returns it and what was removed."""
+    out = {k: qc[k] for k in keep if k in qc}
+    out["tables"] = {t: {k: v for k, v in d.items() if k != "input"}
+                     for t, d in qc.get("tables", {}).items()}
+    cleaning = {k: v for k, v in qc.get("cleaning", {}).items() if k in cleaning_keep}
+    removed = {"input_paths": sum("input" in d for d in qc.get("tables", {}).values()),
+               "keys": sorted(set(qc) - set(keep)) + sorted(
+                   f"cleaning.{k}" for k in set(qc.get("cleaning", {})) - set(cleaning_keep))}
+    for name in ("codes", "unit_conversions"):
+        if name in cleaning:
+            rows = cleaning[name]
+            cleaning[name] = [r for r in rows if r.get("code") in kept]
+            removed[f"cleaning.{name}_entries_of_rare_codes"] = len(rows) - len(cleaning[name])
+    out["cleaning"] = cleaning
+    return out, removed
