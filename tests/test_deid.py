@@ -40,7 +40,8 @@ def synth_version(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("deid_synth")
     synth.generate(root / "raw", n_patients=40, seed=5)
-    cfg = make_cfg(root / "raw", root / "out")
+    # packed shards here, per-patient files in the demo's copy: both sinks are exercised
+    cfg = make_cfg(root / "raw", root / "out", layout="shards")
     run_build(cfg, progress=False)
     return cfg.version_dir
 
@@ -196,7 +197,7 @@ def test_intervals_counts_and_shapes_preserved(synth_version, shared):
                 for e in new["notes"]["event"]} <= {"discharge", "radiology"}
         row = copy.manifest.filter(pl.col("subject_id") == sid)
         assert row["first_time"][0] == t_new[0] and row["last_time"][0] == t_new[-1]
-        assert row["path"][0] == f"patients/{row['shard'][0]:05d}/{sid}.msgpack.zst"
+        assert row["path"][0] == f"patients/{row['shard'][0]:05d}.pack"
         assert row["shard"][0] == sid % copy.meta["n_shards"]
     report = json.loads((shared / "deid_report.json").read_text())
     assert report["ages"]["birth_time_moved"] == moved
@@ -435,6 +436,8 @@ def test_cli_on_the_demo(demo_build, tmp_path):
     assert bad.returncode == 2 and "--key-file" in bad.stderr
     copy = open_version(out)
     src = open_version(cfg.version_dir)
+    sid, shard = copy.subject_ids[0], copy.subject_ids[0] % copy.meta["n_shards"]
+    assert copy.manifest["path"][0] == f"patients/{shard:05d}/{sid}.msgpack.zst"
     ages = [copy.raw(s)["static"]["anchor_age"] for s in copy.subject_ids]
     assert max(ages) == 90 and sum(a == 90 for a in ages) == sum(
         src.raw(s)["static"]["anchor_age"] > 89 for s in src.subject_ids)

@@ -256,39 +256,38 @@ def rewrite(rec: dict, key: bytes, code_lut: np.ndarray, keep_text: bool, source
     if (ev["code"] < 0).any():
         raise ValueError("a record uses a code the version's codes.parquet counts for no "
                          "patient: records and codes.parquet disagree")
-    ev["hadm_id"] = np.array([hadm.get(h, -1) for h in ev["hadm_id"].tolist()], np.int64)
-    ev["stay_id"] = np.array([stay.get(s, -1) for s in ev["stay_id"].tolist()], np.int64)
+    ev["hadm_id"] = _map_ids(ev["hadm_id"], hadm)
+    ev["stay_id"] = _map_ids(ev["stay_id"], stay)
 
     # texts: dropped, or kept with dates inside datetime values shifted like every time
-    strings = [rec["texts"][t] if t >= 0 else None for t in ev["text"].tolist()]
-    datetime_src = _source_id(sources, "datetimeevents")
+    pool = list(rec["texts"])
     if keep_text:
-        for i in np.flatnonzero((ev["source"] == datetime_src) & (ev["text"] >= 0)).tolist():
-            strings[i] = _shift_datetime_text(strings[i], offset)
-            counts["datetime_text_shifted" if strings[i] is not None
-                   else "datetime_text_unparsed_dropped"] += 1
+        dt = (ev["source"] == _source_id(sources, "datetimeevents")) & (ev["text"] >= 0)
+        shifted = {}
+        for t in np.unique(ev["text"][dt]).tolist():
+            s = _shift_datetime_text(pool[t], offset)
+            shifted[t] = -1 if s is None else len(pool)
+            if s is not None:
+                pool.append(s)
+        lut = np.array([shifted.get(t, t) for t in range(len(rec["texts"]))] or [-1], np.int64)
+        n_ok = int((lut[ev["text"][dt]] >= 0).sum())
+        counts["datetime_text_shifted"] = n_ok
+        counts["datetime_text_unparsed_dropped"] = int(dt.sum()) - n_ok
+        ev["text"] = np.where(ev["text"] >= 0, lut[np.maximum(ev["text"], 0)], -1)
     else:
         has = ev["text"] >= 0
         for s, n in zip(*np.unique(ev["source"][has], return_counts=True)):
             counts["text_dropped"][sources.get(int(s), str(s))] = int(n)
-        strings = [None] * len(strings)
+        ev["text"] = np.full(len(ev["text"]), -1, np.int32)
 
     # the build's order, (time, source, code, value), stable: new code ids and a moved birth
     # can reorder ties
     order = np.lexsort((_value_order(ev["value"]), ev["code"], ev["source"], ev["time"]))
     if not np.array_equal(order, np.arange(len(order))):
         ev = {k: v[order] for k, v in ev.items()}
-        strings = [strings[i] for i in order.tolist()]
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
-    texts, index = [], {}
-    text_col = np.full(len(strings), -1, np.int32)
-    for i, s in enumerate(strings):
-        if s is not None:
-            text_col[i] = index.setdefault(s, len(index))
-            if text_col[i] == len(texts):
-                texts.append(s)
-    ev["text"] = text_col
+    texts, ev["text"] = _first_use(ev["text"], pool)
     notes = sorted((int(inverse[e]), None if n is None else str(keyed_id(key, "note_id", n)))
                    for e, n in zip(rec["notes"]["event"], rec["notes"]["note_id"]))
     windows = [{**w, "id": (stay if w["kind"] == "stay" else hadm)[w["id"]],
@@ -308,6 +307,22 @@ def rewrite(rec: dict, key: bytes, code_lut: np.ndarray, keep_text: bool, source
         if k not in out:
             raise ValueError(f"record key {k!r} is unknown to the de-identification")
     return out, counts
+
+
+def _map_ids(col: np.ndarray, keyed: dict) -> np.ndarray:
+    u, inv = np.unique(col, return_inverse=True)
+    return np.array([keyed.get(x, -1) for x in u.tolist()], np.int64)[inv.reshape(-1)]
+
+
+def _first_use(col: np.ndarray, pool: list) -> tuple[list, np.ndarray]:
+    """The record's texts as the build writes them: distinct strings in order of first use,
+    and the events' indexes into them (-1: none)."""
+    has = col >= 0
+    u, first = np.unique(col[has], return_index=True)
+    index, lut = {}, np.full(len(pool) or 1, -1, np.int32)
+    for t in u[np.argsort(first)].tolist():
+        lut[t] = index.setdefault(pool[t], len(index))
+    return list(index), np.where(has, lut[np.maximum(col, 0)], -1).astype(np.int32)
 
 
 def _source_id(sources: dict, name: str) -> int:
