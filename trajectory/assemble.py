@@ -72,8 +72,10 @@ def place_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
     return ev
 
 
-# Detail table source -> its parent table's source (tables.Parent).
+# Detail table source -> its parent table's source (tables.Parent), as a dict and a lookup.
 PARENT_SOURCE = {SOURCE_ID[t.name]: SOURCE_ID[t.parent.table] for t in TABLES if t.parent}
+_PARENT_OF = np.zeros(256, np.uint8)
+_PARENT_OF[list(PARENT_SOURCE)] = list(PARENT_SOURCE.values())
 
 
 def place_details(ev: pl.DataFrame, refs: list, counts: dict) -> pl.DataFrame:
@@ -99,8 +101,7 @@ def place_details(ev: pl.DataFrame, refs: list, counts: dict) -> pl.DataFrame:
     lookup = (pl.DataFrame({"_p": source[parent], "_k": keys(parent),
                             "_t": ev["time"].gather(parent), "_h": ev["hadm_id"].gather(parent)})
               .unique(["_p", "_k"], keep="first", maintain_order=True))
-    want = pl.DataFrame({"_p": np.vectorize(PARENT_SOURCE.get, otypes=[np.uint8])(source[detail]),
-                         "_k": parent_key(keys(detail))})
+    want = pl.DataFrame({"_p": _PARENT_OF[source[detail]], "_k": parent_key(keys(detail))})
     got = want.join(lookup, on=["_p", "_k"], how="left", maintain_order="left")
     ev = ev.with_columns(ev["time"].scatter(detail, got["_t"]),
                          ev["hadm_id"].scatter(detail, got["_h"]))
