@@ -51,6 +51,9 @@ OWN = {"patients", "manifest.parquet", "codes.parquet", "qc_report.json", "deid_
 DATASET_KEEP = ("record_format", "layout", "sources", "event_dtypes", "flags", "concepts",
                 "quarantined", "windows")
 PATH_SETTINGS = ("data_dir", "out_dir", "work_dir", "index_dir", "scheduler")
+# the manifest columns of docs/FORMAT.md, in the order `write` gives them
+MANIFEST = ("subject_id", "path", "offset", "shard", "n_events", "first_time", "last_time",
+            "bytes", "checksum")
 QC_KEEP = ("tables", "cleaning", "failures", "quarantined")
 CLEANING_KEEP = ("codes", "concepts", "rules", "settings", "tables", "unit_conversions")
 
@@ -217,7 +220,8 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
         job = dataclasses.replace(job, code_lut=lut, out_shard=out_shard)
         written = r.map(write, sorted(set(out_shard.tolist())), job, "share-write", progress)
     rows = [row for w in written for row in w["rows"]]
-    copy = pl.DataFrame(rows, schema=manifest.schema, orient="row").sort("subject_id")
+    copy = pl.DataFrame(rows, schema={c: manifest.schema[c] for c in MANIFEST}, orient="row"
+                        ).sort("subject_id")
     if copy.height != manifest.height or copy["n_events"].sum() != manifest["n_events"].sum():
         raise RuntimeError("share: the copy's patients or events differ from the version's")
     if new_codes["count"].sum() != copy["n_events"].sum():

@@ -206,6 +206,39 @@ ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttim
 STAY_TIMES = ("intime", "outtime")
 
 
+def _shift(ev: dict, static: dict, adm: dict, stays: dict, offset: int, patients_src: int
+           ) -> dict:
+    """Shift the event times and `static` in place by the patient's offset; top-code the
+    anchor age and move birth (with the patients table's events at it) so that no time lies
+    more than AGE_CAP years after it. Admission and stay times are shifted by the caller."""
+    times = [ev["time"]] + [np.array([t for t in section.get(c, []) if t is not None], np.int64)
+                            for section, cols in ((adm, ADMISSION_TIMES), (stays, STAY_TIMES))
+                            for c in cols]
+    if static.get("dod") is not None:
+        times.append(np.array([static["dod"]], np.int64))
+    last = max((int(t.max()) for t in times if len(t)), default=None)
+    birth = static.get("birth_time")
+    counts = {"anchor_age_top_coded": 0, "birth_time_moved": 0}
+    at_birth = (np.zeros(len(ev["time"]), bool) if birth is None
+                else (ev["time"] == birth) & (ev["source"] == patients_src))
+    ev["time"] = ev["time"] + offset
+    if birth is not None:
+        new_birth = birth + offset
+        if last is not None and last - birth > AGE_CAP * YEAR:
+            new_birth = last + offset - AGE_CAP * YEAR
+            counts["birth_time_moved"] = 1
+        ev["time"][at_birth] = new_birth
+        static["birth_time"] = new_birth
+    if static.get("anchor_age") is not None and static["anchor_age"] > AGE_CAP - 1:
+        static["anchor_age"] = AGE_CAP
+        counts["anchor_age_top_coded"] = 1
+    if static.get("anchor_year") is not None:
+        static["anchor_year"] += int(np.floor(offset / YEAR + 0.5))
+    if static.get("dod") is not None:
+        static["dod"] += offset
+    return counts
+
+
 def rewrite(rec: dict, key: bytes, code_lut: np.ndarray, keep_text: bool, sources: dict
             ) -> tuple[dict, dict]:
     """One decoded record (`record.unpack`) -> the copy's record (events as bytes, ready for
@@ -218,40 +251,14 @@ def rewrite(rec: dict, key: bytes, code_lut: np.ndarray, keep_text: bool, source
     ev = {k: np.array(v) for k, v in rec["events"].items()}
     adm, stays, static = rec["admissions"], rec["stays"], dict(rec["static"])
     hadm = hash_ids(key, "hadm_id", [*adm.get("hadm_id", []), *stays.get("hadm_id", []),
-                                     *ev["hadm_id"].tolist(),
+                                     *np.unique(ev["hadm_id"]).tolist(),
                                      *(w["id"] for w in rec["windows"] if w["kind"] != "stay")])
-    stay = hash_ids(key, "stay_id", [*stays.get("stay_id", []), *ev["stay_id"].tolist(),
+    stay = hash_ids(key, "stay_id", [*stays.get("stay_id", []),
+                                     *np.unique(ev["stay_id"]).tolist(),
                                      *(w["id"] for w in rec["windows"] if w["kind"] == "stay")])
     counts = {"events": len(ev["time"]), "text_dropped": {}, "datetime_text_shifted": 0,
-              "datetime_text_unparsed_dropped": 0, "anchor_age_top_coded": 0,
-              "birth_time_moved": 0, "notes": len(rec["notes"]["event"])}
-
-    # times: one offset for the whole patient; birth capped so no age over 90 can be read
-    times = [ev["time"]] + [np.array([t for t in adm.get(c, []) if t is not None], np.int64)
-                            for c in ADMISSION_TIMES] + [
-        np.array([t for t in stays.get(c, []) if t is not None], np.int64) for c in STAY_TIMES]
-    if static.get("dod") is not None:
-        times.append(np.array([static["dod"]], np.int64))
-    last = max((int(t.max()) for t in times if len(t)), default=None)
-    birth = static.get("birth_time")
-    new_birth = None if birth is None else birth + offset
-    if new_birth is not None and last is not None and last + offset - new_birth > AGE_CAP * YEAR:
-        new_birth = last + offset - AGE_CAP * YEAR
-        counts["birth_time_moved"] = 1
-    at_birth = (ev["time"] == birth) & (ev["source"] == _source_id(sources, "patients"))
-    ev["time"] = ev["time"] + offset
-    if new_birth is not None:
-        ev["time"][at_birth] = new_birth
-    if static.get("anchor_age") is not None and static["anchor_age"] > AGE_CAP - 1:
-        static["anchor_age"] = AGE_CAP
-        counts["anchor_age_top_coded"] = 1
-    if static.get("anchor_year") is not None:
-        static["anchor_year"] += int(np.floor(offset / YEAR + 0.5))
-    if static.get("dod") is not None:
-        static["dod"] += offset
-    if birth is not None:
-        static["birth_time"] = new_birth
-
+              "datetime_text_unparsed_dropped": 0, "notes": len(rec["notes"]["event"]),
+              **_shift(ev, static, adm, stays, offset, _source_id(sources, "patients"))}
     ev["code"] = code_lut[ev["code"]]
     if (ev["code"] < 0).any():
         raise ValueError("a record uses a code the version's codes.parquet counts for no "
