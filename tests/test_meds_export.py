@@ -53,6 +53,19 @@ def test_code_rules(code, want):
     assert meds_code(code) == want
 
 
+def test_constants_are_the_meds_packages_and_the_docs_table_lists_every_rule():
+    from jobs.export_meds import SPLIT_DIRS
+    from trajectory.meds import CODE_RULES, DEATH_CODE, SPLITS
+
+    assert DEATH_CODE == meds.death_code
+    assert meds_code("BIRTH") == (meds.birth_code, False)
+    assert tuple(SPLITS.values()) == SPLIT_DIRS == (meds.train_split, meds.tuning_split,
+                                                    meds.held_out_split)
+    doc = (REPO / "docs" / "MEDS.md").read_text()
+    for r in CODE_RULES:
+        assert f"| `{r.prefix}" in doc and f"`{r.meds}" in doc, r
+
+
 def _record(dod=None, deathtimes=()):
     codes = ["GENDER//F", "BIRTH", "LAB//1//x", "DISCHARGE//HOME"]
     ev = {"time": np.array([0, 0, 100, 200], "<i8"), "code": np.array([1, 0, 2, 3], "<i4"),
