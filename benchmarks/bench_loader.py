@@ -1,42 +1,48 @@
-"""Loader throughput against the format's floor (zstd decompression of the same records).
+"""Loader throughput: against the format's floor, and task-cut samples against meds-torch-data.
 
     python benchmarks/bench_loader.py [--version-dir trajectories/v1]
+    python benchmarks/bench_loader.py --task readmission_30d [--tools-python .venv-meds/bin/python]
 
-Prints records/s and events/s for: plain zstd decompression (the floor), single-process decode
-through TrajectoryDataset, and DataLoader with 0, 1 and 2 workers (padded collate), plus the
-peak RSS of each worker process. Without --version-dir it builds the real demo first.
+Patient cases (default): records/s and events/s for plain zstd decompression (the floor),
+single-process decode through TrajectoryDataset, and DataLoader with 0, 1 and 2 workers (padded
+collate), plus the peak RSS of each loading process.
+
+Task-cut cases (`--task NAME`, repeatable): one item per label row of VERSION_DIR/tasks/NAME.parquet
+(train split), the last `--max-events` (2,048) events up to its prediction time, batch 32, no
+shuffle, num_workers 0 and 2, padded and packed collate. With the MEDS tools venv
+(`--tools-python`, else $MEDS_TOOLS_PYTHON; tests/meds_tools_setup.sh makes it) each case also
+runs meds-torch-data 0.9.0 over the MEDS export of the same version (`export meds`, then its
+`MTD_preprocess` tensorization, both cached under --work) with the same label file and settings
+(`seq_sampling_strategy=to_end`, `max_seq_len` = --max-events, measurement-level `SM` batches,
+static rows omitted as our items have none; packed = its items' rows concatenated). Every case
+runs in a fresh process (ours in this venv, theirs in the tools venv), one after the other, so
+no case inherits another's memory: items/s over --repeat passes after one warm-up pass, and the
+peak RSS of a loading process (the main one with 0 workers, else the largest worker), sampled
+after every batch. Without --version-dir it builds the real demo first.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
-import zstandard
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from trajectory.store import open_version  # noqa: E402
-from trajectory.torch import TrajectoryDataset, collate_trajectories  # noqa: E402
+# Everything this module imports at the top must exist in both venvs: a task case of
+# meds-torch-data runs this file with the tools venv's python (polars<2, no trajectory deps).
 
 
 def _rss_mb() -> float:
     # current RSS, sampled per batch: ru_maxrss would include the parent's high-water mark,
     # which Linux copies into a forked worker
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def collate_with_rss(batch):
-    """Runs in the worker: the batch plus that worker process's RSS now."""
-    return collate_trajectories(batch), _rss_mb()
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def drain(items) -> None:
@@ -44,20 +50,23 @@ def drain(items) -> None:
         pass
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version-dir", default=None)
-    p.add_argument("--repeat", type=int, default=3, help="passes over the version per case")
-    args = p.parse_args()
-    vdir = args.version_dir
-    if vdir is None:
-        out = Path("/tmp/bench_loader")
-        demo = os.environ.get("MIMIC_DEMO_DIR", REPO.parent / "shared/data/mimic-iv-demo")
-        if not (out / "v1" / "dataset.json").exists():
-            subprocess.run([sys.executable, str(REPO / "build_patient_files.py"), "--data-dir",
-                            str(demo), "--out-dir", str(out), "--quiet"], check=True)
-        vdir = out / "v1"
+# ---- patient cases (the project's venv) ---------------------------------------------------
+
+
+def collate_with_rss(batch):
+    """Runs in the worker: the batch plus that worker process's RSS now."""
+    from trajectory.torch import collate_trajectories
+    return collate_trajectories(batch), _rss_mb()
+
+
+def patient_cases(vdir, repeat: int) -> None:
+    import torch
+    import zstandard
+    from torch.utils.data import DataLoader
+
+    from trajectory.store import open_version
+    from trajectory.torch import TrajectoryDataset
+
     v = open_version(vdir)
     sids = v.subject_ids
     n_events = int(v.manifest["n_events"].sum())
@@ -66,9 +75,9 @@ def main() -> int:
 
     def case(name, fn):
         t = time.perf_counter()
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             fn()
-        dt = (time.perf_counter() - t) / args.repeat
+        dt = (time.perf_counter() - t) / repeat
         rows.append((name, len(sids) / dt, n_events / dt))
 
     dctx = zstandard.ZstdDecompressor()
@@ -91,6 +100,215 @@ def main() -> int:
         print(f"{name:<28}{rps:>12,.0f}{eps:>16,.0f}{rps / floor:>10.2f}")
     for workers, mb in peaks.items():
         print(f"peak RSS per loading process, workers={workers}: {mb:,.0f} MB")
+
+
+# ---- one task-cut case, in its own process -------------------------------------------------
+
+
+class _Collate:
+    """Picklable collate wrapper: (batch, RSS of the process that collated, events in it,
+    its pid and CPU seconds so far)."""
+
+    def __init__(self, fn, count):
+        self.fn, self.count = fn, count
+
+    def __call__(self, items):
+        return self.fn(items), _rss_mb(), self.count(items), os.getpid(), time.process_time()
+
+
+def _mtd_packed(items):
+    """meds-torch-data's items concatenated (its own collate only pads): code,
+    numeric_value, time_delta_days 1-D, offsets [B+1], boolean_value [B]."""
+    import torch
+    dense = [it["dynamic"].to_dense() for it in items]
+    lengths = torch.tensor([len(d["code"]) for d in dense], dtype=torch.int64)
+    out = {k: torch.cat([torch.from_numpy(d[k]) for d in dense])
+           for k in ("code", "numeric_value", "time_delta_days")}
+    out["offsets"] = torch.zeros(len(items) + 1, dtype=torch.int64)
+    torch.cumsum(lengths, 0, out=out["offsets"][1:])
+    out["boolean_value"] = torch.tensor([bool(it["boolean_value"]) for it in items])
+    return out
+
+
+def _mtd_count(items) -> int:
+    return sum(len(it["dynamic"].to_dense()["code"]) for it in items)
+
+
+def _ours_count(items) -> int:
+    return sum(it["length"] for it in items)
+
+
+def run_case(spec: dict) -> dict:
+    """One loader, one setting: items/s over spec['repeat'] passes after a warm-up pass, peak
+    RSS of a loading process, and the items' mean number of events."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    torch.set_num_threads(1)  # both loaders alike; DataLoader workers use one thread anyway
+    t0 = time.perf_counter()
+    if spec["loader"] == "ours":
+        from trajectory.torch import TrajectoryDataset, collate_packed, collate_trajectories
+        ds = TrajectoryDataset(spec["version_dir"], task=spec["task"], split="train",
+                               max_events=spec["max_events"], with_windows=False)
+        fn = collate_trajectories if spec["collate"] == "padded" else collate_packed
+        collate = _Collate(fn, _ours_count)
+    else:
+        from meds_torchdata import MEDSPytorchDataset, MEDSTorchDataConfig
+        cfg = MEDSTorchDataConfig(tensorized_cohort_dir=spec["mtd_dir"],
+                                  max_seq_len=spec["max_events"],
+                                  task_labels_dir=spec["labels_dir"],
+                                  seq_sampling_strategy="to_end", static_inclusion_mode="omit",
+                                  batch_mode="SM")
+        ds = MEDSPytorchDataset(cfg, split="train")
+        fn = ds.collate if spec["collate"] == "padded" else _mtd_packed
+        collate = _Collate(fn, _mtd_count)
+    init_s = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(0) if spec["shuffle"] else None
+    dl = DataLoader(ds, batch_size=spec["batch_size"], num_workers=spec["workers"],
+                    collate_fn=collate, shuffle=spec["shuffle"], generator=gen,
+                    persistent_workers=spec["workers"] > 0)
+    # CPU seconds as well as wall: on a shared machine the wall clock also counts the others
+    me = os.getpid()
+    warm = {pid: cpu for _, _, _, pid, cpu in dl}  # warm-up: starts workers, fills page cache
+    rss, events, last = [], 0, {}
+    t, cpu0 = time.perf_counter(), time.process_time()
+    for _ in range(spec["repeat"]):
+        for _, r, n, pid, cpu in dl:
+            rss.append(r)
+            events += n
+            last[pid] = cpu
+    dt = time.perf_counter() - t
+    cpu = time.process_time() - cpu0 + sum(c - warm[p] for p, c in last.items() if p != me)
+    items = len(ds) * spec["repeat"]
+    return {"items": len(ds), "items_per_s": items / dt, "events_per_item": events / items,
+            "cpu_ms_per_item": 1000 * cpu / items, "peak_rss_mb": max(rss), "init_s": init_s}
+
+
+def _spawn(python, spec: dict) -> dict:
+    r = subprocess.run([str(python), str(Path(__file__).resolve()), "--case", json.dumps(spec)],
+                       capture_output=True, text=True, env={**os.environ,
+                                                            "PYTHONPATH": str(REPO)})
+    if r.returncode:
+        raise RuntimeError(f"{spec['loader']} case failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---- the MEDS side's inputs -----------------------------------------------------------------
+
+
+def _tools_python(given):
+    py = given or os.environ.get("MEDS_TOOLS_PYTHON")
+    return Path(py).absolute() if py and Path(py).exists() else None
+
+
+def prepare_mtd(vdir: Path, tasks: list[str], tools: Path, work: Path, meds_dir) -> Path:
+    """The MEDS export of `vdir` tensorized by MTD_preprocess, with each task's labels in
+    task_labels/<task>/; reused when already there (keyed by the version's config hash)."""
+    meta = json.loads((vdir / "dataset.json").read_text())
+    key = f"{vdir.name}-{meta.get('config_hash', 'nohash')}"
+    mtd = work / f"mtd-{key}"
+    if meds_dir is None:
+        meds_dir = work / f"meds-{key}"
+        if not (meds_dir / "metadata" / "dataset.json").exists():
+            shutil.rmtree(meds_dir, ignore_errors=True)
+            subprocess.run([sys.executable, str(REPO / "build_patient_files.py"), "export",
+                            "meds", str(vdir), str(meds_dir)], check=True, capture_output=True)
+    if not (mtd / ".done").exists():
+        shutil.rmtree(mtd, ignore_errors=True)
+        t = time.perf_counter()
+        env = {**os.environ, "PATH": f"{tools.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        r = subprocess.run([str(tools.parent / "MTD_preprocess"), f"MEDS_dataset_dir={meds_dir}",
+                            f"output_dir={mtd}"], capture_output=True, text=True, env=env)
+        if r.returncode:
+            raise RuntimeError(f"MTD_preprocess failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        print(f"MTD_preprocess of the MEDS export: {time.perf_counter() - t:.1f} s")
+        (mtd / ".done").touch()
+    for task in tasks:
+        dst = mtd / "task_labels" / task
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(vdir / "tasks" / f"{task}.parquet", dst / "0.parquet")
+    return mtd
+
+
+def task_cases(vdir: Path, args) -> None:
+    for task in args.task:
+        if not (vdir / "tasks" / f"{task}.parquet").exists():
+            subprocess.run([sys.executable, str(REPO / "build_patient_files.py"), "tasks",
+                            str(vdir), "--task", task], check=True, capture_output=True)
+    tools = _tools_python(args.tools_python)
+    mtd = None
+    if tools is None:
+        print("meds-torch-data: no tools venv (--tools-python / MEDS_TOOLS_PYTHON); "
+              "the project's loader only")
+    else:
+        mtd = prepare_mtd(vdir, args.task, tools, Path(args.work), args.meds_dir)
+    # the issue's four cases in file order, then two shuffled ones (where no two consecutive
+    # items share a subject, so no loader reuses a decoded record)
+    cases = [(w, c, False) for w in (0, 2) for c in ("padded", "packed")]
+    cases += [(0, "packed", True), (2, "padded", True)]
+    print(f"task-cut cases: train split, batch {args.batch_size}, last {args.max_events} events "
+          f"up to the prediction time, {args.task_repeat} passes after a warm-up, one process "
+          f"per case; best of {args.rounds} interleaved rounds (peak RSS: the largest)")
+    best: dict = {}
+    for _ in range(args.rounds):
+        for task in args.task:
+            for workers, collate, shuffle in cases:
+                spec = {"task": task, "workers": workers, "collate": collate,
+                        "shuffle": shuffle, "batch_size": args.batch_size,
+                        "max_events": args.max_events, "repeat": args.task_repeat}
+                runs = [("trajectory", sys.executable, {**spec, "loader": "ours",
+                                                        "version_dir": str(vdir)})]
+                if mtd is not None:
+                    runs.append(("meds-torch-data", tools,
+                                 {**spec, "loader": "mtd", "mtd_dir": str(mtd),
+                                  "labels_dir": str(mtd / "task_labels" / task)}))
+                for name, py, s in runs:
+                    r, key = _spawn(py, s), (task, workers, collate, shuffle, name)
+                    b = best.setdefault(key, r)
+                    b.update(items_per_s=max(b["items_per_s"], r["items_per_s"]),
+                             cpu_ms_per_item=min(b["cpu_ms_per_item"], r["cpu_ms_per_item"]),
+                             peak_rss_mb=max(b["peak_rss_mb"], r["peak_rss_mb"]),
+                             init_s=min(b["init_s"], r["init_s"]))
+    print(f"| task | workers | collate | order | loader | items | events/item | items/s "
+          "| CPU ms/item | peak RSS MB | init s |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    for (task, workers, collate, shuffle, name), r in best.items():
+        print(f"| {task} | {workers} | {collate} | {'shuffled' if shuffle else 'file'} | {name} "
+              f"| {r['items']} | {r['events_per_item']:,.0f} | {r['items_per_s']:,.0f} "
+              f"| {r['cpu_ms_per_item']:.2f} | {r['peak_rss_mb']:,.0f} | {r['init_s']:.2f} |")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version-dir", default=None)
+    p.add_argument("--repeat", type=int, default=3, help="passes over the version per case")
+    p.add_argument("--task", action="append", default=[],
+                   help="task-cut cases for this task (repeatable) instead of patient cases")
+    p.add_argument("--task-repeat", type=int, default=10, help="timed passes per task case")
+    p.add_argument("--rounds", type=int, default=3, help="task cases: best of this many runs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-events", type=int, default=2048)
+    p.add_argument("--tools-python", default=None, help="the MEDS tools venv's python")
+    p.add_argument("--meds-dir", default=None, help="an existing MEDS export of the version")
+    p.add_argument("--work", default="/tmp/bench_loader", help="cached export and tensorization")
+    p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case
+    args = p.parse_args()
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return 0
+    vdir = args.version_dir
+    if vdir is None:
+        out = Path(args.work)
+        demo = os.environ.get("MIMIC_DEMO_DIR", REPO.parent / "shared/data/mimic-iv-demo")
+        if not (out / "v1" / "dataset.json").exists():
+            subprocess.run([sys.executable, str(REPO / "build_patient_files.py"), "--data-dir",
+                            str(demo), "--out-dir", str(out), "--quiet"], check=True)
+        vdir = out / "v1"
+    vdir = Path(vdir).absolute()
+    if args.task:
+        task_cases(vdir, args)
+    else:
+        patient_cases(vdir, args.repeat)
     return 0
 
 
