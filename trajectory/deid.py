@@ -317,8 +317,13 @@ def rewrite(rec: dict, key: bytes, code_lut: np.ndarray, keep_text: bool, source
 
 
 def _map_ids(col: np.ndarray, keyed: dict) -> np.ndarray:
-    u, inv = np.unique(col, return_inverse=True)
-    return np.array([keyed.get(x, -1) for x in u.tolist()], np.int64)[inv.reshape(-1)]
+    """Each id of `col` by its keyed id, -1 (none) where `keyed` has none."""
+    if not keyed:
+        return np.full(len(col), -1, np.int64)
+    old = np.array(sorted(keyed), np.int64)
+    new = np.array([keyed[k] for k in old.tolist()], np.int64)
+    at = np.minimum(np.searchsorted(old, col), len(old) - 1)
+    return np.where(old[at] == col, new[at], -1)
 
 
 def _first_use(col: np.ndarray, pool: list) -> tuple[list, np.ndarray]:
