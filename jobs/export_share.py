@@ -51,6 +51,17 @@ OWN = {"patients", "manifest.parquet", "codes.parquet", "qc_report.json", "deid_
 DATASET_KEEP = ("record_format", "layout", "sources", "event_dtypes", "flags", "concepts",
                 "quarantined", "windows")
 PATH_SETTINGS = ("data_dir", "out_dir", "work_dir", "index_dir", "scheduler")
+
+
+def _is_path(key: str, value) -> bool:
+    """A build setting that names a place (a folder, a file, a host), not a rule: the
+    known ones, any `*_dir`, and any absolute path a later setting may hold."""
+    return (key in PATH_SETTINGS or key.endswith("_dir")
+            or (isinstance(value, str) and value.startswith(("/", "~"))))
+
+
+def _source_paths(meta: dict) -> list[str]:
+    return [str(v) for k, v in meta.get("config", {}).items() if v and _is_path(k, v)]
 # the manifest columns of docs/FORMAT.md, in the order `write` gives them
 MANIFEST = ("subject_id", "path", "offset", "shard", "n_events", "first_time", "last_time",
             "bytes", "checksum")
@@ -258,14 +269,16 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
         "not_copied": sorted(p.name + ("/" if p.is_dir() else "") for p in vdir.iterdir()
                              if p.name not in OWN),
     }
+    doc = dataset_document(meta, job, copy, new_codes, key)
+    paths = _source_paths(meta) + [str(vdir)]
+    for name, obj in (("qc_report.json", qc), ("deid_report.json", report),
+                      ("dataset.json", doc)):
+        text = json.dumps(obj)
+        if any(p in text for p in paths):  # a key a later build adds, not yet known here
+            raise RuntimeError(f"share: {name} would name a source path "
+                               f"{[p for p in paths if p in text]}; nothing published")
     atomic_write_json(out / "qc_report.json", qc)
     atomic_write_json(out / "deid_report.json", report)
-    doc = dataset_document(meta, job, copy, new_codes, key)
-    text = json.dumps(doc)
-    leaked = [str(meta.get("config", {}).get(p)) for p in PATH_SETTINGS
-              if meta.get("config", {}).get(p) and str(meta["config"][p]) in text]
-    if leaked:
-        raise RuntimeError(f"share: dataset.json would hold source paths {leaked}")
     atomic_write_json(out / "dataset.json", doc)
     return {"version_dir": str(vdir), "out_dir": str(out), "patients": copy.height,
             "events": int(copy["n_events"].sum()), "report": report, "runner": used,
@@ -287,7 +300,7 @@ def dataset_document(meta: dict, job: ShareJob, manifest: pl.DataFrame, codes: p
               "code_version": meta.get("code_version")}
     config_hash = hashlib.sha256(json.dumps({"source": source, "deid": deid_doc},
                                             sort_keys=True).encode()).hexdigest()[:16]
-    paths = [str(v) for k, v in meta.get("config", {}).items() if k in PATH_SETTINGS and v]
+    paths = _source_paths(meta)
     return {**{k: meta[k] for k in DATASET_KEEP if k in meta},
             # "table X not found in DATA_DIR": kept unless one names a source path
             "warnings": [w for w in meta.get("warnings", []) if not any(p in w for p in paths)],
@@ -296,7 +309,7 @@ def dataset_document(meta: dict, job: ShareJob, manifest: pl.DataFrame, codes: p
             "n_patients": manifest.height, "n_events": int(manifest["n_events"].sum()),
             "record_bytes": int(manifest["bytes"].sum()), "n_codes": codes.height,
             "config": {k: v for k, v in meta.get("config", {}).items()
-                       if k not in PATH_SETTINGS},
+                       if not _is_path(k, v)},
             "config_hash": config_hash, "code_version": _code_version(),
             "deid": deid_doc, "source": source}
 
