@@ -26,7 +26,8 @@ from trajectory.events import EVENT_SCHEMA
 from trajectory.plan import load_plan, unit_name
 from trajectory.read import POLARS_TYPES
 from trajectory.record import NONE_ID, pack
-from trajectory.tables import JOINED, PREPARE, TABLES, TABLES_BY_NAME
+from trajectory.extra_tables import all_tables, streams
+from trajectory.tables import JOINED, PREPARE, TABLES_BY_NAME
 from trajectory.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
                               shard_reads_path)
 
@@ -50,7 +51,7 @@ def partition_markers(cfg, plan) -> dict[str, list[dict]]:
     for name in plan.tables:
         markers[name] = []
         for k in range(plan.parts[name]):
-            marker = read_done(cfg, partition.STAGE, unit_name(name, k))
+            marker = partition.read(cfg, plan, unit_name(name, k))
             if marker is None:
                 missing.append(unit_name(name, k))
             markers[name].append(marker)
@@ -62,7 +63,7 @@ def partition_markers(cfg, plan) -> dict[str, list[dict]]:
 
 def unit_folders(cfg, plan) -> list[tuple[str, Path]]:
     from . import partition
-    return [(unit_name(t, k), partition.part_dir(cfg, t, k))
+    return [(unit_name(t, k), partition.part_dir(cfg, plan, t, k))
             for t in sorted(plan.tables) for k in range(plan.parts[t])]
 
 
@@ -92,7 +93,8 @@ def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
     return pl.from_arrow(table)
 
 
-def _table_events(cfg, parts: list[dict], buckets: list[int], luts: dict) -> pl.DataFrame | None:
+def _table_events(cfg, plan, parts: list[dict], buckets: list[int],
+                  luts: dict) -> pl.DataFrame | None:
     """This shard's events of one table: its parts' batches in part order (the input's row
     order, so ties in the event sort fall as in an uncut build), local code ids made global.
     One arrow table and one conversion for all parts: per part, polars' conversion and concat
@@ -100,7 +102,8 @@ def _table_events(cfg, parts: list[dict], buckets: list[int], luts: dict) -> pl.
     from . import partition
     batches, codes = [], []
     for m in parts:
-        got = read_batches(partition.part_dir(cfg, m["table"], m["part"]), m["events"], buckets)
+        got = read_batches(partition.part_dir(cfg, plan, m["table"], m["part"]), m["events"],
+                           buckets)
         if got:
             lut = luts[unit_name(m["table"], m["part"])]
             codes += [lut[b.column("code").to_numpy()] for b in got]
@@ -118,11 +121,13 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
     only tell rows apart)."""
     from . import partition
     events, text_parts, refs, meta = [], [], [], {}
-    for t in TABLES:  # fixed table order: part of what makes record bytes deterministic
+    # fixed table order (built in, then EXTRA_TABLES): part of what makes record bytes
+    # deterministic
+    for t in all_tables(plan):
         parts = markers.get(t.name)
         if parts is None:
             continue
-        ev = _table_events(cfg, parts, buckets, luts)
+        ev = _table_events(cfg, plan, parts, buckets, luts)
         if ev is not None:
             text_parts.append(encode_strings(ev["text"]))
             ref_ids, ref_strings = encode_strings(ev["ref"])
@@ -135,7 +140,8 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
         if t.meta:
             schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
             got = [b for m in parts for b in
-                   read_batches(partition.part_dir(cfg, t.name, m["part"]), m["meta"], buckets)]
+                   read_batches(partition.part_dir(cfg, plan, t.name, m["part"]), m["meta"],
+                                buckets)]
             meta[t.name] = _frame(pa.Table.from_batches(got) if got else None, schema)
     text_ids, texts = merge_string_ids(text_parts)
     events = [e.with_columns(pl.Series("text", i)) for e, i in zip(events, text_ids)]
@@ -177,14 +183,15 @@ def run(shard: int, cfg) -> dict:
         stays = pl.DataFrame(schema={c: POLARS_TYPES[t] for c, t in
                                      TABLES_BY_NAME["icustays"].columns.items()})
     counts: dict = {}
-    ev = place_details(ev, refs, counts)  # first: place_events reads a null time as "at discharge"
+    # details first: place_events reads any null time as "at the admission's discharge"
+    ev = place_details(ev, refs, counts)
     ev = place_events(ev, patients, admissions, counts)
     ev = order_events(ev)
     lap("place_sort")
     concepts = load_concepts()
     ev, qc, hist = clean_events(ev, patients, admissions, stays,
                                 code_tables(vocab, concepts, thresholds), cfg)
-    count_cleaning_drops(qc, counts)
+    count_cleaning_drops(qc, counts, streams(plan))
     lap("clean")
     ev, texts = index_texts(ev, texts)
     lap("texts")

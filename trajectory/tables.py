@@ -4,7 +4,8 @@ Each `Table` names the columns read (with explicit types: nothing is inferred) a
 one source row becomes. An `Event` is: a code (a literal prefix joined with "//" to the listed
 columns, a null part written "UNK" as MIMIC_IV_MEDS does), a time (first non-null of the listed
 columns), an optional numeric value and text. Per (table, event) every row read is either
-written or dropped by a named reason, which `qc_report.json` shows.
+written or dropped by a named reason, which `qc_report.json` shows. A detail table (`parent`)
+has no time of its own: its events take their parent row's (emar_detail from emar, ...).
 
 Column types: "int" int64, "float" float64, "str" utf8, "time" timestamp (seconds; a date-only
 column parses as midnight). Column names are matched case-insensitively.
