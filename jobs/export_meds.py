@@ -37,8 +37,8 @@ from trajectory.store import RecordReader
 
 STAGE = "export_meds"
 WORK = ".work"
-# ~1M rows is ~15-25 MB of zstd parquet and ~100 MB in memory per buffer; MEDS tools read a
-# file at a time, and full MIMIC-IV (~1.3 billion rows) comes out as ~1,300 files.
+# 1M rows: ~3 MB of parquet on the demo, ~100 MB in memory per buffer (a unit holds three);
+# MEDS tools read a file at a time, so a file must fit one process with room to spare.
 ROWS_PER_FILE = 1_000_000
 # As `tasks`: below this many patients a local Dask cluster's start (~3.5 s) costs more than
 # it saves, so the export runs in this process unless a runner is asked for by name.
