@@ -49,6 +49,9 @@ SETTINGS = {
                                            "outlier'; 'none' keeps every event"),
     "--deid-min-patients": ("DEID_MIN_PATIENTS", "export share: codes of fewer patients are "
                                                  "replaced by their prefix"),
+    "--extra-tables": ("EXTRA_TABLES", "TOML spec of your own tables to add "
+                                       "(docs/EXTRA_TABLES.md); --demo: its generated one "
+                                       "unless given ('' for none)"),
 }
 COMMANDS = ("build", "inspect", "status", "export", "submit", "tasks")
 
@@ -70,13 +73,20 @@ def cmd_build(args) -> int:
     from trajectory.driver import describe, run_build
 
     if args.demo:
-        from trajectory import synth
+        from trajectory import extra_tables, synth
 
         demo_dir = Path(args.demo_dir or Path(args.OUT_DIR or config.OUT_DIR) / "_demo_data")
         if not (demo_dir / "hosp" / "patients.csv.gz").exists():
             print(f"generating {args.demo_patients} synthetic patients in {demo_dir}")
             synth.generate(demo_dir, n_patients=args.demo_patients, seed=0)
         args.DATA_DIR = str(demo_dir)
+        # The demo's outcome registry (keyed by hadm_id, some rows matching nothing) joins
+        # the build unless EXTRA_TABLES is set (--extra-tables '' for none); a demo folder
+        # generated before it existed gets it now.
+        if args.EXTRA_TABLES is None and not extra_tables.is_set(_load(args).extra_tables):
+            if not (demo_dir / synth.EXTRA_SPEC).is_file():
+                synth.generate_extra(demo_dir, seed=0)
+            args.EXTRA_TABLES = str(demo_dir / synth.EXTRA_SPEC)
     cfg = _load(args)
     if not str(cfg.data_dir):
         raise ValueError("DATA_DIR is not set: set it in config.py, as an environment "

@@ -55,6 +55,8 @@ WINDOW_ADMISSIONS = False  # also build grids per hospital admission
 WINDOW_EXCLUDE = "range,duplicate"
 # ---- export share (docs/SHARE.md) ----
 DEID_MIN_PATIENTS = 10  # codes of fewer patients are replaced by their prefix in a shared copy
+# ---- your own tables (README "Your own tables", docs/EXTRA_TABLES.md) ----
+EXTRA_TABLES = ""  # TOML spec of tables of your own added to every trajectory; empty = none
 
 
 
@@ -95,6 +97,7 @@ class Config:
     plan_workers: int = 0  # workers the plan is cut for, 0 = max_cpus (never changes output)
     index_dir: Path = Path("")  # gzip seek-point index cache (resolved: OUT_DIR/_index)
     deid_min_patients: int = 10  # export share: rarer codes are generalised to their prefix
+    extra_tables: Path = Path("")  # user tables' TOML spec, "" = none (content kept in the plan)
 
     @property
     def version_dir(self) -> Path:
@@ -108,7 +111,9 @@ class Config:
         skip = {"data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb",
                 "partition_unit_mb", "plan_workers", "index_dir",
                 "csv_block_mb", "worker_memory_gb", "scheduler", "runner", "cluster",
-                "overwrite", "deid_min_patients"}
+                "overwrite", "deid_min_patients",
+                # its content is in the plan's input fingerprints, as the data files are
+                "extra_tables"}
         blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in skip},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -124,7 +129,7 @@ def _output_hash(cfg: "Config") -> str:
     return cfg._hash_fields()
 
 
-_PATH_FIELDS = ("data_dir", "out_dir", "work_dir", "index_dir")
+_PATH_FIELDS = ("data_dir", "out_dir", "work_dir", "extra_tables", "index_dir")
 
 
 def from_json(d: dict) -> Config:
@@ -164,6 +169,7 @@ _TYPES = {
     "STAY_MARGIN_HOURS": float, "QC_MAX_FLAG_RATE": float, "QC_MAX_DROP_RATE": float,
     "QC_ON_FAIL": str, "WINDOW_STEP_MINUTES": int, "WINDOW_MAX": int,
     "WINDOW_ADMISSIONS": _bool, "WINDOW_EXCLUDE": str, "DEID_MIN_PATIENTS": int,
+    "EXTRA_TABLES": str,
 }
 RULES = ("range", "outlier", "duplicate", "before_birth", "after_death", "outside_stay",
          "admission_order")
@@ -210,6 +216,17 @@ def _rule_list(key: str, text: str) -> tuple:
         raise ValueError(f"{key}: unknown rule(s) {unknown} in {text!r}; known: "
                          f"{', '.join(RULES)} (or 'none')")
     return tuple(r for r in RULES if r in names)
+
+
+def _extra_tables(text: str) -> Path:
+    """EXTRA_TABLES: "" (none) or an existing file; its entries are checked by the plan."""
+    if not text:
+        return Path("")
+    path = Path(text).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"EXTRA_TABLES {text!r}: no such file; expected a TOML spec of your own "
+                         "tables (docs/EXTRA_TABLES.md)")
+    return path
 
 
 def _validate(v: dict, overwrite: bool) -> Config:
@@ -276,4 +293,5 @@ def _validate(v: dict, overwrite: bool) -> Config:
         index_dir=(Path(v["INDEX_DIR"]).expanduser().resolve() if v["INDEX_DIR"]
                    else out_dir / "_index"),
         deid_min_patients=v["DEID_MIN_PATIENTS"],
+        extra_tables=_extra_tables(v["EXTRA_TABLES"]),
     )

@@ -16,7 +16,7 @@ import trajectory
 from trajectory.events import merge_counts
 from trajectory.plan import load_plan
 from trajectory.record import EVENT_DTYPES, FORMAT
-from trajectory.tables import SOURCE_ID, TABLES
+from trajectory import extra_tables
 from trajectory.cleaning import BITS, load_concepts
 from trajectory import inputs, qc_html
 from trajectory.qc import cleaning_report, rate_failures
@@ -86,7 +86,7 @@ def qc_report(plan, part_markers: dict, markers: list[dict], n_events: int) -> d
                          {e: {"rows": 0, "written": 0, "dropped": c["dropped"]}
                           for e, c in evs.items()})
     report, total = {}, 0
-    for t in TABLES:
+    for t in extra_tables.all_tables(plan):
         m = part_markers.get(t.name)
         if m is None:
             continue
@@ -153,8 +153,11 @@ def run(unit: str, cfg) -> dict:
     qc = pl.concat([pl.read_parquet(cfg.work_dir / "qc" / m["qc"]) for m in markers])
     cleaning = cleaning_report(qc, pl.read_parquet(vocab_path(cfg)),
                                pl.read_parquet(thresholds_path(cfg)), concepts,
-                               {i: n for n, i in SOURCE_ID.items()}, cfg)
+                               extra_tables.source_names(plan), cfg)
     failures = rate_failures(cleaning, cfg)
+    # EXTRA_TABLES: per user table, rows whose key matched and why the others did not
+    matches = {"extra_tables": extra_tables.match_report(plan, report)} if any(
+        "extra" in fp for fp in plan.tables.values()) else {}
     not_read = inputs.not_read(cfg.data_dir)
     quarantined = []
     if failures and cfg.qc_on_fail == "error":
@@ -169,7 +172,7 @@ def run(unit: str, cfg) -> dict:
     atomic_write_parquet(codes, vdir / "codes.parquet")
     atomic_write_json(vdir / "qc_report.json", {"tables": report, "cleaning": cleaning,
                                                 "failures": failures,
-                                                "quarantined": quarantined})
+                                                "quarantined": quarantined, **matches})
     summary = {
         "version": cfg.trajectory_version, "record_format": FORMAT, "layout": cfg.layout,
         "config": cfg.to_json(), "config_hash": cfg.output_hash(),
@@ -181,10 +184,10 @@ def run(unit: str, cfg) -> dict:
         "not_read": not_read,
         "n_shards": plan.n_shards, "n_patients": manifest.height, "n_events": n_events,
         "record_bytes": int(manifest["bytes"].sum()), "n_codes": codes.height,
-        "sources": {str(i): name for name, i in SOURCE_ID.items()},
+        "sources": {str(i): name for i, name in extra_tables.source_names(plan).items()},
         "event_dtypes": EVENT_DTYPES, "flags": BITS,
         "concepts": concepts.unique("concept_id", maintain_order=True)["concept"].to_list(),
-        "quarantined": quarantined,
+        "quarantined": quarantined, **matches,
         "windows": {"step_seconds": cfg.window_step_minutes * 60, "max": cfg.window_max,
                     "admissions": cfg.window_admissions, "stats": list(STAT_NAMES),
                     "exclude": list(cfg.window_exclude)},

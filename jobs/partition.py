@@ -21,14 +21,16 @@ import polars as pl
 import pyarrow as pa
 
 from trajectory.cleaning import merge_sketches, value_sketch
-from trajectory.events import CodeBook, map_rows, merge_code_stats, merge_counts
+from trajectory.events import CodeBook, merge_code_stats, merge_counts
 from trajectory.gzindex import point_before
 from trajectory.plan import bucket_of, load_plan, split_unit, unit_name
 from trajectory.read import iter_batches, prefetch
 from trajectory.split import Part
-from trajectory.tables import TABLES_BY_NAME
+from trajectory.extra_tables import table_of
 
 from trajectory.atomic import atomic_write_parquet, tmp_name
+
+from .extra_keys import row_mapper
 
 from . import scan
 from .common import read_done, write_done
@@ -130,7 +132,8 @@ def run(unit: str, cfg) -> dict:
     if table_name not in plan.tables or k >= plan.parts[table_name]:
         raise ValueError(f"partition unit {unit!r} is not in the plan "
                          f"({plan.parts.get(table_name, 0)} parts of {table_name!r})")
-    table = TABLES_BY_NAME[table_name]
+    table = table_of(plan, table_name)  # built in, or one of EXTRA_TABLES
+    to_events = row_mapper(cfg, table)  # a user table's key is resolved first
     path = Path(plan.tables[table_name]["path"])
     part, points = part_of(cfg, plan, table_name, k)
     out = part_dir(cfg, table_name, k)
@@ -151,7 +154,7 @@ def run(unit: str, cfg) -> dict:
                                        points)):
         df = pl.from_arrow(batch)
         rows += df.height
-        ev, st, c = map_rows(table, df, book)
+        ev, st, c = to_events(table, df, book)
         events.add(ev)
         stats.append(st)
         sketches.append(value_sketch(ev))

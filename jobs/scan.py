@@ -13,7 +13,7 @@ from pathlib import Path
 from trajectory.gzindex import GzRange, build_index, point_before
 from trajectory.plan import load_plan
 from trajectory.split import FileRange, header_end, line_cuts, record_cuts, targets
-from trajectory.tables import TABLES_BY_NAME
+from trajectory.extra_tables import table_of
 
 from .common import read_done, write_done
 
@@ -51,7 +51,7 @@ def run(table_name: str, cfg) -> dict:
     with open_at(0, min(size, 1 << 20)) as f:
         start = header_end(f.read(), path)
     wanted = targets(start, size, n)
-    if TABLES_BY_NAME[table_name].multiline:
+    if table_of(plan, table_name).multiline:
         with open_at(start, size) as f:
             cuts = record_cuts(f, start, size, wanted)
     else:

@@ -20,26 +20,29 @@ EVENT_NAME = {(i + 1, k): e.name for i, t in enumerate(TABLES) for k, e in enume
 SORT_KEY = ["subject_id", "time", "source", "code_id", "value"]
 
 
-def _count_by_stream(dropped: pl.DataFrame, reason: str, counts: dict) -> None:
-    """Add dropped rows to counts[table][event]["dropped"][reason]."""
+def _count_by_stream(dropped: pl.DataFrame, reason: str, counts: dict,
+                     streams: dict | None = None) -> None:
+    """Add dropped rows to counts[table][event]["dropped"][reason]. `streams`: (source, kind)
+    -> (table, event) names of the user tables (extra_tables.streams)."""
     if dropped.height == 0:
         return
     # rows are events, or pre-counted groups carrying their count in "_n"
     weight = pl.col("_n").sum() if "_n" in dropped.columns else pl.len()
     for source, kind, n in dropped.group_by("source", "kind").agg(weight).iter_rows():
-        ev = counts.setdefault(SOURCE_NAME[source], {}).setdefault(
-            EVENT_NAME[(source, kind)], {"dropped": {}})
+        table, event = (streams or {}).get((source, kind)) or (SOURCE_NAME[source],
+                                                               EVENT_NAME[(source, kind)])
+        ev = counts.setdefault(table, {}).setdefault(event, {"dropped": {}})
         ev["dropped"][reason] = ev["dropped"].get(reason, 0) + n
 
 
-def count_cleaning_drops(qc: pl.DataFrame, counts: dict) -> None:
+def count_cleaning_drops(qc: pl.DataFrame, counts: dict, streams: dict | None = None) -> None:
     """Add the cleaning rules' drops (qc rows with a reason) to the per-stream counts."""
     from .cleaning import BITS
 
     for rule in BITS:
         part = qc.filter(pl.col(f"dropped_{rule}") > 0)
         _count_by_stream(part.select("source", "kind", pl.col(f"dropped_{rule}").alias("_n")),
-                         rule, counts)
+                         rule, counts, streams)
 
 
 def epoch_columns(df: pl.DataFrame) -> pl.DataFrame:

@@ -6,6 +6,8 @@ import shutil
 import time
 
 from jobs import build, dictionaries, finalize, partition, scan
+from jobs import extra_keys
+from trajectory import extra_tables
 from .atomic import atomic_write_json
 
 from .plan import load_plan, make_plan, plan_path, same_inputs, split_unit
@@ -51,7 +53,7 @@ def partition_tasks(plan) -> list[tuple]:
         table = split_unit(unit)[0]
         tasks.append((unit, partition.run, unit, [f"scan-{table}"] if table in scans else []))
     tasks.append(("dictionaries", dictionaries.run, dictionaries.UNIT, []))
-    return tasks
+    return extra_keys.with_lookup(plan, tasks)  # user tables wait for their key lookup
 
 
 def run_build(cfg, progress: bool = True) -> dict:
@@ -97,6 +99,7 @@ def describe(summary: dict, cfg) -> str:
     ]
     lines += [f"not read: {f['file']} ({f['reason']})" for f in summary.get("not_read", ())
               if f["kind"] not in ("unknown", "duplicate")]  # those are warnings, below
+    lines += extra_tables.describe(summary.get("extra_tables", {}))
     lines += [f"warning: {x}" for x in summary["warnings"]]
     return "\n".join(lines)
 

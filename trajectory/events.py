@@ -75,7 +75,8 @@ def event_exprs(table: Table, kind: int, columns: set[str]) -> dict[str, pl.Expr
         "text": text,
         "hadm_id": optional_id["hadm_id"],
         "stay_id": optional_id["stay_id"],
-        "source": pl.lit(SOURCE_ID[table.name], pl.UInt8),
+        # a user table (trajectory/extra_tables.py) carries its own id, after the built-in ones
+        "source": pl.lit(SOURCE_ID.get(table.name) or table.source, pl.UInt8),
         "kind": pl.lit(kind, pl.UInt8),  # which of the table's events: exact QC accounting
         "ref": _ref(table, ev),
     }

@@ -11,13 +11,13 @@ import numba
 import numpy as np
 
 TIME_BITS = 40  # 2**40 s is 34,000 years: any shard's time span fits
-CODE_BITS = 27  # 134M distinct codes
-SOURCE_BITS = 5  # 31 source tables
+CODE_BITS = 25  # 33M distinct codes (full MIMIC-IV has well under 1M)
+SOURCE_BITS = 7  # 127 source tables: 28 built in, the rest for EXTRA_TABLES
 
 
 @numba.njit(cache=True, nogil=True)
 def event_sort_keys(subject_rank, time, time_min, source, code, value, out_hi, out_lo):
-    """out_hi = subject_rank << 40 | (time - time_min); out_lo = source << 59 | code << 32 |
+    """out_hi = subject_rank << 40 | (time - time_min); out_lo = source << 57 | code << 32 |
     order-preserving bits of the float32 value, NaN (no value) last."""
     for i in range(time.shape[0]):
         out_hi[i] = (np.uint64(subject_rank[i]) << np.uint64(TIME_BITS)) | np.uint64(
@@ -30,7 +30,7 @@ def event_sort_keys(subject_rank, time, time_min, source, code, value, out_hi, o
             # IEEE order trick: flip all bits of negatives, set the sign bit of positives.
             bits = (~u & np.uint64(0xFFFFFFFF)) if u & np.uint64(0x80000000) else (
                 u | np.uint64(0x80000000))
-        out_lo[i] = ((np.uint64(source[i]) << np.uint64(59))
+        out_lo[i] = ((np.uint64(source[i]) << np.uint64(64 - SOURCE_BITS))
                      | (np.uint64(code[i]) << np.uint64(32)) | bits)
 
 

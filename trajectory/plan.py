@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .extra_tables import plan_spec
 from .read import find_table, fingerprint, read_header, resolve_columns
 from .tables import DICTIONARIES, TABLES
 
@@ -207,6 +208,13 @@ def make_plan(cfg) -> Plan:
         suffix = next(x for x in GZ_EQUIVALENT if path.name.endswith(x))
         gz_of[t.name] = tables[t.name]["bytes"] * GZ_EQUIVALENT[suffix]
         gz_bytes += gz_of[t.name]
+    # EXTRA_TABLES: checked now (names, keys, columns, a parsed sample), and partitioned as
+    # any table; their fingerprints carry the spec, so resume and caches see its changes
+    for name, fp in plan_spec(getattr(cfg, "extra_tables", ""), tables).items():
+        tables[name] = fp
+        gz_of[name] = fp["bytes"] * next(v for x, v in GZ_EQUIVALENT.items()
+                                         if fp["path"].endswith(x))
+        gz_bytes += gz_of[name]
     dictionaries = {}
     for d in DICTIONARIES:
         path = find_table(data_dir, d.module, d.name)

@@ -1208,7 +1208,63 @@ def generate(out_dir: str | Path, n_patients: int = 300, seed: int = 0,
             step()
         for job in g.jobs:
             job.result()
+    generate_extra(out, seed)
     return out
+
+
+# The outcome registry an EXTRA_TABLES build joins (README "Your own tables"): written beside
+# hosp/, icu/, note/ (never inside them: those hold MIMIC-IV's own files), with its spec.
+EXTRA_SPEC = "extra/tables.toml"
+EXTRA_TOML = """\
+# The synthetic outcome registry (trajectory/synth.py): follow-up contacts after a hospital
+# stay, linked by hadm_id. A few rows name admissions that do not exist (counted as
+# hadm_not_found), one has no contact time (null_time).
+[[table]]
+name = "outcome_registry"
+file = "outcomes.csv"
+key = "hadm_id"
+
+# The contact itself: status in the code, the EQ-5D index (0-1) as its value, at the contact.
+[[table.event]]
+name = "followup"
+code = ["REGISTRY_FOLLOWUP", "status"]
+time = ["contact_time"]
+value = "eq5d_index"
+
+# That the admission is in the registry, known at its discharge.
+[[table.event]]
+name = "enrolled"
+code = ["REGISTRY_ENROLLED", "site"]
+at = "admission_end"
+"""
+
+
+def generate_extra(out_dir: str | Path, seed: int = 0) -> Path:
+    """The outcome registry (extra/outcomes.csv, keyed by hadm_id) and its EXTRA_TABLES spec,
+    from the admissions already written under out_dir. Its own random stream: every other
+    file is the same with or without it. Returns the spec's path."""
+    out = Path(out_dir)
+    adm = pl.read_csv(out / "hosp" / "admissions.csv.gz", columns=["hadm_id", "dischtime"],
+                      schema_overrides={"hadm_id": pl.Int64, "dischtime": pl.String})
+    r = np.random.default_rng([int(seed), 19])
+    rows = np.flatnonzero(r.random(adm.height) < 0.7)  # 70% of admissions are followed up
+    disch = adm["dischtime"].str.to_datetime("%Y-%m-%d %H:%M:%S")[rows].dt.epoch("s").to_numpy()
+    contact = disch + r.integers(7 * DAY, 90 * DAY, len(rows))
+    n_bad = max(2, len(rows) // 20)  # admissions that do not exist: hadm_not_found
+    hadm = np.r_[adm["hadm_id"].to_numpy()[rows], 90_000_000 + np.arange(n_bad)]
+    contact = np.r_[contact, contact[:n_bad] if len(rows) >= n_bad else np.full(n_bad, 0)]
+    status = _voc(["home", "rehab", "readmitted", "deceased"],
+                  r.choice(4, len(hadm), p=[.7, .15, .1, .05]))
+    eq5d = np.round(r.uniform(0.2, 1.0, len(hadm)), 3)
+    null_time = np.zeros(len(hadm), bool)
+    null_time[0] = True  # one contact with no time: dropped as null_time, counted
+    frame = pl.DataFrame({
+        "hadm_id": hadm, "contact_time": _ts(contact, null_time), "status": status,
+        "eq5d_index": eq5d, "site": _voc(["north", "south"], r.integers(0, 2, len(hadm)))})
+    (out / "extra").mkdir(parents=True, exist_ok=True)
+    frame.write_csv(out / "extra" / "outcomes.csv", datetime_format="%Y-%m-%d %H:%M:%S")
+    (out / EXTRA_SPEC).write_text(EXTRA_TOML)
+    return out / EXTRA_SPEC
 
 
 def main(argv=None) -> None:
