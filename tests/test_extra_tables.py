@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from trajectory import open_version, synth
-from trajectory.extra_tables import MAX_SOURCE
+from trajectory.extra_tables import MAX_SOURCE, plan_spec
 from trajectory.kernels_sort import SOURCE_BITS
 from trajectory.plan import make_plan
 from trajectory.tables import TABLES
@@ -278,3 +278,12 @@ def test_cli_build_with_extra_tables_env(tmp_path):
     meta = json.loads((tmp_path / "out" / "v1" / "dataset.json").read_text())
     assert meta["extra_tables"]["sofa"]["unmatched"] == {"stay_not_found": 1}
     assert "extra" in meta["inputs"]["registry"]  # the spec entry, kept with the input
+
+
+def test_example_spec_is_valid():
+    spec = REPO / "examples" / "extra_tables" / "tables.toml"
+    present = {"admissions": {"path": "a", "bytes": 1}, "icustays": {"path": "i", "bytes": 1}}
+    tables = plan_spec(spec, present)
+    assert list(tables) == ["sofa_hourly", "followup"]
+    assert tables["followup"]["extra"]["keys"] == {"admissions": {"bytes": 1},
+                                                   "icustays": {"bytes": 1}}
