@@ -40,8 +40,10 @@ def synth_version(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("deid_synth")
     synth.generate(root / "raw", n_patients=40, seed=5)
-    # packed shards here, per-patient files in the demo's copy: both sinks are exercised
-    cfg = make_cfg(root / "raw", root / "out", layout="shards")
+    # packed shards here, per-patient files in the demo's copy: both sinks are exercised;
+    # with the generator's outcome registry (EXTRA_TABLES, keyed by hadm_id)
+    cfg = make_cfg(root / "raw", root / "out", layout="shards",
+                   extra_tables=str(root / "raw" / synth.EXTRA_SPEC))
     run_build(cfg, progress=False)
     return cfg.version_dir
 
