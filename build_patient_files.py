@@ -11,6 +11,7 @@ per patient plus a manifest out.
     python build_patient_files.py export meds trajectories/v1 meds/v1   # a MEDS dataset
     python build_patient_files.py export share trajectories/v1 shared/v1 --key-file KEY
     python build_patient_files.py tasks trajectories/v1 [--task NAME ...]   # task labels
+    python build_patient_files.py cache list|prune   # stage-1 outputs shared by versions
 
 Settings come from config.py, then environment variables of the same name, then these flags.
 """
@@ -35,6 +36,8 @@ SETTINGS = {
     "--plan-workers": ("PLAN_WORKERS", "workers the plan's units and shards are cut for, "
                                        "0 = MAX_CPUS; never changes the output"),
     "--index-dir": ("INDEX_DIR", "gzip seek-point index cache (default OUT_DIR/_index)"),
+    "--cache-dir": ("CACHE_DIR", "stage-1 outputs shared by versions of the same inputs "
+                                 "(default OUT_DIR/_cache)"),
     "--partition-buffer-mb": ("PARTITION_BUFFER_MB", "events held per partition unit before "
                                                      "a flush"),
     "--worker-memory-gb": ("WORKER_MEMORY_GB", "Dask memory limit per worker"),
@@ -53,7 +56,7 @@ SETTINGS = {
                                        "(docs/EXTRA_TABLES.md); --demo: its generated one "
                                        "unless given ('' for none)"),
 }
-COMMANDS = ("build", "inspect", "status", "export", "submit", "tasks")
+COMMANDS = ("build", "inspect", "status", "export", "submit", "tasks", "cache")
 
 
 def _settings_parser(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +159,18 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from jobs import cache
+
+    cfg = _load(args)
+    if args.action == "list":
+        print(cache.describe(cache.entries(cfg)))
+    else:
+        gone = cache.prune(cfg, older_than_hours=args.older_than_hours, dry_run=args.dry_run)
+        print(cache.describe(gone, "would remove" if args.dry_run else "removed"))
+    return 0
+
+
 def cmd_status(args) -> int:
     import json
 
@@ -204,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--limit", type=int, default=200, help="events to print [200]")
     elif command == "status":
         _settings_parser(parser)
+    elif command == "cache":
+        parser.add_argument("action", choices=["list", "prune"],
+                            help="list: entries of CACHE_DIR with their size, last use and the "
+                                 "versions using them; prune: remove the entries no version in "
+                                 "OUT_DIR uses")
+        parser.add_argument("--older-than-hours", type=float, default=24.0,
+                            help="prune: only entries no build touched for this long [24]")
+        parser.add_argument("--dry-run", action="store_true", help="prune: only list")
+        _settings_parser(parser)
     elif command == "export":
         parser.add_argument("what", choices=["windows", "meds", "share"],
                             help="windows: one parquet row per stay window; meds: a MEDS "
@@ -232,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"build": cmd_build, "inspect": cmd_inspect, "status": cmd_status,
                 "export": cmd_export, "submit": cmd_submit,
-                "tasks": cmd_tasks}[command](args)
+                "tasks": cmd_tasks, "cache": cmd_cache}[command](args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

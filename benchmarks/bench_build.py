@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import config  # noqa: E402
 from jobs.schedule import longest_first, makespan  # noqa: E402
-from trajectory.driver import partition_tasks, run_build  # noqa: E402
+from trajectory.driver import partition_tasks, run_build, stage1_marker  # noqa: E402
 from trajectory.plan import load_plan  # noqa: E402
 from trajectory.replicate import replicate  # noqa: E402
 from trajectory.store import open_version  # noqa: E402
@@ -106,7 +106,7 @@ def scaling_model(cfg) -> dict:
     for key, _, unit, after in partition_tasks(plan):
         stage = ("scan" if key.startswith("scan-") else
                  "dictionaries" if key == "dictionaries" else "partition")
-        m = json.loads((done / stage / f"{unit}.json").read_text())
+        m = stage1_marker(cfg, plan, stage, unit)
         keys[key] = len(order)
         order.append(key)
         deps.append([keys[d] for d in after])

@@ -1,7 +1,8 @@
 """Stage 1's side unit: the labels and units of the d_* dictionaries, read once beside the
 partition units. Finalize, which joins them onto codes.parquet, runs in one process after
 every shard, so each second it spends is a second of the whole build at any worker count;
-reading the dictionaries there was a third of it (0.24 of 0.74 s on demo x20).
+reading the dictionaries there was a third of it (0.24 of 0.74 s on demo x20). Kept in the
+stage-1 cache (jobs.cache) by the dictionaries' fingerprints.
 """
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ from trajectory.plan import load_plan
 from trajectory.read import iter_batches
 from trajectory.tables import DICTIONARIES
 
-from .common import read_done, write_done
+from . import cache
 
 STAGE = "dictionaries"
 UNIT = "all"
 
 
-def labels_path(cfg) -> Path:
-    return cfg.work_dir / "dictionary_labels.parquet"
+def entry(cfg, plan) -> Path:
+    return cache.entry_dir(cfg, plan, cache.DICTIONARIES) / UNIT
+
+
+def labels_path(cfg, plan) -> Path:
+    return entry(cfg, plan) / "labels.parquet"
 
 
 def dictionary_labels(plan, cfg) -> pl.DataFrame:
@@ -46,19 +51,28 @@ def dictionary_labels(plan, cfg) -> pl.DataFrame:
                                      maintain_order=True))
 
 
+def read(cfg, plan) -> dict | None:
+    return cache.read_marker(entry(cfg, plan) / "done.json", plan.cache_keys[cache.DICTIONARIES])
+
+
 def run(unit: str, cfg) -> dict:
-    done = read_done(cfg, STAGE, unit)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    plan = load_plan(cfg)
+    cache.touch(entry(cfg, plan).parent)
+    done = read(cfg, plan)
     if done is not None:
         return done
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    labels = dictionary_labels(load_plan(cfg), cfg)
-    atomic_write_parquet(labels, labels_path(cfg))
-    return write_done(cfg, STAGE, unit, {"rows": labels.height,
-                                         "seconds": round(time.perf_counter() - t0, 3),
-                                         "cpu_seconds": round(time.process_time() - cpu0, 3)})
+    final = entry(cfg, plan)
+    tmp = cache.new_unit_folder(final)
+    labels = dictionary_labels(plan, cfg)
+    atomic_write_parquet(labels, tmp / "labels.parquet")
+    return cache.publish_unit(tmp, final, plan.cache_keys[cache.DICTIONARIES], {
+        "stage": STAGE, "unit": unit, "rows": labels.height,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(time.process_time() - cpu0, 3)})
 
 
 def labels(cfg) -> pl.DataFrame:
     """The labels, made here if stage 1 did not (SLURM arrays run only the table units)."""
     run(UNIT, cfg)
-    return pl.read_parquet(labels_path(cfg))
+    return pl.read_parquet(labels_path(cfg, load_plan(cfg)))

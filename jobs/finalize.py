@@ -121,7 +121,7 @@ def _code_version() -> str:
 
 
 def scan_markers(cfg, plan) -> list[dict]:
-    return [m for m in (read_done(cfg, scan.STAGE, t) for t in plan.scan_tables()) if m]
+    return [m for m in (scan.read(cfg, plan, t) for t in plan.scan_tables()) if m]
 
 
 def _stage_timing(markers: list[dict]) -> dict:
@@ -178,6 +178,7 @@ def run(unit: str, cfg) -> dict:
         "config": cfg.to_json(), "config_hash": cfg.output_hash(),
         "code_version": _code_version(), "python": platform.python_version(),
         "inputs": plan.tables, "dictionaries": plan.dictionaries,
+        "cache_keys": plan.cache_keys,
         "warnings": [f"table {m} not found in DATA_DIR: skipped" for m in plan.missing]
         + inputs.warnings(not_read),
         # every file under DATA_DIR/{hosp,icu,note} not read as events, and why

@@ -2,17 +2,17 @@
 big ones are cut by the plan and the scan stage): stream-parse, map rows to events, split by
 patient bucket.
 
-Output: WORK_DIR/partitioned/<table>/<part>/events-NNNNN.arrow (and meta-NNNNN.arrow for the tables
-the record header needs), each an Arrow IPC file with one record batch per patient bucket,
-plus the table's code statistics. The done-marker lists for every file which batch holds
-which bucket and how many rows, so the build stage reads exactly its own bytes and the
-buckets can be packed into shards of equal size. Files per table = input size / buffer,
+Output: CACHE_DIR/<table>-<key>/<part>/events-NNNNN.arrow (and meta-NNNNN.arrow for the
+tables the record header needs), each an Arrow IPC file with one record batch per patient
+bucket, plus the table's code statistics and done.json (jobs.cache: shared by every version of
+the same input, written to a private folder and renamed into place). The marker lists for
+every file which batch holds which bucket and how many rows, so the build stage reads exactly
+its own bytes and the buckets can be packed into shards of equal size. Files per table = input size / buffer,
 never shards x chunks.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -32,8 +32,7 @@ from trajectory.atomic import atomic_write_parquet, tmp_name
 
 from .extra_keys import row_mapper
 
-from . import scan
-from .common import read_done, write_done
+from . import cache, scan
 
 STAGE = "partition"
 
@@ -108,7 +107,7 @@ def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | Non
     if table_name in plan.row_groups:
         a, b = plan.row_groups[table_name][k]
         return Part(k, n, a, b, "row_groups"), None
-    marker = read_done(cfg, scan.STAGE, table_name)
+    marker = scan.read(cfg, plan, table_name)
     if marker is None:
         raise ValueError(f"partition unit {unit_name(table_name, k)}: the scan of "
                          f"{table_name!r} (its cut points) is not done; run it first")
@@ -118,69 +117,77 @@ def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | Non
     return Part(k, n, cuts[k], cuts[k + 1], "bytes"), points
 
 
-def part_dir(cfg, table_name: str, k: int) -> Path:
-    return cfg.work_dir / "partitioned" / table_name / f"{k:04d}"
+def part_dir(cfg, plan, table_name: str, k: int) -> Path:
+    return cache.unit_dir(cfg, plan, table_name, k)
+
+
+def read(cfg, plan, unit: str) -> dict | None:
+    """The unit's marker if it is in the cache (built by this or any other version)."""
+    table_name, k = split_unit(unit)
+    return cache.read_marker(part_dir(cfg, plan, table_name, k) / "done.json",
+                             plan.cache_keys[table_name])
 
 
 def run(unit: str, cfg) -> dict:
-    done = read_done(cfg, STAGE, unit)
-    if done is not None:
-        return done
     t0, cpu0 = time.perf_counter(), time.process_time()
     plan = load_plan(cfg)
     table_name, k = split_unit(unit)
     if table_name not in plan.tables or k >= plan.parts[table_name]:
         raise ValueError(f"partition unit {unit!r} is not in the plan "
                          f"({plan.parts.get(table_name, 0)} parts of {table_name!r})")
+    cache.touch(cache.entry_dir(cfg, plan, table_name))
+    done = read(cfg, plan, unit)
+    if done is not None:
+        return done
     table = table_of(plan, table_name)  # built in, or one of EXTRA_TABLES
     to_events = row_mapper(cfg, table)  # a user table's key is resolved first
     path = Path(plan.tables[table_name]["path"])
     part, points = part_of(cfg, plan, table_name, k)
-    out = part_dir(cfg, table_name, k)
-    if out.exists():  # leftovers of a killed attempt: never valid without a marker
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    budget = cfg.partition_buffer_mb << 20
-    events = BucketWriter(out, "events", plan.n_buckets, budget)
-    meta = BucketWriter(out, "meta", plan.n_buckets, budget // 4) if table.meta else None
-    rows, counts, stats, sketches, book = 0, {}, [], [], CodeBook()
-    block = cfg.csv_block_mb << 20
-    if part is not None and part.kind == "bytes":
-        # At least ~8 blocks per part: the first block's parse and the last one's mapping do
-        # not overlap (the prefetch pipeline fills and drains), and with 3 blocks in a 25 MB
-        # part that was a third of the unit (prescriptions: 4 parts took 2.2x the whole).
-        block = int(min(block, max(1 << 20, (part.end - part.start) // 8)))
-    for batch in prefetch(iter_batches(path, table.columns, block, table.multiline, part,
-                                       points)):
-        df = pl.from_arrow(batch)
-        rows += df.height
-        ev, st, c = to_events(table, df, book)
-        events.add(ev)
-        stats.append(st)
-        sketches.append(value_sketch(ev))
-        merge_counts(counts, c)
+    final = part_dir(cfg, plan, table_name, k)
+    out = cache.new_unit_folder(final)
+    with cache.cleaned_on_error(out):  # a failed attempt leaves no folder behind
+        budget = cfg.partition_buffer_mb << 20
+        events = BucketWriter(out, "events", plan.n_buckets, budget)
+        meta = BucketWriter(out, "meta", plan.n_buckets, budget // 4) if table.meta else None
+        rows, counts, stats, sketches, book = 0, {}, [], [], CodeBook()
+        block = cfg.csv_block_mb << 20
+        if part is not None and part.kind == "bytes":
+            # At least ~8 blocks per part: the first block's parse and the last one's mapping do
+            # not overlap (the prefetch pipeline fills and drains), and with 3 blocks in a 25 MB
+            # part that was a third of the unit (prescriptions: 4 parts took 2.2x the whole).
+            block = int(min(block, max(1 << 20, (part.end - part.start) // 8)))
+        for batch in prefetch(iter_batches(path, table.columns, block, table.multiline, part,
+                                           points)):
+            df = pl.from_arrow(batch)
+            rows += df.height
+            ev, st, c = to_events(table, df, book)
+            events.add(ev)
+            stats.append(st)
+            sketches.append(value_sketch(ev))
+            merge_counts(counts, c)
+            if meta is not None:
+                meta.add(df.filter(pl.col("subject_id").is_not_null()))
+            if len(stats) >= 16:  # per-batch stats and sketches (~100k rows each) stay bounded
+                stats, sketches = [merge_code_stats(stats)], [merge_sketches(sketches)]
+        events.flush()
         if meta is not None:
-            meta.add(df.filter(pl.col("subject_id").is_not_null()))
-        if len(stats) >= 16:  # per-batch stats and sketches (~100k rows each) stay bounded
-            stats, sketches = [merge_code_stats(stats)], [merge_sketches(sketches)]
-    events.flush()
-    if meta is not None:
-        meta.flush()
-    book_frame = book.frame()
-    codes = (merge_code_stats(stats).with_columns(pl.lit(table_name).alias("table"))
-             .join(book_frame, on="code", how="left"))
-    sketch = (merge_sketches(sketches).rename({"code": "local_id"})
-              .cast({"local_id": pl.UInt32})  # an empty table's sketch has no typed ids
-              .join(book_frame, on="local_id").select("code", "bucket", "count")
-              .sort("code", "bucket"))
-    atomic_write_parquet(codes, out / "codes.parquet")
-    atomic_write_parquet(sketch, out / "sketch.parquet")
-    return write_done(cfg, STAGE, unit, {
-        "table": table_name, "part": k, "parts": plan.parts[table_name],
-        "range": [part.kind, part.start, part.end] if part else None,
-        "input": plan.tables[table_name], "rows_read": rows,
-        "events": events.files, "meta": meta.files if meta else [], "codes": "codes.parquet",
-        "sketch": "sketch.parquet",
-        "counts": counts, "seconds": round(time.perf_counter() - t0, 3),
-        "cpu_seconds": round(time.process_time() - cpu0, 3),
-    })
+            meta.flush()
+        book_frame = book.frame()
+        codes = (merge_code_stats(stats).with_columns(pl.lit(table_name).alias("table"))
+                 .join(book_frame, on="code", how="left"))
+        sketch = (merge_sketches(sketches).rename({"code": "local_id"})
+                  .cast({"local_id": pl.UInt32})  # an empty table's sketch has no typed ids
+                  .join(book_frame, on="local_id").select("code", "bucket", "count")
+                  .sort("code", "bucket"))
+        atomic_write_parquet(codes, out / "codes.parquet")
+        atomic_write_parquet(sketch, out / "sketch.parquet")
+        return cache.publish_unit(out, final, plan.cache_keys[table_name], {
+            "stage": STAGE, "unit": unit, "table": table_name, "part": k,
+            "parts": plan.parts[table_name],
+            "range": [part.kind, part.start, part.end] if part else None,
+            "input": plan.tables[table_name], "rows_read": rows,
+            "events": events.files, "meta": meta.files if meta else [], "codes": "codes.parquet",
+            "sketch": "sketch.parquet",
+            "counts": counts, "seconds": round(time.perf_counter() - t0, 3),
+            "cpu_seconds": round(time.process_time() - cpu0, 3),
+        })

@@ -3,7 +3,8 @@
 For a .csv.gz, first the seek-point index (trajectory.gzindex), kept in INDEX_DIR by the
 file's fingerprint so that every later build of the same input, of any version, reuses it.
 Then the cut points: record starts near equal steps of the text (trajectory.split). The
-marker lists them; partition unit k of the table reads [cuts[k], cuts[k+1]).
+marker, CACHE_DIR/<table>-<key>/scan.json (jobs.cache), lists them; partition unit k of the
+table reads [cuts[k], cuts[k+1]).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from trajectory.plan import load_plan
 from trajectory.split import FileRange, header_end, line_cuts, record_cuts, targets
 from trajectory.extra_tables import table_of
 
-from .common import read_done, write_done
+from trajectory.atomic import atomic_write_json
+
+from . import cache
 
 STAGE = "scan"
 
@@ -24,12 +27,18 @@ def index_path(cfg, table: str, fp: dict) -> Path:
     return cfg.index_dir / f"{table}-{fp['bytes']}-{fp['head_tail_blake2b'][:16]}.gzidx"
 
 
+def read(cfg, plan, table_name: str) -> dict | None:
+    return cache.read_marker(cache.scan_marker_path(cfg, plan, table_name),
+                             plan.cache_keys[table_name])
+
+
 def run(table_name: str, cfg) -> dict:
-    done = read_done(cfg, STAGE, table_name)
-    if done is not None:
-        return done
     t0, cpu0 = time.perf_counter(), time.process_time()
     plan = load_plan(cfg)
+    cache.touch(cache.entry_dir(cfg, plan, table_name))
+    done = read(cfg, plan, table_name)
+    if done is not None:
+        return done
     fp = plan.tables[table_name]
     path, n = Path(fp["path"]), plan.parts[table_name]
     index, cached = None, None
@@ -56,9 +65,14 @@ def run(table_name: str, cfg) -> dict:
             cuts = record_cuts(f, start, size, wanted)
     else:
         cuts = line_cuts(open_at, size, wanted)
-    return write_done(cfg, STAGE, table_name, {
-        "table": table_name, "input": fp, "size": size, "cuts": [start, *cuts, size],
-        "index": str(index) if index else None, "index_cached": cached,
-        "index_seconds": round(t_index, 3), "seconds": round(time.perf_counter() - t0, 3),
+    # Two builds scanning at once write the same cuts: the last rename wins, either is right.
+    marker = {
+        "cache_key": plan.cache_keys[table_name], "stage": STAGE, "unit": table_name,
+        "finished_at": time.time(), "table": table_name, "input": fp, "size": size,
+        "cuts": [start, *cuts, size], "index": str(index) if index else None,
+        "index_cached": cached, "index_seconds": round(t_index, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
         "cpu_seconds": round(time.process_time() - cpu0, 3),
-    })
+    }
+    atomic_write_json(cache.scan_marker_path(cfg, plan, table_name), marker)
+    return marker

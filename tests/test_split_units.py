@@ -15,12 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import scan
-from jobs.common import read_done
 from trajectory import synth
 from trajectory.atomic import atomic_write_json
-from trajectory.driver import partition_tasks, prepare, run_build
+from trajectory.driver import partition_tasks, prepare, run_build, stage1_marker
 from trajectory.gzindex import scan_points
-from trajectory.plan import make_plan, plan_path, unit_name
+from trajectory.plan import load_plan, make_plan, plan_path, unit_name
 from trajectory.read import ARROW_TYPES, find_table, iter_batches
 from trajectory.split import Part
 from trajectory.tables import TABLES, TABLES_BY_NAME
@@ -60,13 +59,15 @@ def assert_same_output(cfg, ref_cfg) -> None:
 
 
 def unit_markers(cfg, plan: dict, table: str) -> list[dict]:
-    return [read_done(cfg, "partition", unit_name(table, k)) for k in range(plan["parts"][table])]
+    p = load_plan(cfg)
+    return [stage1_marker(cfg, p, "partition", unit_name(table, k))
+            for k in range(plan["parts"][table])]
 
 
 def assert_byte_ranges_tile(cfg, plan: dict, table: str) -> None:
     """A cut CSV table's units read contiguous, non-empty byte ranges from the end of the
     header to the end of the text: every row read exactly once."""
-    cut = read_done(cfg, scan.STAGE, table)
+    cut = stage1_marker(cfg, load_plan(cfg), scan.STAGE, table)
     ranges = [m["range"] for m in unit_markers(cfg, plan, table)]
     assert [r[0] for r in ranges] == ["bytes"] * len(ranges)
     assert [r[1] for r in ranges] == cut["cuts"][:-1]
@@ -289,7 +290,8 @@ def test_bad_value_names_file_and_unit_range(synth_dir, tmp_path, suffix, unit_m
         assert "part " in msg and "uncompressed bytes" in msg
         assert "valuenum" in msg and BAD in msg, msg
     assert failed == [bad_k]
-    assert read_done(cfg, "partition", unit_name("labevents", bad_k)) is None
+    assert stage1_marker(cfg, load_plan(cfg), "partition", unit_name("labevents", bad_k)) is None
+    assert not list(cfg.cache_dir.glob("labevents-*/.*.tmp-*"))  # the failed attempt's folder
 
 
 # ---- empty units ------------------------------------------------------------------------------

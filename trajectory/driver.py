@@ -1,11 +1,12 @@
 """The driver: plan the units of each stage and hand them to a runner, in order."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 
-from jobs import build, dictionaries, finalize, partition, scan
+from jobs import build, cache, dictionaries, finalize, partition, scan
 from jobs import extra_keys
 from trajectory import extra_tables
 from .atomic import atomic_write_json
@@ -15,16 +16,40 @@ from .runners import open_runner
 from .vocab import ensure_shard_map
 
 
+def finished_differences(cfg, plan, summary: dict) -> list[str]:
+    """What differs between a finished version's dataset.json and this run's config and
+    inputs (empty: the version is up to date)."""
+    problems = []
+    if summary.get("config_hash") != cfg.output_hash():
+        problems.append(f"config hash {summary.get('config_hash')} -> {cfg.output_hash()}")
+    for kind, now in (("inputs", plan.tables), ("dictionaries", plan.dictionaries)):
+        was = summary.get(kind) or {}
+        for name in sorted(set(was) | set(now)):
+            fa = {k: v for k, v in was.get(name, {}).items() if k != "path"}
+            fb = {k: v for k, v in now.get(name, {}).items() if k != "path"}
+            if fa != fb:
+                problems.append(f"input {name} " + ("added" if not fa else "removed" if not fb
+                                                    else "changed"))
+    return problems
+
+
 def prepare(cfg):
-    """Validate inputs and outputs, write (or check) the plan; returns it."""
+    """Validate inputs and outputs, write (or check) the plan; returns it, or None when the
+    version is already built from these inputs with this config (nothing to do)."""
     vdir = cfg.version_dir
+    plan = make_plan(cfg)
+    plan = dataclasses.replace(plan, cache_keys=cache.table_keys(plan))
     if (vdir / "dataset.json").exists():
         if not cfg.overwrite:
-            raise ValueError(f"{vdir} is a finished version; choose another TRAJECTORY_VERSION "
-                             "or pass --overwrite to rebuild it")
+            problems = finished_differences(cfg, plan,
+                                            json.loads((vdir / "dataset.json").read_text()))
+            if not problems:
+                return None
+            raise ValueError(f"{vdir} is a finished version of other inputs or config "
+                             f"({'; '.join(problems)}); choose another TRAJECTORY_VERSION or "
+                             "pass --overwrite to rebuild it")
         shutil.rmtree(vdir)
         shutil.rmtree(cfg.work_dir, ignore_errors=True)
-    plan = make_plan(cfg)
     path = plan_path(cfg)
     if path.exists():
         try:
@@ -40,7 +65,11 @@ def prepare(cfg):
     if not path.exists():
         atomic_write_json(path, plan.to_json())
     # a resumed build keeps the cut it started with (same output whatever the cut)
-    return load_plan(cfg)
+    plan = load_plan(cfg)
+    if not plan.cache_keys:  # a plan written by hand (tests force a cut this way)
+        plan = dataclasses.replace(plan, cache_keys=cache.table_keys(plan))
+        atomic_write_json(path, plan.to_json())
+    return plan
 
 
 def partition_tasks(plan) -> list[tuple]:
@@ -59,8 +88,12 @@ def partition_tasks(plan) -> list[tuple]:
 def run_build(cfg, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     plan = prepare(cfg)
+    if plan is None:
+        summary = json.loads((cfg.version_dir / "dataset.json").read_text())
+        return {**summary, "up_to_date": True}
     if progress:
         print(plan.describe(cfg), flush=True)
+    reused = cached_units(cfg, plan)
     wall = {}
     with open_runner(cfg) as runner:
         t = time.perf_counter()
@@ -78,6 +111,9 @@ def run_build(cfg, progress: bool = True) -> dict:
     wall["finalize"] = time.perf_counter() - t
     wall["total"] = time.perf_counter() - t0
     summary["driver_wall_seconds"] = {k: round(v, 2) for k, v in wall.items()}
+    # stage-1 units found in CACHE_DIR when this build started (built by an earlier version)
+    summary["stage1_cache"] = {"dir": str(cfg.cache_dir), "units": len(stage1_units(plan)),
+                               "reused": len(reused)}
     summary["plan"] = {"n_shards": plan.n_shards, "shard_input_mb": plan.shard_input_mb,
                        "est_peak_mb": plan.est_peak_mb, "set_by": plan.why,
                        "worker_memory_gb": cfg.worker_memory_gb}
@@ -85,7 +121,29 @@ def run_build(cfg, progress: bool = True) -> dict:
     return summary
 
 
+def stage1_units(plan) -> list[tuple[str, str]]:
+    return ([("scan", t) for t in plan.scan_tables()]
+            + [("partition", u) for u in plan.partition_units()]
+            + [("dictionaries", dictionaries.UNIT)])
+
+
+def stage1_marker(cfg, plan, stage: str, unit: str) -> dict | None:
+    if stage == "scan":
+        return scan.read(cfg, plan, unit)
+    if stage == "partition":
+        return partition.read(cfg, plan, unit)
+    return dictionaries.read(cfg, plan)
+
+
+def cached_units(cfg, plan) -> list[str]:
+    return [u for stage, u in stage1_units(plan) if stage1_marker(cfg, plan, stage, u)]
+
+
 def describe(summary: dict, cfg) -> str:
+    if summary.get("up_to_date"):
+        return (f"{summary['version']} is up to date: built {summary['created_at']} from these "
+                f"inputs with this config (config hash {summary['config_hash']}); nothing to do "
+                f"(output: {cfg.version_dir})")
     w = summary["driver_wall_seconds"]
     lines = [
         f"built {summary['version']}: {summary['n_patients']:,} patients, "
@@ -97,6 +155,9 @@ def describe(summary: dict, cfg) -> str:
         f"{summary['plan']['est_peak_mb']:,.0f} MB per worker",
         f"output: {cfg.version_dir}",
     ]
+    c = summary.get("stage1_cache")
+    if c and c["reused"]:
+        lines.insert(2, f"stage 1: {c['reused']} of {c['units']} units reused from {c['dir']}")
     lines += [f"not read: {f['file']} ({f['reason']})" for f in summary.get("not_read", ())
               if f["kind"] not in ("unknown", "duplicate")]  # those are warnings, below
     lines += extra_tables.describe(summary.get("extra_tables", {}))
@@ -111,7 +172,10 @@ def status(cfg) -> dict:
               "build": [build.shard_name(s) for s in range(plan.n_shards)]}
     out = {}
     for stage, units in stages.items():
-        done = [u for u in units if (cfg.work_dir / "done" / stage / f"{u}.json").exists()]
+        if stage == "build":
+            done = [u for u in units if (cfg.work_dir / "done" / stage / f"{u}.json").exists()]
+        else:
+            done = [u for u in units if stage1_marker(cfg, plan, stage, u)]
         out[stage] = {"done": len(done), "pending": sorted(set(units) - set(done))}
     out["published"] = (cfg.version_dir / "dataset.json").exists()
     return json.loads(json.dumps(out))

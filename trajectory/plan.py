@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from .extra_tables import plan_spec
 from .read import find_table, fingerprint, read_header, resolve_columns
 from .tables import DICTIONARIES, TABLES
 
-PLAN_FORMAT = 3  # 3: big tables cut into several partition units (2: one unit per table)
+PLAN_FORMAT = 4  # 4: stage-1 cache keys (3: big tables cut into units; 2: a unit per table)
 # 0x9E3779B97F4A7C15 is the 64-bit golden-ratio constant (Fibonacci hashing): consecutive
 # MIMIC subject_ids spread evenly over shards whatever the shard count.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -95,6 +95,7 @@ class Plan:
     parts: dict  # table name -> number of partition units (1: read whole)
     row_groups: dict  # parquet table name -> [first, end) row-group range of each unit
     unit_mb: float  # gzip-equivalent input per partition unit the parts were cut for
+    cache_keys: dict = field(default_factory=dict)  # table -> stage-1 cache key (jobs.cache)
 
     @property
     def n_buckets(self) -> int:
@@ -105,7 +106,8 @@ class Plan:
                 "missing": self.missing, "n_shards": self.n_shards,
                 "config_hash": self.config_hash, "shard_input_mb": self.shard_input_mb,
                 "est_peak_mb": self.est_peak_mb, "why": self.why, "parts": self.parts,
-                "row_groups": self.row_groups, "unit_mb": self.unit_mb}
+                "row_groups": self.row_groups, "unit_mb": self.unit_mb,
+                "cache_keys": self.cache_keys}
 
     def largest_first(self) -> list[str]:
         """Tables by input size, largest first: a big table started last would leave the

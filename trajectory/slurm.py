@@ -76,9 +76,12 @@ def pending_units(cfg, stage: str, plan) -> list:
 
     if stage == "finalize":
         return [] if (cfg.version_dir / "dataset.json").exists() else ["all"]
+    from .driver import stage1_marker
+
     units = stage_units(stage, plan)
-    name = (lambda u: shard_name(u)) if stage == "build" else str
-    return [u for u in units if not done_path(cfg, stage, name(u)).exists()]
+    if stage == "build":
+        return [u for u in units if not done_path(cfg, stage, shard_name(u)).exists()]
+    return [u for u in units if stage1_marker(cfg, plan, stage, u) is None]
 
 
 def _parse_job_id(out: str) -> str:
@@ -97,6 +100,11 @@ def submit(cfg, partition=None, account=None, time=None, mem=None, cpus_per_task
     from .driver import prepare
 
     plan = prepare(cfg)
+    if plan is None:
+        if progress:
+            print(f"{cfg.version_dir} is up to date (same inputs and config): nothing to submit")
+        return {"jobs": {}, "scripts": {}, "commands": {}, "skipped": list(STAGES),
+                "follow": "", "up_to_date": True}
     sdir = cfg.work_dir / "slurm"
     log_dir = sdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
