@@ -89,6 +89,10 @@ value = "sofa"
 name = "start"
 code = ["SOFA_STAY"]
 at = "stay_start"
+[[table.event]]
+name = "admitted"
+code = ["SOFA_ADM"]
+at = "admission_start"
 
 [[table]]
 name = "genes"
@@ -157,6 +161,7 @@ def test_events_in_records_with_their_times_and_codes(built):
     sofa = events_of(v, 10001, "sofa")
     # every row gives each event: two rows of the stay, two events at its start
     assert [(t, c) for t, c, _ in sofa] == [
+        (epoch("2150-01-01 10:00:00"), "SOFA_ADM"), (epoch("2150-01-01 10:00:00"), "SOFA_ADM"),
         (epoch("2150-01-02 00:00:00"), "SOFA_STAY"), (epoch("2150-01-02 00:00:00"), "SOFA_STAY"),
         (epoch("2150-01-02 01:00:00"), "SOFA"), (epoch("2150-01-02 02:00:00"), "SOFA")]
     assert [x for _, c, x in sofa if c == "SOFA"] == [3.0, 5.0]
@@ -230,6 +235,8 @@ EVENT = '[[table.event]]\nname = "e"\ncode = ["X", "{col}"]\ntime = ["{time}"]\n
     (TABLE.format(name="labevents", file="registry.csv", key="hadm_id")
      + EVENT.format(col="status", time="recorded_at"), None,
      r"table 1 \('labevents'\): name 'labevents' is a built-in table's"),
+    (TABLE.format(name="dictionaries", file="registry.csv", key="hadm_id")
+     + EVENT.format(col="status", time="recorded_at"), None, r"or a stage-1 unit's"),
     (TABLE.format(name="reg", file="registry.csv", key="hadm_id")
      + EVENT.format(col="status", time="recorded_at") + 'colour = "red"\n', None,
      r"table 1 \('reg'\), event 1: unknown field\(s\) \['colour'\]"),

@@ -47,6 +47,8 @@ ANCHOR_KEYS = {"admission_start": ("hadm_id", "stay_id"), "admission_end": ("had
 UNMATCHED = {"hadm_id": "hadm_not_found", "stay_id": "stay_not_found"}
 # Records' uint8 `source` sorts in kernels_sort.SOURCE_BITS (7) bits: ids up to 127.
 MAX_SOURCE = 127
+# Stage-1 units and cache entries named like tables (jobs/dictionaries, jobs/extra_keys).
+RESERVED = frozenset({"dictionaries", "extra_keys"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TABLE_FIELDS = {"name", "file", "key", "event", "multiline"}
 _EVENT_FIELDS = {"name", "code", "time", "at", "value", "text", "text_always", "unit", "ref",
@@ -128,9 +130,9 @@ def parse_entry(raw: dict, index: int, spec: Path, source: int) -> tuple[UserTab
     if not isinstance(name, str) or not _NAME.match(name):
         raise _fail(spec, where, f"name must be a lower-case identifier ([a-z][a-z0-9_]*), "
                                  f"got {name!r}")
-    if name in TABLES_BY_NAME:
-        raise _fail(spec, where, f"name {name!r} is a built-in table's (trajectory/tables.py); "
-                                 "choose another")
+    if name in TABLES_BY_NAME or name in RESERVED:
+        raise _fail(spec, where, f"name {name!r} is a built-in table's (trajectory/tables.py) "
+                                 "or a stage-1 unit's; choose another")
     key = raw.get("key")
     if key not in KEYS:
         raise _fail(spec, where, f"key must be one of {', '.join(KEYS)}, got {key!r}")
@@ -381,7 +383,7 @@ def match_report(plan, tables_report: dict) -> dict:
         rep = tables_report.get(t.name)
         if rep is None:
             continue
-        first = rep["events"][t.events[0].name]
+        first = rep["events"].get(t.events[0].name, {"dropped": {}})  # {}: an empty file
         unmatched = {r: first["dropped"][r] for r in match_reasons(t.key)
                      if first["dropped"].get(r)}
         out[t.name] = {"file": t.file, "key": t.key, "source": t.source,
