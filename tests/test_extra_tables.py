@@ -309,3 +309,18 @@ def test_cut_user_tables_give_the_same_records(built, tmp_path):
     assert plan["parts"]["vitals"] > 1 and plan["parts"]["genes"] > 1
     a, b = (pl.read_parquet(c.version_dir / "manifest.parquet") for c in (cfg, cut))
     assert a["checksum"].to_list() == b["checksum"].to_list()
+
+
+def test_unit_without_the_graph_makes_its_lookup(tmp_path):
+    """A SLURM array task runs a user table's unit alone: it makes the key lookup itself."""
+    from jobs import extra_keys, partition
+    from trajectory.driver import prepare
+
+    data, spec = write_data(tmp_path)
+    cfg = make_cfg(data, tmp_path / "out", extra_tables=str(spec))
+    prepare(cfg)
+    assert not (extra_keys.keys_dir(cfg) / "admissions.parquet").exists()
+    marker = partition.run("registry.0000", cfg)
+    assert marker["rows_read"] == 4
+    assert marker["counts"]["followup"]["dropped"] == {"hadm_not_found": 2}
+    assert pl.read_parquet(extra_keys.keys_dir(cfg) / "admissions.parquet").height == 3
