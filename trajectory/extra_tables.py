@@ -60,7 +60,6 @@ class UserTable(Table):
     source: int = 0  # the records' `source` id: after the built-in tables, in spec order
     key: str = "subject_id"  # the column that finds the patient
     file: str = ""  # the input file, absolute
-    spec: str = ""  # the spec file, for error messages
 
 
 def _fail(spec: Path, where: str, what: str) -> ValueError:
@@ -150,16 +149,19 @@ def parse_entry(raw: dict, index: int, spec: Path, source: int) -> tuple[UserTab
         raise _fail(spec, where, "no events: add at least one [[table.event]]")
     events, cols = [], {key}
     for k, e in enumerate(events_raw):
-        ev, used = _event(e if isinstance(e, dict) else {"name": e}, key, spec,
-                          f"{where}, event {k + 1}")
+        if not isinstance(e, dict):
+            raise _fail(spec, f"{where}, event {k + 1}", f"expected a table, got {e!r}")
+        ev, used = _event(e, key, spec, f"{where}, event {k + 1}")
         if ev.name in {x.name for x in events}:
             raise _fail(spec, f"{where}, event {k + 1}", f"duplicate event name {ev.name!r}")
         events.append(ev)
         cols |= used
     times = {c for ev in events for c in ev.time if not c.startswith("__")}
+    if times & set(KEYS):
+        raise _fail(spec, where, f"id column(s) {sorted(times & set(KEYS))} used as a time")
     columns = {c: "int" if c in KEYS else "time" if c in times else "str" for c in sorted(cols)}
     table = UserTable(name, "extra", columns=columns, events=tuple(events), multiline=multiline,
-                      source=source, key=key, file=str(path), spec=str(spec))
+                      source=source, key=key, file=str(path))
     return table, columns
 
 
