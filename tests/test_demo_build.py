@@ -110,8 +110,14 @@ def test_dataset_json_records_missing_notes(demo_build):
 
 
 def test_finished_version_is_not_overwritten(demo_build):
+    """Same inputs and config: up to date, nothing rewritten; another config: refused."""
+    import dataclasses
+
     from trajectory.driver import run_build
 
     cfg, _ = demo_build
-    with pytest.raises(ValueError, match="finished version"):
-        run_build(cfg, progress=False)
+    stamp = (cfg.version_dir / "manifest.parquet").stat().st_mtime_ns
+    assert run_build(cfg, progress=False)["up_to_date"] is True
+    assert (cfg.version_dir / "manifest.parquet").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="finished version of other inputs or config"):
+        run_build(dataclasses.replace(cfg, zstd_level=5), progress=False)
