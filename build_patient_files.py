@@ -125,10 +125,11 @@ def cmd_export(args) -> int:
                              progress=not args.quiet,
                              in_process_below=0 if args.RUNNER else IN_PROCESS_BELOW)
     else:
-        from jobs.export_share import describe, export_share
+        from jobs.export_share import IN_PROCESS_BELOW, describe, export_share
 
         result = export_share(args.version_dir, args.out_dir, _load(args), key_file=args.key_file,
-                              keep_text=args.keep_text, progress=not args.quiet)
+                              keep_text=args.keep_text, progress=not args.quiet,
+                              in_process_below=0 if args.RUNNER else IN_PROCESS_BELOW)
     print(describe(result))
     return 0
 
