@@ -259,10 +259,11 @@ class _Source:
         consecutive label rows of one subject (a labels file's order, the iterable dataset's)
         decode it once: a task-cut item otherwise inflates the subject's whole history (one
         zstd frame) to keep its last events, and inflating is most of an item's time."""
-        subject_id = int(subject_id)
+        key = (int(subject_id), self.with_text, self.with_windows)
         last = getattr(self, "_last", None)
-        if last is not None and last[0] == subject_id:
+        if last is not None and last[0] == key:
             return last[1]
+        subject_id = key[0]
         if getattr(self, "_dctx", None) is None:
             self._dctx = zstandard.ZstdDecompressor()
         want = {"format", "subject_id", "events"}
@@ -273,9 +274,9 @@ class _Source:
                                     max_buffer_size=0)
         rec: dict = {}
         for _ in range(unpacker.read_map_header()):
-            key = unpacker.unpack()
-            if key in want:
-                rec[key] = unpacker.unpack()
+            name = unpacker.unpack()
+            if name in want:
+                rec[name] = unpacker.unpack()
                 if len(rec) == len(want):
                     break
             else:
@@ -286,7 +287,7 @@ class _Source:
         rec["events"] = {k: np.frombuffer(v, EVENT_DTYPES[k]) for k, v in rec["events"].items()}
         for w in rec.get("windows", []):
             w["data"] = np.frombuffer(w["data"], "<f4").reshape(w["shape"])
-        self._last = (subject_id, rec)
+        self._last = (key, rec)
         return rec
 
     # -- one item ------------------------------------------------------------------------

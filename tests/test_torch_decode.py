@@ -1,0 +1,52 @@
+"""The loader decodes only the record keys an item uses and reuses the last record it decoded:
+items must equal the full record's whatever the order, options and pickling."""
+import pickle
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from trajectory import open_version  # noqa: E402
+from trajectory.torch import TrajectoryDataset  # noqa: E402
+
+
+def test_items_match_full_records_in_any_order(demo_build):
+    cfg, _ = demo_build
+    vdir = cfg.version_dir
+    v = open_version(vdir)
+    raws = {s: v.raw(s) for s in v.subject_ids[:20]}
+    # subjects with ICU windows and with texts, so that both optional keys are exercised
+    sids = [s for s, r in raws.items() if r["windows"] and r["texts"]][:3]
+    assert len(sids) == 3
+    order = [sids[0], sids[1], sids[1], sids[0], sids[2], sids[2]]  # misses and reuses
+    for text, windows in [(False, False), (True, False), (False, True), (True, True)]:
+        ds = TrajectoryDataset(vdir, subjects=sids, with_text=text, with_windows=windows)
+        reads = []
+        read_bytes = ds.reader.read_bytes
+        ds.reader.read_bytes = lambda s, read_bytes=read_bytes: reads.append(s) or read_bytes(s)
+        for sid in order:
+            item, raw = ds.load(sid), raws[sid]
+            for name in ("time", "code", "concept_value"):
+                np.testing.assert_array_equal(item[name].numpy(),
+                                              raw["events"][name].astype(item[name].numpy().dtype))
+            assert ("text" in item) == text and ("windows" in item) == windows
+            if text:
+                lookup = list(raw["texts"]) + [None]
+                assert item["text"] == [lookup[i] for i in raw["events"]["text"]]
+            if windows:
+                assert [w["data"].shape for w in item["windows"]] == \
+                    [tuple(w["data"].shape) for w in raw["windows"]]
+                np.testing.assert_array_equal(item["windows"][0]["data"].numpy(),
+                                              raw["windows"][0]["data"])
+        assert reads == [sids[0], sids[1], sids[0], sids[2]]  # a repeat is not read again
+    # the kept record is keyed by the options too: turning windows on decodes them
+    ds = TrajectoryDataset(vdir, subjects=sids, with_windows=False)
+    assert "windows" not in ds.load(sids[0])
+    ds.with_windows = True
+    assert len(ds.load(sids[0])["windows"]) == len(raws[sids[0]]["windows"])
+    # pickling (spawned DataLoader workers) drops the decoder and the kept record
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy._last is None and copy._dctx is None
+    np.testing.assert_array_equal(copy.load(sids[1])["time"].numpy(),
+                                  raws[sids[1]]["events"]["time"])
