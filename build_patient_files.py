@@ -73,7 +73,7 @@ def _load(args) -> "config.Config":
 
 
 def cmd_build(args) -> int:
-    from trajectory.driver import describe, run_build
+    from jobs.driver import describe, run_build
 
     if args.demo:
         from trajectory import extra_tables, synth
@@ -146,7 +146,7 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from trajectory.slurm import submit
+    from jobs.slurm import submit
 
     if not args.slurm:
         raise ValueError("submit needs a scheduler: pass --slurm (the only one supported)")
@@ -175,7 +175,7 @@ def cmd_cache(args) -> int:
 def cmd_status(args) -> int:
     import json
 
-    from trajectory.driver import status
+    from jobs.driver import status
 
     print(json.dumps(status(_load(args)), indent=1))
     return 0

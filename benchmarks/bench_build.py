@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import config  # noqa: E402
 from jobs.schedule import longest_first, makespan  # noqa: E402
-from trajectory.driver import partition_tasks, run_build, stage1_marker  # noqa: E402
+from jobs.driver import partition_tasks, run_build, stage1_marker  # noqa: E402
 from trajectory.plan import load_plan  # noqa: E402
 from trajectory.replicate import replicate  # noqa: E402
 from trajectory.store import open_version  # noqa: E402

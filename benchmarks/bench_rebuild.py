@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import config  # noqa: E402
-from trajectory.driver import run_build  # noqa: E402
+from jobs.driver import run_build  # noqa: E402
 from trajectory.replicate import replicate  # noqa: E402
 
 

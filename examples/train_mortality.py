@@ -81,7 +81,7 @@ def open_or_build(args) -> Path:
     if args.version:
         return Path(args.version)
     import config
-    from trajectory.driver import run_build
+    from jobs.driver import run_build
 
     out = Path(args.out_dir)
     if args.demo:

@@ -5,7 +5,7 @@
 
 Task I runs units[I*K:(I+1)*K] of the stage (K = --per-task), each with the stage's own
 `run(unit, cfg)`, so done-markers make a resubmitted array skip what already finished. The unit
-lists come from the plan written by `trajectory.slurm.submit` (via `driver.prepare`), so every
+lists come from the plan written by `jobs.slurm.submit` (via `driver.prepare`), so every
 task sees the same, ordered list.
 """
 from __future__ import annotations

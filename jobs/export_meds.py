@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from trajectory.atomic import atomic_write_json, tmp_name
 from trajectory.meds import COLUMNS, CodeLookup, code_lookup, code_metadata, data_schema, \
     dataset_metadata, patient_rows, rows_table, split_names
-from trajectory.runners import SerialRunner, open_runner
+from .runners import SerialRunner, open_runner
 from trajectory.store import RecordReader
 
 STAGE = "export_meds"

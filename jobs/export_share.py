@@ -37,7 +37,7 @@ import config as config_module
 from trajectory import deid
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_bytes
 from trajectory.record import pack
-from trajectory.runners import SerialRunner, open_runner
+from .runners import SerialRunner, open_runner
 from trajectory.store import RecordReader
 
 from .build import FileSink, PackSink, shard_name

@@ -26,7 +26,7 @@ import polars as pl
 import zstandard
 
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_file
-from trajectory.runners import SerialRunner, open_runner
+from .runners import SerialRunner, open_runner
 from trajectory.store import RecordReader
 from trajectory.tasks import CANDIDATE, EVENT_TIMES, Task, funnel, read_header, resolve, \
     timeline

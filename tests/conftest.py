@@ -27,7 +27,7 @@ def make_cfg(data_dir, out_dir, **overrides):
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory):
     """One serial build of the real demo, shared by the read-only tests."""
-    from trajectory.driver import run_build
+    from jobs.driver import run_build
 
     out = tmp_path_factory.mktemp("demo_build")
     cfg = make_cfg(demo_dir(), out)

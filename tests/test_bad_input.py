@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from trajectory.driver import run_build
+from jobs.driver import run_build
 
 from .conftest import make_cfg
 

@@ -10,7 +10,7 @@ import pytest
 
 from trajectory import open_version
 from trajectory.cleaning import BITS
-from trajectory.driver import run_build
+from jobs.driver import run_build
 
 from .conftest import demo_dir, make_cfg
 

@@ -36,7 +36,7 @@ def _key(tmp_path, data: bytes, name="key") -> Path:
 
 @pytest.fixture(scope="module")
 def synth_version(tmp_path_factory):
-    from trajectory.driver import run_build
+    from jobs.driver import run_build
 
     root = tmp_path_factory.mktemp("deid_synth")
     synth.generate(root / "raw", n_patients=40, seed=5)

@@ -113,7 +113,7 @@ def test_finished_version_is_not_overwritten(demo_build):
     """Same inputs and config: up to date, nothing rewritten; another config: refused."""
     import dataclasses
 
-    from trajectory.driver import run_build
+    from jobs.driver import run_build
 
     cfg, _ = demo_build
     stamp = (cfg.version_dir / "manifest.parquet").stat().st_mtime_ns

@@ -131,7 +131,7 @@ def write_data(root: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from trajectory.driver import run_build
+    from jobs.driver import run_build
 
     root = tmp_path_factory.mktemp("extra")
     data, spec = write_data(root)
@@ -299,7 +299,7 @@ def test_example_spec_is_valid():
 def test_cut_user_tables_give_the_same_records(built, tmp_path):
     """User tables cut into several partition units (their CSVs scanned for cut points, the
     .csv.gz through its seek-point index) give the records of the uncut build."""
-    from trajectory.driver import run_build
+    from jobs.driver import run_build
 
     cfg, _ = built
     cut = make_cfg(cfg.data_dir, tmp_path / "out", extra_tables=str(cfg.extra_tables),
@@ -314,7 +314,7 @@ def test_cut_user_tables_give_the_same_records(built, tmp_path):
 def test_unit_without_the_graph_makes_its_lookup(tmp_path):
     """A SLURM array task runs a user table's unit alone: it makes the key lookup itself."""
     from jobs import extra_keys, partition
-    from trajectory.driver import prepare
+    from jobs.driver import prepare
 
     data, spec = write_data(tmp_path)
     cfg = make_cfg(data, tmp_path / "out", extra_tables=str(spec))

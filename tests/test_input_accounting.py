@@ -13,7 +13,7 @@ import pytest
 
 from trajectory import inputs, open_version, synth
 from trajectory.assemble import place_details
-from trajectory.driver import describe, run_build
+from jobs.driver import describe, run_build
 from trajectory.events import REF_SEP, CodeBook, map_rows
 from trajectory.read import POLARS_TYPES
 from trajectory.tables import SOURCE_ID, TABLES, TABLES_BY_NAME

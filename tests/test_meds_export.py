@@ -298,7 +298,7 @@ def test_resumes_from_done_markers_and_refuses_other_folders(exported, tmp_path,
 
 def test_cli_on_a_synthetic_version(tmp_path):
     from trajectory import synth
-    from trajectory.driver import run_build
+    from jobs.driver import run_build
 
     synth.generate(tmp_path / "raw", n_patients=12, seed=3)
     cfg = make_cfg(tmp_path / "raw", tmp_path / "out")

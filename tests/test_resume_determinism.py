@@ -11,7 +11,7 @@ import polars as pl
 
 from jobs import build, partition
 from jobs.common import done_path
-from trajectory.driver import partition_tasks, prepare, run_build
+from jobs.driver import partition_tasks, prepare, run_build
 
 from .conftest import REPO, demo_dir, make_cfg
 
@@ -54,6 +54,12 @@ def test_shard_count_does_not_change_records(demo_build, tmp_path):
         pl.read_parquet(ref_cfg.version_dir / "codes.parquet"))
 
 
+def markers(cfg) -> dict:
+    """Every done-marker: the build's in the work folder, stage 1's in the shared cache."""
+    return {p: p.stat().st_mtime_ns for d in (cfg.work_dir / "done", cfg.cache_dir)
+            for p in d.rglob("*.json")}
+
+
 def test_resume_skips_finished_units(demo_build, tmp_path):
     ref_cfg, _ = demo_build
     cfg = make_cfg(demo_dir(), tmp_path / "resume")
@@ -65,7 +71,7 @@ def test_resume_skips_finished_units(demo_build, tmp_path):
     stale = cfg.version_dir / "patients" / build.shard_name(1)
     stale.mkdir(parents=True)
     (stale / "garbage.msgpack.zst").write_bytes(b"partial")
-    before = {p: p.stat().st_mtime_ns for p in (cfg.work_dir / "done").rglob("*.json")}
+    before = markers(cfg)
     run_build(cfg, progress=False)
     for p, mtime in before.items():
         assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
@@ -90,7 +96,7 @@ def test_sigkill_mid_build_then_rerun(demo_build, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (cfg.version_dir / "dataset.json").exists()
-    before = {p: p.stat().st_mtime_ns for p in (cfg.work_dir / "done").rglob("*.json")}
+    before = markers(cfg)
     assert before, "nothing finished before the kill"
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     for p, mtime in before.items():

@@ -82,11 +82,13 @@ def test_submit_demo_matches_serial_build(demo_build, tmp_path):
     assert json.loads((cfg.work_dir / "plan.json").read_text())["parts"]["chartevents"] > 1
     assert (cfg.version_dir / "dataset.json").exists(), logs(cfg)
     assert checksums(cfg).equals(checksums(ref_cfg))
-    # nothing left to do: a second submit submits nothing... except that the version is
-    # finished, which submit refuses like build does.
-    r = subprocess.run(CLI + ["submit", "--slurm", "--data-dir", str(demo_dir()),
-                              "--out-dir", str(out)], capture_output=True, text=True)
-    assert r.returncode == 2 and "finished version" in r.stderr
+    # nothing left to do: a second submit with the same inputs and config submits nothing
+    # and says the version is up to date; another config is refused, as build does.
+    argv = CLI + ["submit", "--slurm", "--data-dir", str(demo_dir()), "--out-dir", str(out)]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(argv + ["--zstd-level", "5"], capture_output=True, text=True)
+    assert r.returncode == 2 and "finished version of other inputs or config" in r.stderr
 
 
 def _task_state(task: str) -> str:
@@ -122,10 +124,12 @@ def test_killed_array_task_then_resubmit(demo_build, tmp_path):
     subprocess.run(["scancel", jobs["finalize"]])
     wait(jobs.values())
     assert not (cfg.version_dir / "dataset.json").exists()
-    markers = {p: p.stat().st_mtime_ns for p in (cfg.work_dir / "done").rglob("*.json")}
+    # build markers in the version's work folder, stage-1 ones in the shared cache
+    markers = {p: p.stat().st_mtime_ns for d in (cfg.work_dir / "done", cfg.cache_dir)
+               for p in d.rglob("*.json")}
     built = [p for p in markers if p.parent.name == "build"]
     assert len(built) < 8, f"killed task {killed} left all shards built"
-    assert len([p for p in markers if p.parent.name == "partition"]) > 0
+    assert len([p for p in markers if p.name == "done.json"]) > 0  # partition units
 
     again = submit(out, "--n-shards", "8")
     assert "partition" not in again and set(again) == {"build", "finalize"}, again
@@ -166,7 +170,7 @@ def test_config_json_round_trip(tmp_path):
 
 
 def test_render_disables_empty_sbatch_lines():
-    from trajectory.slurm import TEMPLATE, render
+    from jobs.slurm import TEMPLATE, render
 
     values = {"job_name": "j", "partition": None, "account": "", "time": "01:00:00",
               "mem": "4096M", "cpus_per_task": 1, "log_dir": "/l", "repo": "/r",
@@ -182,7 +186,7 @@ def test_array_task_runs_its_slice(demo_build, tmp_path):
     from jobs import array
     from jobs.common import done_path
     from trajectory.plan import load_plan
-    from trajectory.slurm import submit as slurm_submit
+    from jobs.slurm import submit as slurm_submit
 
     ref_cfg, _ = demo_build
     cfg = make_cfg(demo_dir(), tmp_path / "arr", n_shards=4)

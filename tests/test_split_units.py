@@ -17,7 +17,7 @@ import pytest
 from jobs import scan
 from trajectory import synth
 from trajectory.atomic import atomic_write_json
-from trajectory.driver import partition_tasks, prepare, run_build, stage1_marker
+from jobs.driver import partition_tasks, prepare, run_build, stage1_marker
 from trajectory.gzindex import scan_points
 from trajectory.plan import load_plan, make_plan, plan_path, unit_name
 from trajectory.read import ARROW_TYPES, find_table, iter_batches

@@ -16,7 +16,7 @@ import pytest
 
 from jobs import cache
 from trajectory import synth
-from trajectory.driver import run_build
+from jobs.driver import run_build
 from trajectory.plan import load_plan
 
 from .conftest import make_cfg

@@ -31,7 +31,7 @@ def demo_tasks(demo_build):
 @pytest.fixture(scope="module")
 def synth_tasks(tmp_path_factory):
     from trajectory import synth
-    from trajectory.driver import run_build
+    from jobs.driver import run_build
 
     root = tmp_path_factory.mktemp("synth_tasks")
     synth.generate(root / "raw", n_patients=40, seed=5, death_rate=0.3)

@@ -17,7 +17,7 @@ import pytest
 
 from trajectory import open_version
 from trajectory.cleaning import BITS, rule_mask
-from trajectory.driver import run_build
+from jobs.driver import run_build
 from trajectory.grids import GridSpec, patient_windows
 
 from .conftest import demo_dir, make_cfg

@@ -2,7 +2,7 @@
 import os
 
 import config
-from trajectory.runners import ALLOCATOR_ENV, open_runner, spawn_environ
+from jobs.runners import ALLOCATOR_ENV, open_runner, spawn_environ
 
 
 def test_spawn_environ_sets_and_restores():

@@ -1,13 +1,11 @@
-"""Run the build on a SLURM cluster, two ways.
+"""Run the build on a SLURM cluster as job arrays (the other way, Dask workers as SLURM jobs,
+is `jobs.runners.slurm_cluster`, behind `--cluster slurm`).
 
 `submit(cfg, ...)`: one job array per stage (scan -> partition -> build -> finalize) chained with
 `--dependency=afterok`, each array task running a few units through `python -m jobs.array`.
 Nothing stays running on the login node; units write done-markers, so a resubmit after a
 failure, a timeout or `scancel` reruns only what is missing, and stages already complete are
 not submitted at all.
-
-`slurm_cluster(cfg)`: a dask-jobqueue SLURMCluster (one single-core worker per job) for the
-ordinary Dask driver (`build_patient_files.py build --cluster slurm`).
 """
 from __future__ import annotations
 
@@ -18,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.common import done_path
+from trajectory.atomic import atomic_write_bytes, atomic_write_json
 
-from .atomic import atomic_write_bytes, atomic_write_json
+from .common import done_path
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "slurm" / "stage.sbatch.tmpl"
@@ -66,13 +64,13 @@ def render(template: str, values: dict) -> str:
 
 
 def stage_units(stage: str, plan) -> list:
-    from jobs.array import stage_units as units
+    from .array import stage_units as units
 
     return units(stage, plan)
 
 
 def pending_units(cfg, stage: str, plan) -> list:
-    from jobs.build import shard_name
+    from .build import shard_name
 
     if stage == "finalize":
         return [] if (cfg.version_dir / "dataset.json").exists() else ["all"]
@@ -183,27 +181,3 @@ def describe(result: dict) -> str:
     lines.append("follow with:")
     lines += [f"  {x}" for x in result["follow"].splitlines()]
     return "\n".join(lines)
-
-
-def slurm_cluster(cfg, partition=None, account=None, walltime="04:00:00", scale: bool = True):
-    """A dask-jobqueue SLURMCluster: one single-threaded worker process per SLURM job (the
-    same worker shape as the LocalCluster), MAX_CPUS jobs."""
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError as e:
-        raise ValueError("--cluster slurm needs dask-jobqueue: pip install -e '.[slurm]'") from e
-    from .runners import WORKER_ENV
-
-    log_dir = cfg.work_dir / "slurm" / "dask-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    cluster = SLURMCluster(
-        cores=1, processes=1, memory=f"{cfg.worker_memory_gb}GiB", walltime=walltime,
-        queue=partition, account=account, python=sys.executable,
-        job_name=f"traj-{cfg.trajectory_version}-dask", log_directory=str(log_dir),
-        job_script_prologue=[f"export {k}={v}" for k, v in WORKER_ENV.items()]
-        + [f"cd {REPO}"],
-        scheduler_options={"dashboard_address": None},
-    )
-    if scale:
-        cluster.scale(jobs=cfg.max_cpus)
-    return cluster

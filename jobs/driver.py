@@ -6,14 +6,13 @@ import json
 import shutil
 import time
 
-from jobs import build, cache, dictionaries, finalize, partition, scan
-from jobs import extra_keys
 from trajectory import extra_tables
-from .atomic import atomic_write_json
+from trajectory.atomic import atomic_write_json
+from trajectory.plan import load_plan, make_plan, plan_path, same_inputs, split_unit
+from trajectory.vocab import ensure_shard_map
 
-from .plan import load_plan, make_plan, plan_path, same_inputs, split_unit
+from . import build, cache, dictionaries, extra_keys, finalize, partition, scan
 from .runners import open_runner
-from .vocab import ensure_shard_map
 
 
 def finished_differences(cfg, plan, summary: dict) -> list[str]:

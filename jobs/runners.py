@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from pathlib import Path
 from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
@@ -33,6 +35,9 @@ WORKER_ENV = {"POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THRE
               # the same for workers that read their config from the environment (SLURM jobs)
               "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
               **ALLOCATOR_ENV}
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _after(fn: Callable, unit, cfg, *done):
@@ -110,8 +115,6 @@ def open_runner(cfg):
     from distributed import Client, LocalCluster
 
     if cfg.cluster == "slurm" and not cfg.scheduler:
-        from .slurm import slurm_cluster
-
         with dask.config.set(NANNY_CONFIG), slurm_cluster(cfg) as jq, Client(jq) as client:
             yield DaskRunner(client)
         return
@@ -146,3 +149,26 @@ def spawn_environ(env: dict):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def slurm_cluster(cfg, partition=None, account=None, walltime="04:00:00",
+                  scale: bool = True):
+    """A dask-jobqueue SLURMCluster: one single-threaded worker process per SLURM job (the
+    same worker shape as the LocalCluster), MAX_CPUS jobs."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as e:
+        raise ValueError("--cluster slurm needs dask-jobqueue: pip install -e '.[slurm]'") from e
+    log_dir = cfg.work_dir / "slurm" / "dask-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cluster = SLURMCluster(
+        cores=1, processes=1, memory=f"{cfg.worker_memory_gb}GiB", walltime=walltime,
+        queue=partition, account=account, python=sys.executable,
+        job_name=f"traj-{cfg.trajectory_version}-dask", log_directory=str(log_dir),
+        job_script_prologue=[f"export {k}={v}" for k, v in WORKER_ENV.items()]
+        + [f"cd {REPO}"],
+        scheduler_options={"dashboard_address": None},
+    )
+    if scale:
+        cluster.scale(jobs=cfg.max_cpus)
+    return cluster
