@@ -16,7 +16,6 @@ runner or worker count, writes the same bytes.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ import pyarrow.parquet as pq
 from trajectory.atomic import atomic_write_json, tmp_name
 from trajectory.meds import COLUMNS, CodeLookup, code_lookup, code_metadata, data_schema, \
     dataset_metadata, patient_rows, rows_table, split_names
-from .runners import SerialRunner, open_runner
+from .runners import IN_PROCESS_BELOW, version_runner
 from trajectory.store import RecordReader
 
 STAGE = "export_meds"
@@ -40,9 +39,6 @@ WORK = ".work"
 # 1M rows: ~3 MB of parquet on the demo, ~100 MB in memory per buffer (a unit holds three);
 # MEDS tools read a file at a time, so a file must fit one process with room to spare.
 ROWS_PER_FILE = 1_000_000
-# As `tasks`: below this many patients a local Dask cluster's start (~3.5 s) costs more than
-# it saves, so the export runs in this process unless a runner is asked for by name.
-IN_PROCESS_BELOW = 10_000
 SPLIT_DIRS = ("train", "tuning", "held_out")  # meds.train_split, tuning_split, held_out_split
 COMPRESSION = "zstd"
 # Data files: dictionary pages for every column but `time`, which is sorted per subject and
@@ -195,12 +191,7 @@ def export_meds(version_dir, out_dir, cfg=None, progress: bool = True,
     job = MedsJob(vdir, out, code_lookup(codes["code"].to_list()),
                   tuple(meta.get("concepts", [])), rows_per_file,
                   f"{meta['config_hash']}/{rows_per_file}")
-    small = (cfg is not None and cfg.runner == "dask" and not cfg.scheduler
-             and cfg.cluster == "local" and manifest.height < in_process_below)
-    if cfg is None or small:
-        runner, used = contextlib.nullcontext(SerialRunner()), "serial"
-    else:
-        runner, used = open_runner(cfg), cfg.runner
+    runner, used = version_runner(cfg, manifest.height, in_process_below)
     _prepare(out)
     with runner as r:
         results = r.map(run, shards, job, STAGE, progress)

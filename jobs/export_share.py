@@ -19,7 +19,6 @@ gives the same bytes, whatever the runner.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,13 +36,11 @@ import config as config_module
 from trajectory import deid
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_bytes
 from trajectory.record import pack
-from .runners import SerialRunner, open_runner
+from .runners import IN_PROCESS_BELOW, version_runner
 from trajectory.store import RecordReader
 
 from .build import FileSink, PackSink, shard_name
 
-# as for `tasks`: below this many patients the local Dask cluster costs more than it saves
-IN_PROCESS_BELOW = 10_000
 OWN = {"patients", "manifest.parquet", "codes.parquet", "qc_report.json", "deid_report.json",
        "dataset.json"}
 # dataset.json keys copied as they are: the record layout and what ids in records mean; the
@@ -204,12 +201,7 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
                    cfg.zstd_level if cfg is not None else config_module.ZSTD_LEVEL,
                    meta.get("layout", "files"), n_shards,
                    {int(i): n for i, n in meta.get("sources", {}).items()})
-    small = (cfg is not None and cfg.runner == "dask" and not cfg.scheduler
-             and cfg.cluster == "local" and manifest.height < in_process_below)
-    if cfg is None or small:
-        runner, used = contextlib.nullcontext(SerialRunner()), "serial"
-    else:
-        runner, used = open_runner(cfg), cfg.runner
+    runner, used = version_runner(cfg, manifest.height, in_process_below)
     shards = sorted(manifest["shard"].unique().to_list())
     with runner as r:
         counted = r.map(count, shards, job, "share-count", progress)

@@ -14,7 +14,6 @@ no time of the run, and come out byte-identical on a rerun, with any runner or w
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import time
@@ -26,7 +25,7 @@ import polars as pl
 import zstandard
 
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_file
-from .runners import SerialRunner, open_runner
+from .runners import IN_PROCESS_BELOW, version_runner
 from trajectory.store import RecordReader
 from trajectory.tasks import CANDIDATE, EVENT_TIMES, Task, funnel, read_header, resolve, \
     timeline
@@ -35,12 +34,6 @@ STAGE = "tasks"
 WORK = ".work"  # under VERSION_DIR/tasks/; removed once the merge has written every task
 # row tuple position of each id column (trajectory.tasks: subject, time, label, hadm, stay)
 ID_POSITION = {"hadm_id": 3, "stay_id": 4}
-# A version with fewer patients is labelled in this process unless a runner is asked for by
-# name: a patient costs ~0.45 ms (header read 0.1 ms, five tasks, parts), and starting a
-# local Dask cluster ~3.5 s on the 2-core VM (demo x20, 2,000 patients: 4.4 s with the
-# cluster, 0.9 s without), so the cluster pays for itself from ~8k patients on 20 workers
-# (~16k on 2). Full MIMIC-IV (~300k patients, ~135 s in one process) gets the cluster.
-IN_PROCESS_BELOW = 10_000
 
 
 @dataclass(frozen=True)
@@ -179,12 +172,7 @@ def run_tasks(version_dir, names=None, cfg=None, progress: bool = True,
     job = TasksJob(vdir, tuple(t.name for t in resolve(names)))
     shard_col = pl.read_parquet(vdir / "manifest.parquet", columns=["shard"])["shard"]
     shards = sorted(shard_col.unique().to_list())
-    small = (cfg is not None and cfg.runner == "dask" and not cfg.scheduler
-             and cfg.cluster == "local" and shard_col.len() < in_process_below)
-    if cfg is None or small:
-        runner, used = contextlib.nullcontext(SerialRunner()), "serial"
-    else:
-        runner, used = open_runner(cfg), cfg.runner
+    runner, used = version_runner(cfg, shard_col.len(), in_process_below)
     # parts of a killed run are never merged: each run starts from an empty work dir
     shutil.rmtree(job.work, ignore_errors=True)
     with runner as r:
