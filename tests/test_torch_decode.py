@@ -11,7 +11,14 @@ from trajectory import open_version  # noqa: E402
 from trajectory.torch import TrajectoryDataset  # noqa: E402
 
 
-def test_items_match_full_records_in_any_order(demo_build):
+@pytest.fixture(params=["reused buffer", "one-shot"])
+def reuse_max(request, monkeypatch):
+    """Both inflate paths: into the process's buffer, and a record too big to keep one for."""
+    if request.param == "one-shot":
+        monkeypatch.setattr("trajectory.torch._REUSE_MAX", 0)
+
+
+def test_items_match_full_records_in_any_order(demo_build, reuse_max):
     cfg, _ = demo_build
     vdir = cfg.version_dir
     v = open_version(vdir)
