@@ -252,15 +252,36 @@ class GzRange(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:
-        want = min(len(buf), self.end - self.pos)
+    def read(self, size: int = -1) -> bytes:
+        """ISA-L's output as it is. RawIOBase.read would allocate a buffer, copy the output
+        into it (readinto) and copy it again into bytes: on demo x20's chartevents read in
+        22 ranges those copies (and their page faults) took 2.0 of 3.0 s, against 0.7 s for
+        the whole file through isal.igzip."""
+        if size is None or size < 0:  # to the end of the range, as readall
+            return b"".join(iter(lambda: self.read(8 << 20), b""))
+        want = min(size, self.end - self.pos)
         if want <= 0:
-            return 0
+            return b""
+        # All `want` bytes, not one inflate call's worth: pyarrow makes a CSV block of what
+        # one read returns, and a call returns what 1 MiB of deflate holds (~4.4 MB of
+        # chartevents), so 6.7 MB blocks came out 4.4 MB, 77% more of them, each with the
+        # mapping's fixed costs: chartevents cut in 22 cost 29% more CPU than whole.
         out = self._inflate(want)  # at most `want` bytes: ISA-L stops at the limit
-        n = len(out)
-        buf[:n] = out
-        self.pos += n
-        return n
+        if len(out) < want:
+            chunks = [out]
+            got = len(out)
+            while got < want:
+                more = self._inflate(want - got)
+                chunks.append(more)
+                got += len(more)
+            out = b"".join(chunks)
+        self.pos += len(out)
+        return out
+
+    def readinto(self, buf) -> int:
+        out = self.read(len(buf))
+        buf[:len(out)] = out
+        return len(out)
 
     def close(self) -> None:
         if not self.closed:

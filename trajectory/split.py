@@ -109,6 +109,13 @@ class FileRange(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1) -> bytes:
+        """One copy, as GzRange.read (RawIOBase.read would make two more)."""
+        want = self.left if size is None or size < 0 else min(size, self.left)
+        out = self.f.read(max(0, want))
+        self.left -= len(out)
+        return out
+
     def readinto(self, buf) -> int:
         n = self.f.readinto(memoryview(buf)[:max(0, min(len(buf), self.left))])
         self.left -= n or 0
