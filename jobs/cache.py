@@ -9,6 +9,7 @@ per table:
     CACHE_DIR/<table>-<key>/scan.json           the scan unit's marker (the cut points)
     CACHE_DIR/<table>-<key>/<part>/             a partition unit's files and its done.json
     CACHE_DIR/dictionaries-<key>/               the d_* labels and their done.json
+    CACHE_DIR/sorted-<shard>-<key>/             a shard's events read, placed and sorted
 
 The key hashes the table's input fingerprint (size and first/last MiB: for a .csv.gz that
 covers the trailer's CRC of the whole text), the plan's cut (parts, row-group ranges) and
@@ -26,6 +27,7 @@ entry holds a `used` stamp, touched by every build that reads it, for `cache pru
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -48,20 +50,38 @@ STAGE1_SOURCES = (
     "trajectory/plan.py", "jobs/partition.py", "jobs/scan.py", "jobs/dictionaries.py",
     "jobs/cache.py",
 )
+# What decides a shard's events up to the sort (before cleaning, which OUTLIER_K and the other
+# cleaning settings change): the stage-1 sources, and these.
+SORTED_SOURCES = ("trajectory/assemble.py", "trajectory/vocab.py", "trajectory/extra_tables.py",
+                  "jobs/build.py")
 _ROOT = Path(__file__).resolve().parent.parent
 _code_hash: str | None = None
+
+
+@functools.lru_cache(maxsize=4)
+def _sources_hash(sources: tuple) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for rel in sources:
+        h.update(rel.encode())
+        h.update((_ROOT / rel).read_bytes())
+    h.update(f"polars {pl.__version__} pyarrow {pa.__version__}".encode())
+    return h.hexdigest()
 
 
 def code_hash() -> str:
     global _code_hash
     if _code_hash is None:
-        h = hashlib.blake2b(digest_size=16)
-        for rel in STAGE1_SOURCES:
-            h.update(rel.encode())
-            h.update((_ROOT / rel).read_bytes())
-        h.update(f"polars {pl.__version__} pyarrow {pa.__version__}".encode())
-        _code_hash = h.hexdigest()
+        _code_hash = _sources_hash(STAGE1_SOURCES)
     return _code_hash
+
+
+def sorted_dir(cfg, plan, shard: int, buckets: list[int]) -> tuple[Path, str]:
+    """Where a shard's sorted events are kept, and their key: every table's stage-1 key (so
+    the same inputs and cut), the shard's buckets, and the code up to the sort."""
+    key = _digest({"format": CACHE_FORMAT, "tables": plan.cache_keys, "shard": shard,
+                   "buckets": buckets,
+                   "code": _sources_hash(STAGE1_SOURCES + SORTED_SOURCES)})
+    return cfg.cache_dir / f"sorted-{shard:05d}-{key}", key
 
 
 def _digest(payload: dict) -> str:
@@ -170,11 +190,18 @@ def _referenced(out_dir: Path) -> dict[str, list[str]]:
                   if p.parent.name not in plans})
     for version, path in plans.items():
         try:
-            keys = json.loads(path.read_text()).get("cache_keys") or {}
+            meta = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        for table, key in keys.items():
-            refs.setdefault(f"{table}-{key}", []).append(version)
+        names = [f"{table}-{key}" for table, key in (meta.get("cache_keys") or {}).items()]
+        names += meta.get("sorted_cache") or []
+        for marker in (path.parent / "done" / "build").glob("*.json"):  # a work folder's
+            try:
+                names.append(json.loads(marker.read_text())["sorted"])
+            except (OSError, json.JSONDecodeError, KeyError):
+                continue
+        for name in names:
+            refs.setdefault(name, []).append(version)
     return refs
 
 

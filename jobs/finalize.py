@@ -179,6 +179,7 @@ def run(unit: str, cfg) -> dict:
         "code_version": _code_version(), "python": platform.python_version(),
         "inputs": plan.tables, "dictionaries": plan.dictionaries,
         "cache_keys": plan.cache_keys,
+        "sorted_cache": sorted(m["sorted"] for m in markers),
         "warnings": [f"table {m} not found in DATA_DIR: skipped" for m in plan.missing]
         + inputs.warnings(not_read),
         # every file under DATA_DIR/{hosp,icu,note} not read as events, and why
