@@ -70,9 +70,10 @@ def unit_folders(cfg, plan) -> list[tuple[str, Path]]:
 
 def read_batches(folder: Path, files: list[dict], buckets: list[int]) -> list[pa.RecordBatch]:
     """These buckets' record batches of the listed files, in file then bucket order; the IPC
-    footer locates each batch, so only their own bytes are read. Memory-mapped: with a unit per 4 MB of input and a shard per half worker, a shard reads
-    a few batches from each of hundreds of files, and opening them through reads cost 2.4x
-    the time of mapping them (75 units of demo x20: 0.23 s against 0.10 s per shard)."""
+    footer locates each batch, so only their own bytes are read. Memory-mapped: with a unit
+    per 4 MB of input and a shard per half worker, a shard reads a few batches from each of
+    hundreds of files, and opening them through reads cost 2.4x the time of mapping them (75
+    units of demo x20: 0.23 s against 0.10 s per shard)."""
     parts = []
     for f in files:
         wanted = [f["batches"][str(b)][0] for b in buckets if str(b) in f["batches"]]
