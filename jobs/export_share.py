@@ -247,7 +247,10 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
         "text": ({"kept": True,
                   "datetime_values_shifted": int(counts["datetime_text_shifted"]),
                   "datetime_values_unparsed_dropped":
-                      int(counts["datetime_text_unparsed_dropped"])} if keep_text else
+                      int(counts["datetime_text_unparsed_dropped"]),
+                  # detail fields (ids, authors, times) are dropped even with --keep-text
+                  "events_with_text_dropped": dict(sorted(text_dropped.items()))}
+                 if keep_text else
                  {"kept": False, "events_with_text_dropped": dict(sorted(text_dropped.items())),
                   "note_bodies_dropped": int(counts["notes"])}),
         "codes": {**code_report, "codes_out": new_codes.height,

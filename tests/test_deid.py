@@ -262,6 +262,11 @@ def test_keep_text_keeps_notes(synth_version, tmp_path):
     assert n > 100
     report = json.loads((out / "deid_report.json").read_text())
     assert report["text"]["kept"] is True
+    # detail fields are dropped even so: radiology_detail's hold original note ids
+    note_ids = {str(i) for o in originals.values() for i in o["notes"]["note_id"] if i}
+    texts = {t for sid in copy.subject_ids for t in copy.raw(sid)["texts"]}
+    assert note_ids and not note_ids & texts
+    assert "radiology_detail" in json.dumps(report)
 
 
 def test_rare_codes_generalised_on_copy(synth_version, shared):

@@ -27,6 +27,8 @@ YEAR = 31_556_952  # seconds in a mean Gregorian year (365.2425 days)
 AGE_CAP = 90  # HIPAA Safe Harbor: ages over 89 are aggregated into one "90 or older"
 SEP = "//"  # code strings are PREFIX//part//part (docs/FORMAT.md)
 DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")  # datetimeevents.value as MIMIC writes it
+# tables whose texts carry ids, names or times: dropped with or without --keep-text
+ID_TEXT_TABLES = ("radiology_detail", "discharge_detail", "poe_detail")
 
 
 def read_key(path) -> bytes:
@@ -281,6 +283,14 @@ def rewrite(rec: dict, key: bytes, code_lut: np.ndarray, keep_text: bool, source
         counts["datetime_text_shifted"] = n_ok
         counts["datetime_text_unparsed_dropped"] = int(dt.sum()) - n_ok
         ev["text"] = np.where(ev["text"] >= 0, lut[np.maximum(ev["text"], 0)], -1)
+        # Detail fields are not free text: radiology_detail's hold the original note ids of
+        # linked reports, discharge_detail's the author, poe_detail's times ("Consult Status
+        # Time"), none under this copy's keys or offsets. Dropped even with --keep-text.
+        for name in ID_TEXT_TABLES:
+            drop = (ev["source"] == _source_id(sources, name)) & (ev["text"] >= 0)
+            if drop.any():
+                counts["text_dropped"][name] = int(drop.sum())
+                ev["text"] = np.where(drop, -1, ev["text"])
     else:
         has = ev["text"] >= 0
         for s, n in zip(*np.unique(ev["source"][has], return_counts=True)):
