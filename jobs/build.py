@@ -177,7 +177,8 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     counts: dict = {}
     # details first: place_events reads any null time as "at the admission's discharge"
     ev = place_details(ev, refs, counts)
-    ev = place_events(ev, PREPARE["patients"](meta["patients"]), meta["admissions"], counts)
+    patients = PREPARE["patients"](meta["patients"])
+    ev = place_events(ev, patients, meta["admissions"], counts)
     ev = order_events(ev)
     lap("place_sort")
     tmp = cache.new_unit_folder(final)

@@ -39,6 +39,7 @@ import polars as pl
 import pyarrow as pa
 
 from trajectory.atomic import atomic_write_json
+from trajectory.plan import identity
 
 CACHE_FORMAT = 1
 DICTIONARIES = "dictionaries"
@@ -89,18 +90,14 @@ def _digest(payload: dict) -> str:
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
-def _identity(fp: dict) -> dict:
-    return {k: v for k, v in fp.items() if k != "path"}  # a moved DATA_DIR is the same input
-
-
 def table_keys(plan) -> dict[str, str]:
     """Each table's entry key, and the dictionaries' (under "dictionaries")."""
     base = {"format": CACHE_FORMAT, "code": code_hash(), "n_buckets": plan.n_buckets}
-    keys = {t: _digest({**base, "table": t, "input": _identity(fp), "parts": plan.parts[t],
+    keys = {t: _digest({**base, "table": t, "input": identity(fp), "parts": plan.parts[t],
                         "row_groups": plan.row_groups.get(t)})
             for t, fp in plan.tables.items()}
     keys[DICTIONARIES] = _digest({**base, "n_buckets": None, "dictionaries": {
-        d: _identity(fp) for d, fp in sorted(plan.dictionaries.items())}})
+        d: identity(fp) for d, fp in sorted(plan.dictionaries.items())}})
     return keys
 
 

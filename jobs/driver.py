@@ -8,7 +8,8 @@ import time
 
 from trajectory import extra_tables
 from trajectory.atomic import atomic_write_json
-from trajectory.plan import load_plan, make_plan, plan_path, same_inputs, split_unit
+from trajectory.plan import (input_differences, load_plan, make_plan, plan_path,
+                             same_inputs, split_unit)
 from trajectory.vocab import ensure_shard_map
 
 from . import build, cache, dictionaries, extra_keys, finalize, partition, scan
@@ -18,18 +19,9 @@ from .runners import open_runner
 def finished_differences(cfg, plan, summary: dict) -> list[str]:
     """What differs between a finished version's dataset.json and this run's config and
     inputs (empty: the version is up to date)."""
-    problems = []
-    if summary.get("config_hash") != cfg.output_hash():
-        problems.append(f"config hash {summary.get('config_hash')} -> {cfg.output_hash()}")
-    for kind, now in (("inputs", plan.tables), ("dictionaries", plan.dictionaries)):
-        was = summary.get(kind) or {}
-        for name in sorted(set(was) | set(now)):
-            fa = {k: v for k, v in was.get(name, {}).items() if k != "path"}
-            fb = {k: v for k, v in now.get(name, {}).items() if k != "path"}
-            if fa != fb:
-                problems.append(f"input {name} " + ("added" if not fa else "removed" if not fb
-                                                    else "changed"))
-    return problems
+    return input_differences(summary.get("config_hash"), cfg.output_hash(),
+                             (summary.get("inputs") or {}, summary.get("dictionaries") or {}),
+                             (plan.tables, plan.dictionaries))
 
 
 def prepare(cfg):

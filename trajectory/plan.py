@@ -274,18 +274,29 @@ def load_plan(cfg) -> Plan:
     return Plan(**data)
 
 
+def identity(fp: dict) -> dict:
+    """A fingerprint without its path: a moved DATA_DIR is the same input."""
+    return {k: v for k, v in fp.items() if k != "path"}
+
+
+def input_differences(hash_was: str, hash_now: str, was: tuple[dict, dict],
+                      now: tuple[dict, dict]) -> list[str]:
+    """What differs between two (config hash, (tables, dictionaries) fingerprints) states."""
+    problems = []
+    if hash_was != hash_now:
+        problems.append(f"config hash {hash_was} -> {hash_now}")
+    for a, b in zip(was, now):
+        for name in sorted(set(a) | set(b)):
+            fa, fb = identity(a.get(name, {})), identity(b.get(name, {}))
+            if fa != fb:
+                problems.append(f"input {name} " + ("added" if not fa else "removed" if not fb
+                                                    else "changed"))
+    return problems
+
+
 def same_inputs(old: Plan, new: Plan) -> list[str]:
     """Differences that make an existing work directory unusable for this run. How the work is
     cut (shards, units) is not one: it never changes the output, so a resumed build keeps the
     plan it started with, whatever MAX_CPUS or PLAN_WORKERS it is resumed with."""
-    problems = []
-    if old.config_hash != new.config_hash:
-        problems.append(f"config hash {old.config_hash} -> {new.config_hash}")
-    for kind in ("tables", "dictionaries"):
-        a, b = getattr(old, kind), getattr(new, kind)
-        for name in sorted(set(a) | set(b)):
-            fa = {k: v for k, v in a.get(name, {}).items() if k != "path"}
-            fb = {k: v for k, v in b.get(name, {}).items() if k != "path"}
-            if fa != fb:
-                problems.append(f"input {name} changed")
-    return problems
+    return input_differences(old.config_hash, new.config_hash,
+                             (old.tables, old.dictionaries), (new.tables, new.dictionaries))
