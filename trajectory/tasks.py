@@ -28,10 +28,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-import msgpack
 import zstandard
 
-from .record import FORMAT
+from .record import read_head
 
 HOUR = 3600
 DAY = 86400
@@ -109,26 +108,10 @@ HEADER_KEYS = frozenset({"format", "subject_id", "static", "admissions", "stays"
 
 
 def read_header(data: bytes, dctx: zstandard.ZstdDecompressor) -> dict:
-    """The header keys of one record's compressed bytes, without decoding its events.
-
-    The build writes `format, subject_id, static, admissions, stays` before `events`, so a
-    streaming decode stops a few KB into a frame that is often MBs: labelling then costs a
-    fraction of a full `record.unpack`. Nothing depends on that order: keys are read until
-    all five are found and any other key met before is skipped."""
-    unpacker = msgpack.Unpacker(dctx.stream_reader(data), raw=False, strict_map_key=False,
-                                read_size=1 << 14)
-    out: dict = {}
-    for _ in range(unpacker.read_map_header()):
-        key = unpacker.unpack()
-        if key in HEADER_KEYS:
-            out[key] = unpacker.unpack()
-            if len(out) == len(HEADER_KEYS):
-                break
-        else:
-            unpacker.skip()
-    if out.get("format") != FORMAT:
-        raise ValueError(f"record format {out.get('format')!r}, this reader knows {FORMAT}")
-    return out
+    """The header keys of one record's stored bytes: only its small `head` frame is
+    inflated, never its events (labelling then costs a fraction of a `record.unpack`)."""
+    head = read_head(data, dctx)
+    return {k: head[k] for k in HEADER_KEYS if k in head}
 
 
 # ---- label functions: Timeline -> (rows, excluded by reason) ----------------------------

@@ -61,12 +61,11 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("trajectory.torch needs PyTorch, which is not installed: "
                       "pip install torch (see https://pytorch.org)") from e
 
-import msgpack
 import numpy as np
 import polars as pl
 import zstandard
 
-from .record import EVENT_DTYPES, FORMAT
+from . import record
 from .splits import SPLIT_NAMES, split_of
 from .store import RecordReader
 
@@ -88,8 +87,6 @@ _TORCH_DTYPES = {np.int64: torch.int64, np.float32: torch.float32, np.uint8: tor
 LABEL_COLUMNS = {"boolean_value": "boolean", "integer_value": "integer",
                  "float_value": "float", "categorical_value": "string"}
 LABEL_IDS = ("hadm_id", "stay_id")  # optional id columns carried into items
-# records inflated at most this big go to a buffer each process keeps for the next one
-_REUSE_MAX = 64 << 20
 
 
 def read_labels(path) -> dict:
@@ -250,65 +247,46 @@ class _Source:
         return self.reader
 
     def __getstate__(self):
-        return {**self.__dict__, "_dctx": None, "_buf": None, "_last": None}
+        return {**self.__dict__, "_dctx": None, "_last": None}
 
     def _record(self, subject_id: int) -> dict:
-        """The record keys an item uses (``events``, plus ``texts``/``windows`` when asked).
-        The frame is inflated into a buffer this process reuses (a fresh MB-sized bytes object
-        per record cost as much again in page faults, and streaming it through
-        msgpack.Unpacker three times: measured on the demo), then decoded with ``unpackb``,
-        whose bytes own their memory. The last record decoded is kept, so consecutive label
-        rows of one subject (a labels file's order, the iterable dataset's) decode it once: a
-        task-cut item otherwise inflates the subject's whole history (one zstd frame) to keep
-        its last events, and inflating is most of an item's time."""
-        key = (int(subject_id), self.with_text, self.with_windows)
+        """What this process keeps of the record it read last: its outer map (frames still
+        compressed), inflated chunks, and texts/windows once asked for. Consecutive label
+        rows of one patient (file order) then read and inflate each part once; a record of
+        another patient replaces it, so memory stays one record's worth of small frames."""
         last = getattr(self, "_last", None)
-        if last is not None and last[0] == key:
-            return last[1]
+        if last is not None and last["sid"] == subject_id:
+            return last
         if getattr(self, "_dctx", None) is None:
-            self._dctx, self._buf = zstandard.ZstdDecompressor(), bytearray()
-        data = self.reader.read_bytes(key[0])
-        size = zstandard.frame_content_size(data)
-        if 0 <= size <= _REUSE_MAX:
-            if size > len(self._buf):
-                self._buf = bytearray(max(size, 2 * len(self._buf)))
-            view = memoryview(self._buf)[:size]
-            stream, got = self._dctx.stream_reader(data, read_size=1 << 20), 0
-            while got < size:
-                n = stream.readinto(view[got:])
-                if not n:
-                    raise ValueError(f"record of subject {key[0]}: zstd frame ends after {got} "
-                                     f"of {size} bytes")
-                got += n
-        else:  # unknown size, or too big to keep a buffer of for the next record
-            view = self._dctx.decompress(data)
-        full = msgpack.unpackb(view, raw=False, strict_map_key=False)
-        if full.get("format") != FORMAT:
-            raise ValueError(f"record of subject {key[0]}: format {full.get('format')!r}, "
-                             f"this reader knows {FORMAT}")
-        rec = {"subject_id": full["subject_id"],
-               "events": {k: np.frombuffer(v, EVENT_DTYPES[k])
-                          for k, v in full["events"].items()}}
-        if self.with_text:
-            rec["texts"] = full.get("texts", [])
-        if self.with_windows:
-            rec["windows"] = full.get("windows", [])
-            for w in rec["windows"]:
-                w["data"] = np.frombuffer(w["data"], "<f4").reshape(w["shape"])
-        self._last = (key, rec)  # only what items use: the rest is not kept alive
-        return rec
+            self._dctx = zstandard.ZstdDecompressor()
+        try:
+            outer = record.parse(self.reader.read_bytes(subject_id))
+        except ValueError as e:
+            raise ValueError(f"record of subject {subject_id} in {self.version_dir}: {e}") from e
+        self._last = {"sid": subject_id, "outer": outer, "chunks": {}}
+        return self._last
+
+    def _events(self, rec: dict, cut: int | None) -> dict:
+        """Event columns up to the cut, inflating only the chunks the item needs: without
+        a stay or time range the item is the LAST max_events of them, so only those."""
+        plain = self.stay is None and self.time_range is None
+        return record.read_events(rec["outer"], cut, self.max_events if plain else None,
+                                  self._dctx, rec["chunks"])
+
+    def _part(self, rec: dict, key: str):
+        if key not in rec:
+            read = record.read_texts if key == "texts" else record.read_windows
+            rec[key] = read(rec["outer"], self._dctx)
+        return rec[key]
 
     # -- one item ------------------------------------------------------------------------
     def _n_items(self) -> int:
         return len(self.subject_ids) if self.labels is None else len(self.labels["subject_id"])
 
-    def _selection(self, ev: dict, cut: int | None = None):
-        """A slice (contiguous crop) or an index array into the event columns; `cut` (epoch
-        seconds) keeps only events with time <= cut (events are sorted by time)."""
+    def _selection(self, ev: dict):
+        """A slice (contiguous crop) or an index array into the event columns (already cut
+        at the prediction time by `_events`)."""
         n = len(ev["time"])
-        if cut is not None:
-            n = int(np.searchsorted(ev["time"], cut, side="right"))
-            ev = {k: ev[k][:n] for k in ("time", "stay_id")}
         mask = None
         if self.stay is not None:
             mask = ev["stay_id"] == self.stay
@@ -337,10 +315,11 @@ class _Source:
                          extra=extra)
 
     def load(self, subject_id: int, cut: int | None = None, extra: dict | None = None) -> dict:
+        subject_id = int(subject_id)  # the manifest's id: the record's own (the build's check)
         rec = self._record(subject_id)
-        ev = rec["events"]
-        sel = self._selection(ev, cut)
-        item = {"subject_id": int(rec["subject_id"])}
+        ev = self._events(rec, cut)
+        sel = self._selection(ev)
+        item = {"subject_id": subject_id}
         for name, dt in EVENT_FIELDS.items():
             col = ev[name]
             if isinstance(sel, slice):
@@ -351,13 +330,14 @@ class _Source:
         item["length"] = int(item["time"].shape[0])
         if self.with_text:
             tidx = ev["text"][sel]
-            lookup = np.empty(len(rec.get("texts", [])) + 1, dtype=object)
-            lookup[:-1] = rec.get("texts", [])
+            texts = self._part(rec, "texts")
+            lookup = np.empty(len(texts) + 1, dtype=object)
+            lookup[:-1] = texts
             lookup[-1] = None
             item["text"] = lookup[np.where(tidx < 0, len(lookup) - 1, tidx)].tolist()
         if self.with_windows:
             wins = []
-            for w in rec.get("windows", []):
+            for w in self._part(rec, "windows"):
                 if self.stay is not None and not (w.get("kind") == "stay"
                                                   and int(w.get("id")) == self.stay):
                     continue

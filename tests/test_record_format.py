@@ -1,0 +1,128 @@
+"""Record format 2: pack/unpack round trip, partial event reads against a full decode,
+foreign formats refused, and docs/FORMAT.md's snippet decoding a record on its own."""
+import re
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zstandard
+
+from trajectory import record
+from trajectory.record import EVENT_DTYPES
+
+CCTX, DCTX = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
+DOC = Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md"
+
+
+def make_record(times, texts=("a note",), windows=True) -> dict:
+    n = len(times)
+    rng = np.random.default_rng(n)
+    cols = {"time": np.asarray(times, np.int64), "code": rng.integers(0, 50, n),
+            "value": rng.normal(size=n), "text": np.where(rng.random(n) < 0.1, 0, -1),
+            "hadm_id": np.full(n, 7), "stay_id": rng.integers(-1, 3, n),
+            "source": rng.integers(0, 9, n), "flags": np.zeros(n), "concept": np.full(n, -1),
+            "concept_value": np.full(n, np.nan)}
+    block = np.arange(12, dtype="<f4").reshape(2, 3, 2)
+    return {"format": record.FORMAT, "subject_id": 5, "static": {"gender": "F", "dod": None},
+            "admissions": {"hadm_id": [7], "admittime": [0]}, "stays": {},
+            "events": record.events_to_bytes(cols), "texts": list(texts),
+            "notes": {"event": [], "note_id": []},
+            "windows": [{"kind": "stay", "id": 1, "start": 0, "step": 3600, "features": [1, 2, 3],
+                         "stats": ["count", "mean"], "shape": [2, 3, 2],
+                         "data": block.tobytes()}] if windows else []}
+
+
+def assert_same(rec: dict, back: dict):
+    assert set(back) == set(rec)
+    for k in rec:
+        if k == "events":
+            for c, dt in EVENT_DTYPES.items():
+                np.testing.assert_array_equal(back[k][c], np.frombuffer(rec[k][c], dt))
+                assert back[k][c].dtype == np.dtype(dt)
+        elif k == "windows":
+            assert [{**w, "data": w["data"].tobytes()} for w in back[k]] == rec[k]
+        else:
+            assert back[k] == rec[k], k
+
+
+# equal times spanning chunk boundaries (chunks of 4 below), a single time, gaps
+TIMES = [[], [10], [1, 2, 3, 4], [1, 2, 3, 4, 5], [5, 5, 5, 5, 5, 5, 5, 5, 5],
+         [0, 1, 2, 3, 3, 3, 3, 3, 3, 4, 9, 9, 9, 20], list(range(0, 60, 3))]
+
+
+@pytest.mark.parametrize("times", TIMES, ids=lambda t: f"{len(t)}events")
+def test_round_trip_and_partial_reads(times, monkeypatch):
+    monkeypatch.setattr(record, "CHUNK_EVENTS", 4)
+    rec = make_record(times)
+    data = record.pack(rec, CCTX)
+    assert record.pack(rec, CCTX) == data  # deterministic
+    outer = msgpack.unpackb(data, raw=False)
+    assert outer["chunks"]["n"] == [min(4, len(times) - s) for s in range(0, len(times), 4)]
+    full = record.unpack(data, DCTX)
+    assert_same(rec, full)
+    t = full["events"]["time"]
+    for cut in [None, *range(min(times, default=0) - 1, max(times, default=0) + 2)]:
+        end = len(t) if cut is None else int((t <= cut).sum())
+        for last in (None, 0, 1, 3, 4, 5, 9, len(t), len(t) + 1):
+            got = record.read_events(data, cut, last, DCTX)
+            begin = 0 if last is None else max(0, end - last)
+            for c in EVENT_DTYPES:
+                np.testing.assert_array_equal(got[c], full["events"][c][begin:end],
+                                              err_msg=f"cut={cut} last={last} {c}")
+                assert got[c].dtype == full["events"][c].dtype and not got[c].flags.writeable
+
+
+def test_only_needed_chunks_are_inflated(monkeypatch):
+    monkeypatch.setattr(record, "CHUNK_EVENTS", 4)
+    data = record.pack(make_record(list(range(20))), CCTX)  # chunks of times 0-3, 4-7, ...
+    cache = {}
+    got = record.read_events(data, cut=9, last=2, chunk_cache=cache)
+    assert got["time"].tolist() == [8, 9] and set(cache) == {2}
+    got = record.read_events(data, cut=9, last=3, chunk_cache=cache)
+    assert got["time"].tolist() == [7, 8, 9] and set(cache) == {1, 2}
+    cache.clear()
+    assert record.read_events(data, cut=-1, chunk_cache=cache)["time"].tolist() == []
+    assert cache == {}
+
+
+def test_real_chunk_size_and_empty_parts():
+    n = record.CHUNK_EVENTS
+    for times in ([7] * n, list(range(n + 1))):
+        rec = make_record(times, texts=(), windows=False)
+        data = record.pack(rec, CCTX)
+        outer = msgpack.unpackb(data, raw=False)
+        assert outer["texts"] is None and outer["windows"] is None  # nothing to inflate
+        assert len(outer["chunks"]["data"]) == -(-len(times) // n)
+        assert_same(rec, record.unpack(data))
+        assert record.read_events(data, cut=7, last=3)["time"].tolist() == \
+            [t for t in times if t <= 7][-3:]
+        assert record.read_events(data, cut=n, last=2)["time"].tolist() == times[-2:]
+    head = record.read_head(data)
+    assert head == {k: rec[k] for k in ("format", "subject_id", "static", "admissions", "stays",
+                                        "notes")}
+
+
+def test_other_formats_refused():
+    old = CCTX.compress(msgpack.packb({"format": 1, "subject_id": 5}))
+    with pytest.raises(ValueError, match="record format 1.*rebuild"):
+        record.unpack(old)
+    with pytest.raises(ValueError, match="record format 3"):
+        record.read_events(msgpack.packb({"format": 3, "chunks": {}}))
+    with pytest.raises(ValueError, match="record format None"):
+        record.read_head(msgpack.packb([1, 2]))
+
+
+def test_the_documented_decoder(tmp_path):
+    """docs/FORMAT.md's first snippet, run as written, decodes what unpack decodes."""
+    code = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S).group(1)
+    rec = make_record([1, 2, 2, 3] * 700)
+    path = tmp_path / "1.msgpack.zst"
+    path.write_bytes(record.pack(rec, CCTX))
+    scope = {"path": path}
+    exec(code, scope)
+    full = record.unpack(path.read_bytes())
+    for c in EVENT_DTYPES:
+        np.testing.assert_array_equal(scope["events"][c], full["events"][c])
+    assert scope["head"]["subject_id"] == 5 and scope["texts"] == ["a note"]
+    assert scope["windows"][0]["features"] == [1, 2, 3]
