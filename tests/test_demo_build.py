@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from trajectory import open_version
+from trajectory.record import FORMAT
 from trajectory.tables import SOURCE_ID, TABLES
 
 from .conftest import demo_dir
@@ -106,7 +107,7 @@ def test_dataset_json_records_missing_notes(demo_build):
     meta = json.loads((cfg.version_dir / "dataset.json").read_text())
     assert any("note/discharge" in w for w in meta["warnings"])
     assert meta["config_hash"] == cfg.output_hash()
-    assert meta["record_format"] == 1
+    assert meta["record_format"] == FORMAT
 
 
 def test_finished_version_is_not_overwritten(demo_build):
