@@ -144,13 +144,15 @@ def run(unit: str, cfg) -> dict:
     part = {name: merge_parts(ms) for name, ms in part_lists.items()}
     markers = shard_markers(cfg, plan.n_shards)
     vdir = cfg.version_dir
-    manifest = pl.concat([pl.read_parquet(cfg.work_dir / "index" / m["index"])
-                          for m in markers]).sort("subject_id")
+    # one read_parquet over all shards' files: it reads them in parallel, in list order
+    # (0.008 s against 0.03-0.07 s one by one, for 32 shards: finalize is the build's serial tail)
+    manifest = pl.read_parquet([cfg.work_dir / "index" / m["index"] for m in markers]
+                               ).sort("subject_id")
     n_events = int(manifest["n_events"].sum())
     report = qc_report(plan, part, markers, n_events)
     codes = codes_table(cfg, plan, markers)
     concepts = load_concepts()
-    qc = pl.concat([pl.read_parquet(cfg.work_dir / "qc" / m["qc"]) for m in markers])
+    qc = pl.read_parquet([cfg.work_dir / "qc" / m["qc"] for m in markers])
     cleaning = cleaning_report(qc, pl.read_parquet(vocab_path(cfg)),
                                pl.read_parquet(thresholds_path(cfg)), concepts,
                                extra_tables.source_names(plan), cfg)

@@ -16,7 +16,7 @@ import pytest
 
 from jobs.export_meds import export_meds
 from trajectory import open_version
-from trajectory.meds import STATIC_TIME, code_lookup, meds_code, patient_rows
+from trajectory.meds import STATIC_TIME, code_lookup, meds_code, parent_codes, patient_rows
 from trajectory.splits import split_of
 
 from .conftest import REPO, demo_dir, make_cfg
@@ -52,6 +52,19 @@ def files_of(out: Path) -> dict:
 ])
 def test_code_rules(code, want):
     assert meds_code(code) == want
+
+
+@pytest.mark.parametrize("code, want", [
+    ("DIAGNOSIS//ICD//9//4019", ["ICD9CM/4019"]),
+    ("DIAGNOSIS//ICD//10//I10", ["ICD10CM/I10"]),
+    ("PROCEDURE//ICD//9//3893", ["ICD9Proc/3893"]),
+    ("PROCEDURE//ICD//10//0BH17EZ", ["ICD10PCS/0BH17EZ"]),
+    ("DIAGNOSIS//ICD//10//UNK", None),  # no code, no parent
+    ("DIAGNOSIS//ICD//UNK//I10", None),  # no version: which ontology is unknown
+    ("LAB//50912//mg/dL", None),
+])
+def test_parent_codes(code, want):
+    assert parent_codes(code) == want
 
 
 def test_constants_are_the_meds_packages_and_the_docs_table_lists_every_rule():
@@ -193,6 +206,10 @@ def test_round_trip_every_event(exported):
     codes = pl.read_parquet(out / "metadata/codes.parquet")
     assert set(data["code"].unique()) <= set(codes["code"])
     assert codes.filter(pl.col("code") == "LAB//50912//mg/dL")["description"].item() == "Creatinine"
+    dx = codes.filter(pl.col("code").str.starts_with("DIAGNOSIS//ICD//"))
+    assert dx.height and dx["parent_codes"].null_count() == 0
+    assert all(p == [f"ICD{c.split('//')[2]}CM/{c.split('//')[3]}"]
+               for c, p in zip(dx["code"].to_list(), dx["parent_codes"].to_list()))
 
 
 def test_splits_are_the_projects(exported):

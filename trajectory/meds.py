@@ -62,6 +62,18 @@ CODE_RULES: tuple[CodeRule, ...] = (
 # ICU_DISCHARGE//<last_careunit>, ED_REGISTRATION, ED_OUT, LAB//<itemid>//<valueuom>
 # (labevents), DRG//..., HCPCS//...; every other family keeps the project's name.
 
+# metadata/codes.parquet `parent_codes`: the ontology code a MEDS code stands for, where
+# MIMIC-IV itself names one. As MIMIC_IV_MEDS's `_metadata` templates write them
+# ("ICD{icd_version}CM/{icd_code}"; procedures ICD9Proc / ICD10PCS), with MIMIC's undotted
+# codes, so vocabularies joined on that conversion's parents find ours. Labs and chart items
+# link to LOINC only through an external mapping file, which MIMIC-IV does not ship: none.
+PARENT_RULES: tuple[tuple[str, str], ...] = (
+    ("DIAGNOSIS//ICD//9//", "ICD9CM/"),
+    ("DIAGNOSIS//ICD//10//", "ICD10CM/"),
+    ("PROCEDURE//ICD//9//", "ICD9Proc/"),
+    ("PROCEDURE//ICD//10//", "ICD10PCS/"),
+)
+
 DEATH_CODE = "MEDS_DEATH"  # meds.death_code
 ADDED_ROWS = {
     # The record keeps both MIMIC-IV death times as events (DEATH: patients.dod, a date;
@@ -192,10 +204,21 @@ def split_names(subject_ids) -> np.ndarray:
     return np.vectorize(SPLITS.__getitem__, otypes=[object])(ours) if len(ours) else ours
 
 
+def parent_codes(code: str) -> list[str] | None:
+    """`parent_codes` of one MEDS code (PARENT_RULES), None when it has none; a code whose
+    ICD part is missing (UNK) has none."""
+    for prefix, parent in PARENT_RULES:
+        if code.startswith(prefix):
+            rest = code[len(prefix):]
+            return None if rest in ("", "UNK") or "//" in rest else [parent + rest]
+    return None
+
+
 def code_metadata(project_codes, labels, units, tables) -> pa.Table:
     """metadata/codes.parquet: one row per MEDS code, `description` the `d_*` label of its
     project code (first non-null where several project codes share a MEDS code),
-    `parent_codes` null (no ontology is linked), plus the project's `unit` and `table`."""
+    `parent_codes` by PARENT_RULES (null for other codes), plus the project's `unit` and
+    `table`."""
     import polars as pl
 
     lk = code_lookup(list(project_codes))
@@ -209,7 +232,8 @@ def code_metadata(project_codes, labels, units, tables) -> pa.Table:
     return pa.table({
         "code": pa.array(frame["code"].to_list(), pa.string()),
         "description": pa.array(frame["description"].to_list(), pa.string()),
-        "parent_codes": pa.nulls(frame.height, pa.list_(pa.string())),
+        "parent_codes": pa.array([parent_codes(c) for c in frame["code"].to_list()],
+                                 pa.list_(pa.string())),
         "unit": pa.array(frame["unit"].to_list(), pa.string()),
         "table": pa.array(frame["table"].to_list(), pa.string()),
     })
