@@ -56,7 +56,6 @@ STAGE1_SOURCES = (
 SORTED_SOURCES = ("trajectory/assemble.py", "trajectory/vocab.py", "trajectory/extra_tables.py",
                   "jobs/build.py")
 _ROOT = Path(__file__).resolve().parent.parent
-_code_hash: str | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,10 +69,7 @@ def _sources_hash(sources: tuple) -> str:
 
 
 def code_hash() -> str:
-    global _code_hash
-    if _code_hash is None:
-        _code_hash = _sources_hash(STAGE1_SOURCES)
-    return _code_hash
+    return _sources_hash(STAGE1_SOURCES)
 
 
 def sorted_dir(cfg, plan, shard: int, buckets: list[int]) -> tuple[Path, str]:
