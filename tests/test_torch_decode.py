@@ -53,3 +53,28 @@ def test_items_match_full_records_in_any_order(demo_build, max_events):
     assert copy._last is None and copy._dctx is None
     np.testing.assert_array_equal(copy.load(sids[1])["time"].numpy(),
                                   raws[sids[1]]["events"]["time"])
+
+
+@pytest.mark.parametrize("collate", ["padded", "packed"])
+def test_worker_batches_equal_in_process_ones(demo_build, collate):
+    """A worker's batch is built in one shared-memory block (one file descriptor to the main
+    process): it must hold exactly what the same collate gives in-process."""
+    from torch.utils.data import DataLoader
+
+    from trajectory.torch import collate_packed, collate_trajectories
+
+    cfg, _ = demo_build
+    fn = collate_trajectories if collate == "padded" else collate_packed
+    ds = TrajectoryDataset(cfg.version_dir, subjects=open_version(cfg.version_dir).subject_ids[:9],
+                           max_events=300, with_windows=False)
+    expect = list(DataLoader(ds, batch_size=4, collate_fn=fn))
+    got = list(DataLoader(ds, batch_size=4, collate_fn=fn, num_workers=2))
+    assert len(got) == len(expect) == 3
+    for g, e in zip(got, expect):
+        assert g.keys() == e.keys()
+        for k in e:
+            assert g[k].dtype == e[k].dtype, k
+            np.testing.assert_array_equal(g[k].numpy(), e[k].numpy(), err_msg=k)  # NaN == NaN
+        # one allocation per batch, in the worker and once received
+        assert len({t.untyped_storage().data_ptr() for t in g.values()}) == 1
+    assert expect[0]["time"].shape == ((4, 300) if collate == "padded" else (1200,))

@@ -11,6 +11,9 @@ Event columns travel as raw little-endian bytes so a reader gets numpy arrays wi
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate
+
 import msgpack
 import numpy as np
 import zstandard
@@ -34,7 +37,9 @@ NONE_ID = -1
 # an earlier chunk); a task item of the last 2,048 events took 0.2-0.3 ms with each, vs 1.0
 # ms in format 1; 2,048 was the fastest there with the smaller size cost of the two.
 CHUNK_EVENTS = 2048
-_SIZES = [np.dtype(dt).itemsize for dt in EVENT_DTYPES.values()]
+# bytes per event of the columns before each one: where a column starts in a chunk of n
+_OFFSET = dict(zip(EVENT_DTYPES, accumulate((np.dtype(dt).itemsize for dt in
+                                              EVENT_DTYPES.values()), initial=0)))
 _SPLIT = ("events", "texts", "windows")  # the keys that are not in `head`
 
 
@@ -116,53 +121,51 @@ def read_windows(data, dctx: zstandard.ZstdDecompressor | None = None) -> list:
     return windows
 
 
-def _chunk(frame: bytes, n: int, d: zstandard.ZstdDecompressor) -> list[np.ndarray]:
-    raw, out, at = d.decompress(frame), [], 0
-    for dt, size in zip(EVENT_DTYPES.values(), _SIZES):
-        out.append(np.frombuffer(raw, dt, n, at))
-        at += n * size
-    return out
-
-
 def read_events(data, cut: int | None = None, last: int | None = None,
                 dctx: zstandard.ZstdDecompressor | None = None,
-                chunk_cache: dict | None = None) -> dict:
-    """Event columns (column -> read-only array) of the events with ``time <= cut`` (all
-    when None), only the ``last`` of them when given, inflating only the chunks that hold
-    them. Events are sorted by time, so chunk k holds times in [t_first[k], t_first[k+1]]:
-    every chunk before the last one with t_first <= cut lies wholly at or before the cut,
-    and only that one is searched (equal times spanning a boundary stay exact).
-    `chunk_cache`: a dict kept by the caller for repeated reads of ONE record (chunk index ->
-    inflated columns), so consecutive items of a patient inflate each chunk once."""
+                chunk_cache: dict | None = None, columns=None) -> dict:
+    """Event columns (column -> read-only array; `columns`, default all) of the events with
+    ``time <= cut`` (all when None), only the ``last`` of them when given, inflating only the
+    chunks that hold them. Events are sorted by time, so chunk k holds times in
+    [t_first[k], t_first[k+1]]: every chunk before the last one with t_first <= cut lies
+    wholly at or before the cut, and only that one is searched (equal times spanning a
+    boundary stay exact). `chunk_cache`: a dict the caller keeps for repeated reads of ONE
+    record (chunk index -> inflated bytes), so consecutive items of a patient inflate each
+    chunk once."""
+    names = list(EVENT_DTYPES) if columns is None else list(columns)
+    unknown = [c for c in names if c not in EVENT_DTYPES]
+    if unknown:
+        raise ValueError(f"no event column(s) {unknown}; the columns are {list(EVENT_DTYPES)}")
     chunks, d = parse(data)["chunks"], _dctx(dctx)
     cache = {} if chunk_cache is None else chunk_cache
+    n = chunks["n"]
 
-    def chunk(k: int) -> list[np.ndarray]:
-        if k not in cache:
-            cache[k] = _chunk(chunks["data"][k], int(n[k]), d)
-        return cache[k]
+    def col(k: int, name: str) -> np.ndarray:
+        raw = cache.get(k)
+        if raw is None:
+            raw = cache[k] = d.decompress(chunks["data"][k])
+        return np.frombuffer(raw, EVENT_DTYPES[name], n[k], n[k] * _OFFSET[name])
 
-    n = np.asarray(chunks["n"], np.int64)
-    starts = np.concatenate(([0], np.cumsum(n)))
-    k_end = len(n) if cut is None else int(np.searchsorted(
-        np.asarray(chunks["t_first"], np.int64), cut, side="right"))
-    end = int(starts[k_end])
+    starts = list(accumulate(n, initial=0))
+    k_end = len(n) if cut is None else bisect_right(chunks["t_first"], cut)
+    end = starts[k_end]
     if cut is not None and k_end:
-        end = int(starts[k_end - 1] + np.searchsorted(chunk(k_end - 1)[0], cut, side="right"))
+        end = starts[k_end - 1] + int(np.searchsorted(col(k_end - 1, "time"), cut, "right"))
     begin = 0 if last is None else max(0, end - int(last))
-    if begin >= end:
-        parts, lo, hi = [[np.empty(0, dt) for dt in EVENT_DTYPES.values()]], 0, 0
-    else:
-        k0 = int(np.searchsorted(starts, begin, side="right")) - 1
-        k1 = int(np.searchsorted(starts, end, side="left"))  # chunks k0..k1-1: [begin, end)
-        parts = [chunk(k) for k in range(k0, k1)]
-        lo, hi = begin - int(starts[k0]), end - int(starts[k0])
+    spans, k = [], bisect_right(starts, begin) - 1  # (chunk, from, to) within the chunk
+    while begin < end and starts[k] < end:
+        spans.append((k, max(begin, starts[k]) - starts[k], min(end, starts[k + 1]) - starts[k]))
+        k += 1
     out = {}
-    for i, name in enumerate(EVENT_DTYPES):
-        col = parts[0][i] if len(parts) == 1 else np.concatenate([p[i] for p in parts])
-        col = col[lo:hi]
-        col.flags.writeable = False
-        out[name] = col
+    for name in names:
+        if len(spans) == 1:
+            arr = col(spans[0][0], name)[spans[0][1]:spans[0][2]]
+        elif spans:
+            arr = np.concatenate([col(k, name)[lo:hi] for k, lo, hi in spans])
+        else:
+            arr = np.empty(0, EVENT_DTYPES[name])
+        arr.flags.writeable = False
+        out[name] = arr
     return out
 
 

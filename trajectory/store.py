@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -67,10 +68,16 @@ class RecordReader:
             rel, offset, size = self._where[int(subject_id)]
         except KeyError as e:
             raise KeyError(f"subject_id {subject_id} is not in {self.path}") from e
-        with open(self.path / rel, "rb") as f:
-            if offset:
-                f.seek(offset)
-            return f.read(size)
+        # os.open + pread: a third of open()'s cost, which a loader item pays per record
+        fd = os.open(os.path.join(self.path, rel), os.O_RDONLY)
+        try:
+            data = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            raise ValueError(f"{self.path / rel}: {len(data)} bytes at offset {offset}, the "
+                             f"manifest says {size} (a truncated or replaced file?)")
+        return data
 
     def raw(self, subject_id: int) -> dict:
         """The record as stored (events as numpy arrays, code ids not decoded)."""
