@@ -90,17 +90,18 @@ def iter_batches(path: Path, columns: dict, block_bytes: int, multiline: bool = 
     gz = path.name.endswith(".gz")
     # gzip through ISA-L, not pyarrow's zlib: chartevents of demo x20 inflates in 0.54 s
     # against 2.0 s. A part starts after the header, so it is given the column names.
-    # One thread: a worker is one core, and `prefetch` already parses the next block while
-    # the caller maps the last. pyarrow's own read-ahead and conversion threads on top cost
-    # 6% more CPU on chartevents units of demo x20 (5.28 s against 4.84 s for 5 units).
+    # pyarrow's threads (use_threads, the default) come from its CPU pool, which
+    # OMP_NUM_THREADS sizes: one thread in a Dask or SLURM worker (runners.WORKER_ENV), where
+    # use_threads=False measured the same (8 chartevents/labevents units of demo x20: 6.1 s
+    # CPU either way); every core when a unit runs alone (serial runner), where turning them
+    # off cost chartevents 40% more wall time.
     if part is None:
         source = igzip.open(path, "rb") if gz else open(path, "rb")
-        read_options = pacsv.ReadOptions(block_size=block_bytes, use_threads=False)
+        read_options = pacsv.ReadOptions(block_size=block_bytes)
     else:
         source = (GzRange(path, points, part.start, part.end) if gz
                   else FileRange(path, part.start, part.end))
-        read_options = pacsv.ReadOptions(block_size=block_bytes, column_names=header,
-                                         use_threads=False)
+        read_options = pacsv.ReadOptions(block_size=block_bytes, column_names=header)
     try:
         with source:
             reader = pacsv.open_csv(
