@@ -318,7 +318,7 @@ class _Source:
                          extra=extra)
 
     def load(self, subject_id: int, cut: int | None = None, extra: dict | None = None) -> dict:
-        subject_id = int(subject_id)  # the manifest's id: the record's own (the build's check)
+        subject_id = int(subject_id)  # the manifest's id, written from the record's own
         rec = self._record(subject_id)
         ev = self._events(rec, cut)
         sel = self._selection(ev)
@@ -497,6 +497,7 @@ def _arena(specs: dict) -> dict:
     for name, (shape, dt) in specs.items():
         at[name] = total
         total += -(-math.prod(shape) * dt.itemsize // 64) * 64  # aligned for any dtype
+    total = max(total, 64)  # an empty batch: no zero-byte shared segment
     if get_worker_info() is not None and hasattr(torch.UntypedStorage, "_new_shared"):
         base = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total))
     elif get_worker_info() is not None:
