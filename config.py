@@ -116,8 +116,10 @@ class Config:
                 "overwrite", "deid_min_patients",
                 # its content is in the plan's input fingerprints, as the data files are
                 "extra_tables"}
-        blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in skip},
-                          sort_keys=True, default=str)
+        from trajectory.record import FORMAT  # another record format is another output: a
+        # rebuild must not find the old version finished nor resume its units
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        blob = json.dumps({**fields, "record_format": FORMAT}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict:
