@@ -41,6 +41,8 @@ CHUNK_EVENTS = 2048
 _OFFSET = dict(zip(EVENT_DTYPES, accumulate((np.dtype(dt).itemsize for dt in
                                               EVENT_DTYPES.values()), initial=0)))
 _SPLIT = ("events", "texts", "windows")  # the keys that are not in `head`
+_REBUILD = ("rebuild the version with this code (build_patient_files.py with --overwrite, or "
+            "another TRAJECTORY_VERSION)")
 
 
 def _packb(obj) -> bytes:
@@ -87,13 +89,13 @@ def parse(data) -> dict:
         outer = None
         if bytes(data[:4]) == b"\x28\xb5\x2f\xfd":  # a zstd frame: format 1's whole record
             raise ValueError("record format 1 (one zstd frame); this reader knows format "
-                             f"{FORMAT}: rebuild the version with this code") from e
+                             f"{FORMAT}: {_REBUILD}") from e
         raise ValueError(f"not a trajectory record ({e}); this reader knows format "
                          f"{FORMAT}") from e
     fmt = outer.get("format") if isinstance(outer, dict) else None
     if fmt != FORMAT:
         raise ValueError(f"record format {fmt!r}, this reader knows {FORMAT}"
-                         + (": rebuild the version with this code" if fmt == 1 else ""))
+                         + (f": {_REBUILD}" if fmt == 1 else ""))
     return outer
 
 
