@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import msgpack
 import psutil
 import pyarrow.csv as pacsv
 import zstandard
@@ -32,6 +31,7 @@ import config  # noqa: E402
 from jobs.schedule import longest_first, makespan  # noqa: E402
 from jobs.driver import partition_tasks, run_build, stage1_marker  # noqa: E402
 from trajectory.plan import load_plan  # noqa: E402
+from trajectory.record import frames  # noqa: E402
 from trajectory.replicate import replicate  # noqa: E402
 from trajectory.store import open_version  # noqa: E402
 
@@ -90,13 +90,6 @@ def dict_gain(version_dir: Path, sample: int = 2000) -> tuple[int, int]:
     c = zstandard.ZstdCompressor(level=3, dict_data=d)
     return sum(len(v.read_bytes(s)) for s in v.subject_ids), \
         sum(len(c.compress(r)) for r in raws) + len(d.as_bytes())
-
-
-def frames(data: bytes) -> list:
-    """The zstd frames of one record (docs/FORMAT.md), framing bytes not counted."""
-    outer = msgpack.unpackb(data, raw=False)
-    return [f for f in (outer["head"], outer["texts"], outer["windows"],
-                        *outer["chunks"]["data"]) if f is not None]
 
 
 WORKERS = (2, 4, 8, 16, 32, 64)

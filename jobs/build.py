@@ -261,7 +261,8 @@ def run(shard: int, cfg) -> dict:
     code_ids = np.flatnonzero(code_counts)
     code_counts = code_counts[code_ids]
     return write_done(cfg, STAGE, unit, {
-        "shard": shard, "sorted": entry.name, "index": index_path.name, "index_checksum": checksum_file(index_path),
+        "shard": shard, "sorted": entry.name, "index": index_path.name,
+        "index_checksum": checksum_file(index_path),
         "qc": qc_path.name, "concept_histogram": hist.tolist(),
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),
         "counts": counts, "code_ids": code_ids.tolist(), "code_counts": code_counts.tolist(),

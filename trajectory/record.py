@@ -86,7 +86,6 @@ def parse(data) -> dict:
     try:
         outer = _unpackb(data)
     except Exception as e:  # msgpack raises several types on foreign bytes
-        outer = None
         if bytes(data[:4]) == b"\x28\xb5\x2f\xfd":  # a zstd frame: format 1's whole record
             raise ValueError("record format 1 (one zstd frame); this reader knows format "
                              f"{FORMAT}: {_REBUILD}") from e
@@ -97,6 +96,13 @@ def parse(data) -> dict:
         raise ValueError(f"record format {fmt!r}, this reader knows {FORMAT}"
                          + (f": {_REBUILD}" if fmt == 1 else ""))
     return outer
+
+
+def frames(data) -> list[bytes]:
+    """Every zstd frame of a record (head, texts, windows, event chunks), still compressed."""
+    outer = parse(data)
+    return [f for f in (outer["head"], outer["texts"], outer["windows"],
+                        *outer["chunks"]["data"]) if f is not None]
 
 
 def _dctx(dctx):
