@@ -122,7 +122,7 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
     note ids of note rows and the row ids of tables.JOINED; None for other tables, whose refs
     only tell rows apart)."""
     from . import partition
-    events, text_parts, refs, meta = [], [], [], {}
+    events, text_parts, ref_parts, n_refs, meta = [], [], [], 0, {}
     # fixed table order (built in, then EXTRA_TABLES): part of what makes record bytes
     # deterministic
     for t in all_tables(plan):
@@ -133,11 +133,13 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
         if ev is not None:
             text_parts.append(encode_strings(ev["text"]))
             ref_ids, ref_strings = encode_strings(ev["ref"])
-            ref_ids = np.where(ref_ids >= 0, ref_ids + len(refs), NONE_ID).astype(np.int32)
+            ref_ids = np.where(ref_ids >= 0, ref_ids + n_refs, NONE_ID).astype(np.int32)
             # Notes keep their note_id in the record; parent and detail tables need their row
             # ids for place_details. Other refs only tell rows apart: their strings go.
             keep = t.module == "note" or t.name in JOINED
-            refs += ref_strings.to_list() if keep else [None] * ref_strings.len()
+            ref_parts.append(ref_strings if keep else
+                             pl.repeat(None, ref_strings.len(), dtype=pl.String, eager=True))
+            n_refs += ref_strings.len()
             events.append(ev.with_columns(pl.Series("ref", ref_ids)).rename({"code": "code_id"}))
         if t.meta:
             schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
@@ -145,6 +147,7 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
                    read_batches(partition.part_dir(cfg, plan, t.name, m["part"]), m["meta"],
                                 buckets)]
             meta[t.name] = _frame(pa.Table.from_batches(got) if got else None, schema)
+    refs = (pl.concat(ref_parts) if ref_parts else pl.Series([], dtype=pl.String)).rename("ref")
     text_ids, texts = merge_string_ids(text_parts)
     events = [e.with_columns(pl.Series("text", i)) for e, i in zip(events, text_ids)]
     # One chunk: the sort's gather over the 26 table chunks of a demo x20 shard took 0.2 s,
@@ -166,7 +169,7 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     if marker is not None:
         ev = pl.read_ipc(final / "events.arrow")
         texts = pl.read_ipc(final / "texts.arrow")["s"]
-        refs = pl.read_ipc(final / "refs.arrow")["ref"].to_list()
+        refs = pl.read_ipc(final / "refs.arrow")["ref"]
         meta = {name: pl.read_ipc(final / f"meta-{name}.arrow")
                 for name in marker["meta"]}
         lap("read")
@@ -186,8 +189,7 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
         # lz4: written once, read by every later version of these inputs
         ev.write_ipc(tmp / "events.arrow", compression="lz4")
         texts.rename("s").to_frame().write_ipc(tmp / "texts.arrow", compression="lz4")
-        pl.DataFrame({"ref": refs}, schema={"ref": pl.String}).write_ipc(
-            tmp / "refs.arrow", compression="lz4")
+        refs.to_frame("ref").write_ipc(tmp / "refs.arrow", compression="lz4")
         for name, frame in meta.items():
             frame.write_ipc(tmp / f"meta-{name}.arrow", compression="lz4")
         cache.publish_unit(tmp, final, key, {"shard": shard, "meta": sorted(meta),
