@@ -96,11 +96,11 @@ def _frame(table: pa.Table | None, schema: dict) -> pl.DataFrame:
 
 
 def _table_events(cfg, plan, parts: list[dict], buckets: list[int],
-                  luts: dict) -> pl.DataFrame | None:
+                  luts: dict) -> pa.Table | None:
     """This shard's events of one table: its parts' batches in part order (the input's row
     order, so ties in the event sort fall as in an uncut build), local code ids made global.
-    One arrow table and one conversion for all parts: per part, polars' conversion and concat
-    cost more than the batches' bytes."""
+    One arrow table for all parts: per part, polars' conversion and concat cost more than the
+    batches' bytes."""
     from . import partition
     batches, codes = [], []
     for m in parts:
@@ -112,8 +112,9 @@ def _table_events(cfg, plan, parts: list[dict], buckets: list[int],
             batches += got
     if not batches:
         return None
-    return pl.from_arrow(pa.Table.from_batches(batches)).with_columns(
-        pl.Series("code", np.concatenate(codes)))
+    table = pa.Table.from_batches(batches)
+    return table.set_column(table.schema.get_field_index("code"), "code",
+                            pa.array(np.concatenate(codes)))
 
 
 def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
@@ -129,10 +130,15 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
         parts = markers.get(t.name)
         if parts is None:
             continue
-        ev = _table_events(cfg, plan, parts, buckets, luts)
-        if ev is not None:
-            text_parts.append(encode_strings(ev["text"]))
-            ref_ids, ref_strings = encode_strings(ev["ref"])
+        table = _table_events(cfg, plan, parts, buckets, luts)
+        if table is not None:
+            # Strings become ids while still in Arrow: converted to polars first, they were
+            # copied twice more (into string views and back) for the ids alone.
+            text_parts.append(encode_strings(table.column("text")))
+            ref_ids, ref_strings = encode_strings(table.column("ref"))
+            ev = pl.from_arrow(table.drop_columns(["text", "ref"])).select(
+                pl.lit(None, pl.Int32).alias(n) if n in ("text", "ref") else pl.col(n)
+                for n in table.column_names)  # ids filled in below, in place
             ref_ids = np.where(ref_ids >= 0, ref_ids + n_refs, NONE_ID).astype(np.int32)
             # Notes keep their note_id in the record; parent and detail tables need their row
             # ids for place_details. Other refs only tell rows apart: their strings go.

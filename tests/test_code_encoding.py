@@ -66,3 +66,24 @@ def test_code_ids_match_a_per_row_reference():
         assert int(st["count"].sum()) == n
         seen += expect
     assert book.codes == list(dict.fromkeys(seen))
+
+
+def test_encode_strings_ids_by_first_appearance_from_polars_or_arrow():
+    import pyarrow as pa
+
+    from trajectory.assemble import encode_strings, merge_string_ids
+    from trajectory.record import NONE_ID
+
+    chunked = pa.chunked_array([["b", None, "a"], ["b", "", None, "c"]], pa.large_string())
+    for col in (chunked, pl.Series(chunked.to_pylist(), dtype=pl.String)):
+        ids, strings = encode_strings(col)
+        assert ids.dtype == np.int32
+        assert ids.tolist() == [0, NONE_ID, 1, 0, 2, NONE_ID, 3]
+        assert strings.to_list() == ["b", "a", "", "c"]  # "" is a value, not a null
+    ids, strings = encode_strings(pa.chunked_array([[None, None]], pa.large_string()))
+    assert ids.tolist() == [NONE_ID, NONE_ID] and strings.len() == 0
+    # two tables' ids into one list: a string both share is one entry
+    out, uniq = merge_string_ids([encode_strings(pl.Series(["x", None, "y"])),
+                                  encode_strings(pl.Series(["y", "z"]))])
+    assert uniq.to_list() == ["x", "y", "z"]
+    assert [o.tolist() for o in out] == [[0, NONE_ID, 1], [1, 2]]
