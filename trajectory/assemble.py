@@ -83,6 +83,13 @@ _PARENT_OF = np.zeros(256, np.uint8)
 _PARENT_OF[list(PARENT_SOURCE)] = list(PARENT_SOURCE.values())
 
 
+def ref_strings(refs: pl.Series | list, ids: np.ndarray) -> pl.Series:
+    """The strings of `ref` ids into `refs` (jobs/build.load_shard); NONE_ID gives None."""
+    refs = refs if isinstance(refs, pl.Series) else pl.Series(refs, dtype=pl.String)
+    strings = pl.concat([refs.cast(pl.String), pl.Series([None], dtype=pl.String)])
+    return strings.gather(np.where(ids >= 0, ids, refs.len()))
+
+
 def place_details(ev: pl.DataFrame, refs: pl.Series | list, counts: dict) -> pl.DataFrame:
     """Give detail-table events (emar_detail, poe_detail, the note details) the time and
     hadm_id of their parent row's first event, and drop those whose parent is not in the
@@ -99,12 +106,10 @@ def place_details(ev: pl.DataFrame, refs: pl.Series | list, counts: dict) -> pl.
         return ev
     parent = np.flatnonzero(np.isin(source, list(set(PARENT_SOURCE.values())))
                             & (ev["kind"].to_numpy() == 0))
-    refs = refs if isinstance(refs, pl.Series) else pl.Series(refs, dtype=pl.String)
-    strings = pl.concat([refs.cast(pl.String), pl.Series([None], dtype=pl.String)])
     ref = ev["ref"].to_numpy()
 
-    def keys(rows: np.ndarray) -> pl.Series:  # index len(refs): no ref, None
-        return strings.gather(np.where(ref[rows] >= 0, ref[rows], refs.len()))
+    def keys(rows: np.ndarray) -> pl.Series:
+        return ref_strings(refs, ref[rows])
 
     ids, _ = encode_strings(pl.concat([keys(parent), parent_key(keys(detail))]))
     # (string id, parent table) as one int64; no key (-1) never matches
@@ -265,9 +270,7 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
                                   if t.module == "note" and t.parent is None]).to_numpy()
     # every note row's note_id, looked up once for the shard (refs index -1: None)
     note_rows = np.flatnonzero(has_ref)
-    refs = refs if isinstance(refs, pl.Series) else pl.Series(refs, dtype=pl.String)
-    note_ids = pl.concat([refs.cast(pl.String), pl.Series([None], dtype=pl.String)]).gather(
-        np.where(ref[note_rows] >= 0, ref[note_rows], refs.len())).to_list()
+    note_ids = ref_strings(refs, ref[note_rows]).to_list()
     pids = patients["subject_id"].to_numpy()
     bounds = zip(np.searchsorted(sid, pids, "left").tolist(),
                  np.searchsorted(sid, pids, "right").tolist())
