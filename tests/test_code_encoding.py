@@ -68,6 +68,27 @@ def test_code_ids_match_a_per_row_reference():
     assert book.codes == list(dict.fromkeys(seen))
 
 
+
+def test_code_ids_stay_exact_when_two_combinations_share_a_hash(monkeypatch):
+    """The book finds combinations by row hash; a collision must not merge two codes."""
+    t = "2150-01-01 00:00:00"
+    rows = [(1, 1, 1, t, 220045, "1", "1", "bpm"), (1, 1, 1, t, 220210, "1", "1", None),
+            (2, 1, 1, t, 220045, "1", "1", "bpm"), (2, 1, 1, t, 223761, "1", "1", "°F")]
+    # every row hashes alike: the check against the combination found must catch it
+    monkeypatch.setattr(pl.DataFrame, "hash_rows",
+                        lambda self, *a, **k: pl.Series([7] * self.height, dtype=pl.UInt64))
+    book = CodeBook()
+    map_rows(CHART, _batch(rows[:1]), book)
+    assert "chart" in book.hashes  # one combination so far: the hashed lookup is in use
+    ev, st, _ = map_rows(CHART, _batch(rows), book)
+    assert _decode(ev, book) == ["CHART//220045//bpm", "CHART//220210//UNK",
+                                 "CHART//220045//bpm", "CHART//223761//°F"]
+    assert st["count"].to_list() == [2, 1, 1]
+    assert "chart" not in book.hashes  # that event went on with exact joins
+    ev, _, _ = map_rows(CHART, _batch(rows[::-1]), book)
+    assert _decode(ev, book) == ["CHART//223761//°F", "CHART//220045//bpm",
+                                 "CHART//220210//UNK", "CHART//220045//bpm"]
+
 def test_encode_strings_ids_by_first_appearance_from_polars_or_arrow():
     import pyarrow as pa
 

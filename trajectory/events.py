@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .tables import PREPARE, SOURCE_ID, Event, Table
 
@@ -180,13 +182,26 @@ class CodeBook:
     """Code string -> small local integer id, growing as new codes appear. Partition files
     carry the id, not the string: on 4M chartevents rows that cut gather + write + read from
     1.7 s to 0.75 s (strings were most of every copy). Per event, it also keeps the distinct
-    combinations of code columns seen so far (`combos`) and each one's code id."""
+    combinations of code columns seen so far (`combos`, row i is combination i) and each
+    one's code id.
+
+    Rows find their combination by the hash of their code columns, looked up in the hashes
+    of the combinations seen (`hashes`, in combination order), and every row is then checked
+    against the combination found, so the ids are exact. A polars left join of the batch
+    against `combos` did the same in 5.3 ms on 75k chartevents rows (twice when a batch
+    brought a new combination, as 176 of 196 did in chartevents cut into 22 units: each unit
+    starts a fresh book), against 0.5 ms for the hash, 0.7 ms for the lookup (Arrow's hash
+    table, where numpy's searchsorted took 5 ms) and 1.2 ms for the check. Measured by
+    process CPU: polars runs a join on its own pool thread, which time.thread_time of the
+    caller does not see. Two combinations with one hash fail the check; that event then goes
+    on with the join."""
 
     def __init__(self):
         self.codes: list[str] = []
         self.index: dict[str, int] = {}
         self.combos: dict[str, pl.DataFrame] = {}  # event -> code columns + "_cid"
         self.combo_code: dict[str, np.ndarray] = {}  # event -> code id of each combination
+        self.hashes: dict[str, pa.Array] = {}  # event -> row hash of each combination
 
     def ids(self, codes: list[str]) -> np.ndarray:
         out = np.empty(len(codes), np.uint32)
@@ -205,18 +220,43 @@ class CodeBook:
         if ev.name not in self.combos:
             self.combos[ev.name] = key.clear().with_columns(pl.lit(0, pl.UInt32).alias("_cid"))
             self.combo_code[ev.name] = np.empty(0, np.uint32)
+            self.hashes[ev.name] = pa.array([], pa.uint64())
+        if ev.name in self.hashes:
+            cid = self._hashed_ids(ev, key)
+            if cid is not None:
+                return cid
+            del self.hashes[ev.name]  # a hash collision: exact joins from now on
         combos = self.combos[ev.name]
         cid = self._join(key, combos)
         if cid.null_count():
-            new = key.filter(cid.is_null()).unique(maintain_order=True)
-            start = combos.height
-            new = new.with_columns(pl.int_range(start, start + new.height, dtype=pl.UInt32)
-                                   .alias("_cid"))
-            self.combos[ev.name] = combos = pl.concat([combos, new])
-            code_ids = self.ids(new.select(_code(ev).alias("code"))["code"].to_list())
-            self.combo_code[ev.name] = np.concatenate([self.combo_code[ev.name], code_ids])
-            cid = self._join(key, combos)
+            self._add(ev, key.filter(cid.is_null()).unique(maintain_order=True))
+            cid = self._join(key, self.combos[ev.name])
         return cid.to_numpy()
+
+    def _hashed_ids(self, ev: Event, key: pl.DataFrame) -> np.ndarray | None:
+        h = key.hash_rows().to_arrow()
+        pos = pc.index_in(h, value_set=self.hashes[ev.name])
+        if pos.null_count:
+            miss = np.flatnonzero(pos.is_null().to_numpy(zero_copy_only=False))
+            # first row of each new hash, in row order: the join path's first appearance
+            _, first = np.unique(h.to_numpy()[miss], return_index=True)
+            rows = miss[np.sort(first)]
+            self._add(ev, key[rows])
+            self.hashes[ev.name] = pa.concat_arrays([self.hashes[ev.name], h.take(rows)])
+            pos = pc.index_in(h, value_set=self.hashes[ev.name])
+        cid = pl.Series(pos.to_numpy(zero_copy_only=False).astype(np.uint32))
+        found = self.combos[ev.name].select(key.columns).gather(cid)
+        return cid.to_numpy() if key.equals(found, null_equal=True) else None
+
+    def _add(self, ev: Event, new: pl.DataFrame) -> None:
+        """Append new (distinct, unseen) combinations and register their codes."""
+        combos = self.combos[ev.name]
+        start = combos.height
+        new = new.with_columns(pl.int_range(start, start + new.height, dtype=pl.UInt32)
+                               .alias("_cid"))
+        self.combos[ev.name] = pl.concat([combos, new], rechunk=True)  # gathered per batch
+        code_ids = self.ids(new.select(_code(ev).alias("code"))["code"].to_list())
+        self.combo_code[ev.name] = np.concatenate([self.combo_code[ev.name], code_ids])
 
     @staticmethod
     def _join(key: pl.DataFrame, combos: pl.DataFrame) -> pl.Series:
