@@ -97,7 +97,7 @@ def test_require_counts_rows_without_the_field():
 
 def test_place_details_takes_parent_time_and_counts_orphans():
     emar, detail = SOURCE_ID["emar"], SOURCE_ID["emar_detail"]
-    refs = ["1-5", "1-6", f"1-5{REF_SEP}", f"1-5{REF_SEP}1.1", f"1-7{REF_SEP}1.1"]
+    refs = pl.Series(["1-5", "1-6", f"1-5{REF_SEP}", f"1-5{REF_SEP}1.1", f"1-7{REF_SEP}1.1"])
     ev = pl.DataFrame({
         "subject_id": [1, 1, 1, 1, 1, 1], "time": [100, 200, None, None, None, 50],
         "code_id": [0, 0, 1, 2, 2, 3], "hadm_id": [7, 8, None, None, None, None],

@@ -83,14 +83,13 @@ _PARENT_OF = np.zeros(256, np.uint8)
 _PARENT_OF[list(PARENT_SOURCE)] = list(PARENT_SOURCE.values())
 
 
-def ref_strings(refs: pl.Series | list, ids: np.ndarray) -> pl.Series:
+def ref_strings(refs: pl.Series, ids: np.ndarray) -> pl.Series:
     """The strings of `ref` ids into `refs` (jobs/build.load_shard); NONE_ID gives None."""
-    refs = refs if isinstance(refs, pl.Series) else pl.Series(refs, dtype=pl.String)
     strings = pl.concat([refs.cast(pl.String), pl.Series([None], dtype=pl.String)])
     return strings.gather(np.where(ids >= 0, ids, refs.len()))
 
 
-def place_details(ev: pl.DataFrame, refs: pl.Series | list, counts: dict) -> pl.DataFrame:
+def place_details(ev: pl.DataFrame, refs: pl.Series, counts: dict) -> pl.DataFrame:
     """Give detail-table events (emar_detail, poe_detail, the note details) the time and
     hadm_id of their parent row's first event, and drop those whose parent is not in the
     shard (counted "parent_not_found"). `ref` holds int ids into `refs`, which for the
@@ -241,8 +240,9 @@ def _sections(df: pl.DataFrame, order: list[str]) -> dict:
 
 
 def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFrame,
-                    stays: pl.DataFrame, texts: dict, refs: pl.Series | list, grid: GridSpec | None = None,
-                    timers: dict | None = None) -> Iterator[tuple[int, int, int, dict]]:
+                    stays: pl.DataFrame, texts: dict, refs: pl.Series,
+                    grid: GridSpec | None = None, timers: dict | None = None,
+                    ) -> Iterator[tuple[int, int, int, dict]]:
     """Yield (subject_id, first, end, record) for every patient of the shard, in subject_id
     order, where ev[first:end] are the patient's events; `ev` is
     sorted by SORT_KEY and carries code_id, text_id and `ref` (an index into `refs`, the note
