@@ -163,6 +163,50 @@ def publish_unit(tmp: Path, final: Path, key: str, marker: dict) -> dict:
     return marker
 
 
+# ---- damage: named, moved aside, redone as a miss ----
+
+DAMAGE_DIR = "cache_damage"  # under WORK_DIR: one JSON note per damaged entry, for dataset.json
+
+
+class Damaged(ValueError):
+    """A cached file or marker failed its check (a changed byte, a truncated or missing file,
+    a corrupt marker). Never an input fault: the caller moves the entry aside and redoes it."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = Path(path), why
+
+
+def set_aside(cfg, path: Path, why: str) -> None:
+    """Move a damaged cache entry, unit folder or index file out of the way (renamed to a
+    `.damaged-` name that `cache prune` and the next run remove; a concurrent reader keeps
+    its open files) and note it in WORK_DIR/cache_damage/, which finalize copies into
+    dataset.json's warnings. Two processes finding the same damage: one rename wins, the
+    other's finds nothing to move; both notes are kept, with the same text."""
+    path = Path(path)
+    aside = path.with_name(f".damaged-{path.name}-{os.uname().nodename}-{os.getpid()}-"
+                           f"{time.time_ns()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        pass
+    note = {"entry": str(path), "why": why, "at": time.time()}
+    atomic_write_json(cfg.work_dir / DAMAGE_DIR / f"{time.time_ns()}-{os.getpid()}.json", note)
+
+
+def damage_warnings(cfg) -> list[str]:
+    """dataset.json warnings for the damage this build found and repaired, one per entry."""
+    seen = {}
+    for p in sorted((cfg.work_dir / DAMAGE_DIR).glob("*.json")):
+        try:
+            note = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        seen.setdefault(note["entry"], note["why"])
+    return [f"cache entry {entry} was damaged ({why}): moved aside and rebuilt"
+            for entry, why in seen.items()]
+
+
 def touch(entry: Path) -> None:
     entry.mkdir(parents=True, exist_ok=True)
     (entry / "used").touch()
