@@ -164,11 +164,15 @@ def cmd_cache(args) -> int:
     from jobs import cache
 
     cfg = _load(args)
+    left = cache.leftovers(cfg, everywhere=True)
     if args.action == "list":
         print(cache.describe(cache.entries(cfg)))
+        print(cache.describe_leftovers(left))
     else:
+        verb = "would remove" if args.dry_run else "removed"
         gone = cache.prune(cfg, older_than_hours=args.older_than_hours, dry_run=args.dry_run)
-        print(cache.describe(gone, "would remove" if args.dry_run else "removed"))
+        print(cache.describe(gone, verb))
+        print(cache.describe_leftovers(left, verb))
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import xxhash
 import zstandard
 
 from trajectory.assemble import (count_cleaning_drops, encode_strings, index_texts,
@@ -29,7 +30,7 @@ from trajectory.record import NONE_ID, pack
 from trajectory.extra_tables import all_tables, streams
 from trajectory.tables import JOINED, PREPARE, TABLES_BY_NAME
 from trajectory.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
-                              shard_reads_path)
+                              shard_reads_path, vocab_ready)
 
 from trajectory.atomic import atomic_write_parquet, checksum_bytes, checksum_file, tmp_name
 
@@ -68,20 +69,94 @@ def unit_folders(cfg, plan) -> list[tuple[str, Path]]:
             for t in sorted(plan.tables) for k in range(plan.parts[t])]
 
 
+def verified_unit_folders(cfg, plan) -> list[tuple[str, Path]]:
+    """unit_folders after each unit's codes.parquet and sketch.parquet (read whole by
+    ensure_vocab) pass their checksums; a damaged unit is set aside and redone first. A
+    flipped byte in a sketch moved the outlier fences of dozens of patients."""
+    from . import partition
+    out = []
+    for unit, folder in unit_folders(cfg, plan):
+        for attempt in range(3):
+            marker = partition.run(unit, cfg)  # the cached marker, or the unit redone
+            try:
+                for name in ("codes.parquet", "sketch.parquet"):
+                    cache.verify_file(folder, name, marker)
+                break
+            except cache.Damaged as e:
+                if attempt == 2:
+                    raise ValueError(f"{folder}: damaged again after being redone three "
+                                     f"times ({e}); is CACHE_DIR's disk failing?") from e
+                cache.set_aside(cfg, folder, f"{e.path.name}: {e.why}")
+        out.append((unit, folder))
+    return out
+
+
 def read_batches(folder: Path, files: list[dict], buckets: list[int]) -> list[pa.RecordBatch]:
     """These buckets' record batches of the listed files, in file then bucket order; the IPC
     footer locates each batch, so only their own bytes are read. Memory-mapped: with a unit
     per 4 MB of input and a shard per half worker, a shard reads a few batches from each of
     hundreds of files, and opening them through reads cost 2.4x the time of mapping them (75
-    units of demo x20: 0.23 s against 0.10 s per shard)."""
+    units of demo x20: 0.23 s against 0.10 s per shard).
+    Verified first: the file's size, its schema and footer ranges, and each wanted batch's
+    range against the XXH3-64 its partition marker holds (jobs.cache); a mismatch raises
+    cache.Damaged naming the file, before pyarrow parses a byte of it."""
     parts = []
     for f in files:
-        wanted = [f["batches"][str(b)][0] for b in buckets if str(b) in f["batches"]]
+        wanted = [f["batches"][str(b)] for b in buckets if str(b) in f["batches"]]
         if wanted:
-            with pa.memory_map(str(folder / f["path"])) as source:
+            path = folder / f["path"]
+            with pa.memory_map(str(path)) as source:
+                if source.size() != f["bytes"]:
+                    raise cache.Damaged(path, f"{source.size():,} bytes, its marker says "
+                                              f"{f['bytes']:,} (truncated or extended)")
+                for a, b, digest, what in ([*f["head"], "schema"], [*f["tail"], "footer"],
+                                           *([*w[2:5], f"batch {w[0]}"] for w in wanted)):
+                    if b > a and xxhash.xxh3_64_intdigest(source.read_at(b - a, a)) != digest:
+                        raise cache.Damaged(path, f"{what} (bytes {a:,}-{b:,}) fails its "
+                                                  "XXH3 checksum")
                 reader = pa.ipc.open_file(source, options=_IPC_READ)
-                parts += [reader.get_batch(i) for i in wanted]
+                parts += [reader.get_batch(w[0]) for w in wanted]
     return parts
+
+
+def restricted(files: list[dict], buckets) -> list[dict]:
+    """A partition marker's file list cut down to these buckets' batches."""
+    keep = {str(b) for b in buckets}
+    return [{**f, "batches": {b: v for b, v in f["batches"].items() if b in keep}}
+            for f in files]
+
+
+def unit_batches(cfg, plan, m: dict, kind: str, buckets: list[int]) -> list[pa.RecordBatch]:
+    """One partition unit's batches of these buckets (`kind` "events" or "meta"), from the
+    shard's read list `m`. A missing or damaged file is repaired here instead of failing the
+    shard: the unit's current marker is used if another process already redid it, else the
+    unit is set aside and redone (the same input, plan and code give the same events), then
+    read again. Its code ids must be the ones the vocabulary was made from."""
+    from . import partition
+    unit = unit_name(m["table"], m["part"])
+    folder = partition.part_dir(cfg, plan, m["table"], m["part"])
+    try:
+        return read_batches(folder, m[kind], buckets)
+    except (cache.Damaged, FileNotFoundError) as e:
+        why = e.why if isinstance(e, cache.Damaged) else f"file missing: {e.filename}"
+    for _ in range(3):
+        marker = partition.read(cfg, plan, unit)  # cheap checks; a damaged one is set aside
+        if marker is not None and marker["marker_xxh3"] == m.get("marker_xxh3"):
+            cache.set_aside(cfg, folder, why)  # the copy that just failed
+            marker = None
+        if marker is None:
+            marker = partition.run(unit, cfg)
+        if marker["files"]["codes.parquet"]["xxh3"] != m.get("codes_xxh3"):
+            raise ValueError(f"{folder}: redone after damage ({why}), the unit's codes differ "
+                             "from those this build's vocabulary was made from; rerun with "
+                             "--overwrite")
+        try:
+            return read_batches(folder, restricted(marker[kind], buckets), buckets)
+        except (cache.Damaged, FileNotFoundError) as e:
+            why = e.why if isinstance(e, cache.Damaged) else f"file missing: {e.filename}"
+            m = {**m, "marker_xxh3": marker["marker_xxh3"]}
+    raise ValueError(f"{folder}: partition unit {unit} is damaged again after being redone "
+                     f"three times ({why}); is CACHE_DIR's disk failing?")
 
 
 # One thread: a worker is one core, and handing each small batch's lz4 buffers to pyarrow's
@@ -101,11 +176,9 @@ def _table_events(cfg, plan, parts: list[dict], buckets: list[int],
     order, so ties in the event sort fall as in an uncut build), local code ids made global.
     One arrow table for all parts: per part, polars' conversion and concat cost more than the
     batches' bytes."""
-    from . import partition
     batches, codes = [], []
     for m in parts:
-        got = read_batches(partition.part_dir(cfg, plan, m["table"], m["part"]), m["events"],
-                           buckets)
+        got = unit_batches(cfg, plan, m, "events", buckets)
         if got:
             lut = luts[unit_name(m["table"], m["part"])]
             codes += [lut[b.column("code").to_numpy()] for b in got]
@@ -122,7 +195,6 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
     in `text` and `ref` int32 ids into `texts` (distinct strings of the shard) and `refs` (the
     note ids of note rows and the row ids of tables.JOINED; None for other tables, whose refs
     only tell rows apart)."""
-    from . import partition
     events, text_parts, ref_parts, n_refs, meta = [], [], [], 0, {}
     # fixed table order (built in, then EXTRA_TABLES): part of what makes record bytes
     # deterministic
@@ -149,9 +221,7 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
             events.append(ev.with_columns(pl.Series("ref", ref_ids)).rename({"code": "code_id"}))
         if t.meta:
             schema = {c: POLARS_TYPES[ty] for c, ty in t.columns.items()}
-            got = [b for m in parts for b in
-                   read_batches(partition.part_dir(cfg, plan, t.name, m["part"]), m["meta"],
-                                buckets)]
+            got = [b for m in parts for b in unit_batches(cfg, plan, m, "meta", buckets)]
             meta[t.name] = _frame(pa.Table.from_batches(got) if got else None, schema)
     refs = (pl.concat(ref_parts) if ref_parts else pl.Series([], dtype=pl.String)).rename("ref")
     text_ids, texts = merge_string_ids(text_parts)
@@ -171,15 +241,20 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     Read and sort are half of a shard's time (demo x20: 12.5 of 25.9 unit-seconds), so a
     version that changes only OUTLIER_K skips them too."""
     final, key = cache.sorted_dir(cfg, plan, shard, buckets)
-    marker = cache.read_marker(final / "done.json", key)
+    cache.hold(cfg, final)
+    marker = cache.lookup(cfg, final, key)
     if marker is not None:
-        ev = pl.read_ipc(final / "events.arrow")
-        texts = pl.read_ipc(final / "texts.arrow")["s"]
-        refs = pl.read_ipc(final / "refs.arrow")["ref"]
-        meta = {name: pl.read_ipc(final / f"meta-{name}.arrow")
-                for name in marker["meta"]}
-        lap("read")
-        return ev, texts, refs, meta, marker["counts"], final
+        try:
+            def load(name):  # verified whole: every byte of it is read
+                return pl.read_ipc(cache.verify_file(final, name, marker))
+            ev = load("events.arrow")
+            texts = load("texts.arrow")["s"]
+            refs = load("refs.arrow")["ref"]
+            meta = {name: load(f"meta-{name}.arrow") for name in marker["meta"]}
+            lap("read")
+            return ev, texts, refs, meta, marker["counts"], final
+        except cache.Damaged as e:  # made again below, as on a miss
+            cache.set_aside(cfg, final, f"{e.path.name}: {e.why}")
     markers = json.loads(shard_reads_path(cfg, shard).read_text())
     ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, luts)
     lap("read")
@@ -191,15 +266,21 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     ev = order_events(ev)
     lap("place_sort")
     tmp = cache.new_unit_folder(final)
-    with cache.cleaned_on_error(tmp):
-        # lz4: written once, read by every later version of these inputs
-        ev.write_ipc(tmp / "events.arrow", compression="lz4")
-        texts.rename("s").to_frame().write_ipc(tmp / "texts.arrow", compression="lz4")
-        refs.to_frame("ref").write_ipc(tmp / "refs.arrow", compression="lz4")
-        for name, frame in meta.items():
-            frame.write_ipc(tmp / f"meta-{name}.arrow", compression="lz4")
-        cache.publish_unit(tmp, final, key, {"shard": shard, "meta": sorted(meta),
-                                             "counts": counts})
+    try:
+        with cache.cleaned_on_error(tmp):
+            # lz4: written once, read by every later version of these inputs
+            ev.write_ipc(tmp / "events.arrow", compression="lz4")
+            texts.rename("s").to_frame().write_ipc(tmp / "texts.arrow", compression="lz4")
+            refs.to_frame("ref").write_ipc(tmp / "refs.arrow", compression="lz4")
+            for name, frame in meta.items():
+                frame.write_ipc(tmp / f"meta-{name}.arrow", compression="lz4")
+            names = ["events.arrow", "texts.arrow", "refs.arrow",
+                     *(f"meta-{name}.arrow" for name in sorted(meta))]
+            cache.publish_unit(cfg, tmp, final, key, {
+                "shard": shard, "meta": sorted(meta), "counts": counts,
+                "files": cache.file_sums(tmp, names)})
+    except cache.Lost:
+        pass  # kept for later versions only; this shard has its events in memory
     lap("keep_sorted")
     return ev, texts, refs, meta, counts, final
 
@@ -211,7 +292,9 @@ def run(shard: int, cfg) -> dict:
         return done
     t0 = time.perf_counter()
     plan = load_plan(cfg)
-    vocab, thresholds, luts = ensure_vocab(cfg, unit_folders(cfg, plan))
+    cache.hold(cfg, *(cache.entry_dir(cfg, plan, t) for t in plan.cache_keys))
+    vocab, thresholds, luts = ensure_vocab(
+        cfg, None if vocab_ready(cfg) else verified_unit_folders(cfg, plan))
     phase = {}
     tick = time.perf_counter()
 

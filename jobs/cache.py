@@ -22,7 +22,18 @@ Safe under concurrent builds without locks (which NFS and Lustre do not always h
 is written to a private temporary folder, its marker inside it, and renamed into place. A
 rename onto an existing folder fails, so the first finisher wins and a second finisher drops
 its identical copy; a folder exists under its final name only once it is complete. A table's
-entry holds a `used` stamp, touched by every build that reads it, for `cache prune`.
+entry holds a `used` stamp, touched by every build that reads it, and every process that uses
+an entry lists it in its lease (jobs.lease), which `cache prune` honours.
+
+Damage is found, named and repaired, never published (as git and ccache do: checksums written
+with the data, verified on read, a failed check is a miss). Every file an entry holds is
+hashed with XXH3 as it is written and the hash goes in the marker, which carries a checksum
+of its own. A file read whole (codes, sketches, labels, a sorted shard) is verified whole
+when read; a partition unit's Arrow files are verified per record batch (the marker holds
+each batch's byte range and hash, and those of the file's schema and footer), so a shard
+verifies only the bytes it reads. A failed check, a missing or truncated file or a corrupt
+marker sets the entry aside (`set_aside`: renamed, named in dataset.json's warnings) and the
+unit is redone as a miss, so the build's bytes are a cold build's.
 """
 from __future__ import annotations
 
@@ -38,10 +49,14 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from trajectory.atomic import atomic_write_json
+import xxhash
+
+from trajectory.atomic import atomic_write_json, xxh3_file
 from trajectory.plan import identity
 
-CACHE_FORMAT = 1
+from . import lease
+
+CACHE_FORMAT = 2  # 2: checksummed files and markers (1: none)
 DICTIONARIES = "dictionaries"
 # Modules whose code decides the bytes of stage 1's outputs (relative to the repository root).
 # Editing any of them gives every entry a new key: a stale entry is never read.
@@ -115,52 +130,152 @@ def scan_marker_path(cfg, plan, table: str) -> Path:
     return entry_dir(cfg, plan, table) / "scan.json"
 
 
+def _marker_sum(marker: dict) -> str:
+    body = {k: v for k, v in marker.items() if k != "marker_xxh3"}
+    return xxhash.xxh3_128_hexdigest(json.dumps(body, sort_keys=True, default=str).encode())
+
+
+def seal(marker: dict) -> dict:
+    """The marker with a checksum of its own content: a flipped digit in a cut point or a
+    batch's offset is found, not followed."""
+    return {**marker, "marker_xxh3": _marker_sum(marker)}
+
+
 def read_marker(path: Path, key: str) -> dict | None:
-    """A finished unit's marker, or None. A marker under another key cannot be (the key names
-    the folder), so a mismatch means a damaged cache."""
+    """A finished unit's marker, or None if there is none. Raises Damaged for a marker that
+    is not valid JSON, fails its checksum, or names another key (the key names the folder)."""
     try:
-        marker = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise Damaged(path, f"unreadable cache marker ({e})") from e
+    try:
+        marker = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt cache marker ({e}); delete its folder to redo the "
-                         "unit") from e
+        raise Damaged(path, f"corrupt cache marker ({e})") from e
+    if not isinstance(marker, dict) or marker.get("marker_xxh3") != _marker_sum(marker):
+        raise Damaged(path, "cache marker fails its checksum")
     if marker.get("cache_key") != key:
-        raise ValueError(f"{path}: cache marker for key {marker.get('cache_key')!r} in the "
-                         f"entry of key {key!r}; delete the folder to redo the unit")
+        raise Damaged(path, f"cache marker for key {marker.get('cache_key')!r} in the entry "
+                            f"of key {key!r}")
     return marker
 
 
+def file_sums(folder: Path, names, whole=True) -> dict:
+    """{name: {"bytes", "xxh3"}} of files just written; xxh3 None for files verified by
+    ranges instead (`whole` False)."""
+    return {n: {"bytes": (folder / n).stat().st_size,
+                "xxh3": xxh3_file(folder / n) if whole else None} for n in names}
+
+
+def check_present(folder: Path, marker: dict) -> None:
+    """Every file the marker lists is there at its size (a stat each): what a cache hit
+    checks before it is trusted; contents are verified when read."""
+    for name, f in marker.get("files", {}).items():
+        try:
+            size = (folder / name).stat().st_size
+        except FileNotFoundError as e:
+            raise Damaged(folder / name, "file missing from a finished cache entry") from e
+        if size != f["bytes"]:
+            raise Damaged(folder / name, f"{size:,} bytes, its marker says {f['bytes']:,} "
+                                         "(truncated or extended)")
+
+
+def verify_file(folder: Path, name: str, marker: dict) -> Path:
+    """`folder/name` after its size and XXH3 match the marker; the path, to be read."""
+    f = marker["files"][name]
+    path = folder / name
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as e:
+        raise Damaged(path, "file missing from a finished cache entry") from e
+    if size != f["bytes"]:
+        raise Damaged(path, f"{size:,} bytes, its marker says {f['bytes']:,}")
+    if f["xxh3"] is not None and xxh3_file(path) != f["xxh3"]:
+        raise Damaged(path, "content fails its XXH3 checksum")
+    return path
+
+
+def lookup(cfg, folder: Path, key: str, marker_name: str = "done.json") -> dict | None:
+    """A finished unit's marker if its entry passes the cheap checks (a sealed marker, every
+    file present at its size); None for a miss. A damaged unit is set aside first, so the
+    caller redoes it. A unit folder without its marker counts as damaged: folders appear
+    under their final name only with their marker inside (publish_unit)."""
+    try:
+        marker = read_marker(folder / marker_name, key)
+        if marker is None:
+            if folder.is_dir():
+                raise Damaged(folder / marker_name, "finished cache folder has no marker")
+            return None
+        check_present(folder, marker)
+        return marker
+    except Damaged as e:
+        set_aside(cfg, folder, e.why if e.path == folder else f"{e.path.name}: {e.why}")
+        return None
+
+
 def new_unit_folder(final: Path) -> Path:
-    """A private folder beside `final` for one attempt (pid and time: two builds, or a retry
-    after a kill, never share one)."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{time.time_ns()}")
+    """A private folder beside `final` for one attempt. Its name carries host, pid and time:
+    two builds, or a retry after a kill, never share one, and `cache prune` can tell whether
+    its owner still runs (jobs.lease)."""
+    tmp = final.with_name(f".{final.name}.tmp-{lease.HOST}-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir(parents=True)
     return tmp
 
 
 @contextlib.contextmanager
 def cleaned_on_error(tmp: Path):
+    """A failed attempt leaves no folder behind; one whose folder was removed under it (a
+    prune that took it for a dead build's) raises Lost, and its caller redoes the unit."""
     try:
         yield tmp
+    except FileNotFoundError as e:
+        gone = not tmp.is_dir()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if gone:
+            raise Lost(f"{tmp}: temporary folder removed while written; the unit is "
+                       "redone") from e
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def publish_unit(tmp: Path, final: Path, key: str, marker: dict) -> dict:
-    """Write the marker into `tmp`, then rename it to `final`; if another build got there
-    first, keep theirs (the same bytes) and drop ours."""
-    marker = {"cache_key": key, "finished_at": time.time(), **marker}
-    atomic_write_json(tmp / "done.json", marker)
+class Lost(RuntimeError):
+    """The attempt's temporary folder vanished while it was written (removed by someone
+    else): the unit is redone, never published without its data."""
+
+
+def publish_unit(cfg, tmp: Path, final: Path, key: str, marker: dict) -> dict:
+    """Seal the marker (with `files`, the checksums of what `tmp` holds), check that every
+    file is still there, write the marker into `tmp`, then rename it to `final`. If another
+    build got there first, keep theirs (the same bytes) and drop ours; if theirs is damaged,
+    set it aside and publish ours."""
+    marker = seal({"cache_key": key, "finished_at": time.time(), **marker})
     try:
-        os.rename(tmp, final)
-    except OSError:
-        if not (final / "done.json").exists():
-            raise
+        check_present(tmp, marker)
+    except Damaged as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        return read_marker(final / "done.json", key)
-    return marker
+        raise Lost(f"{tmp}: {e.why}; the unit is redone") from e
+    if not tmp.is_dir():
+        raise Lost(f"{tmp}: temporary folder removed while written; the unit is redone")
+    atomic_write_json(tmp / "done.json", marker, mkdir=False)
+    for _ in range(2):
+        try:
+            os.rename(tmp, final)
+            return marker
+        except OSError:
+            theirs = lookup(cfg, final, key)
+            if theirs is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return theirs
+    raise ValueError(f"{final}: cannot publish the cache unit (its place stays taken)")
+
+
+def hold(cfg, *entries: Path) -> None:
+    """List these entries in this process's lease before it reads or writes them."""
+    lease.hold(cfg.cache_dir, *(Path(e).name for e in entries))
 
 
 # ---- damage: named, moved aside, redone as a miss ----
@@ -184,7 +299,7 @@ def set_aside(cfg, path: Path, why: str) -> None:
     dataset.json's warnings. Two processes finding the same damage: one rename wins, the
     other's finds nothing to move; both notes are kept, with the same text."""
     path = Path(path)
-    aside = path.with_name(f".damaged-{path.name}-{os.uname().nodename}-{os.getpid()}-"
+    aside = path.with_name(f".damaged-{path.name}.tmp-{lease.HOST}-{os.getpid()}-"
                            f"{time.time_ns()}")
     try:
         os.rename(path, aside)
@@ -247,27 +362,73 @@ def entries(cfg) -> list[dict]:
         return []
     refs = _referenced(cfg.out_dir)
     out = []
-    for d in sorted(p for p in cfg.cache_dir.iterdir() if p.is_dir()):
+    for d in sorted(p for p in cfg.cache_dir.iterdir()
+                    if p.is_dir() and not p.name.startswith((".", "_"))):
         stamp = d / "used"
-        used = stamp.stat().st_mtime if stamp.exists() else d.stat().st_mtime
+        try:
+            used = stamp.stat().st_mtime if stamp.exists() else d.stat().st_mtime
+        except FileNotFoundError:  # removed meanwhile (another prune)
+            continue
         out.append({"entry": d.name, "bytes": _size(d), "last_used": used,
                     "units": sum(1 for p in d.glob("[0-9]*/done.json")),
                     "versions": sorted(refs.get(d.name, []))})
     return out
 
 
+def leftovers(cfg, everywhere: bool = False) -> list[dict]:
+    """Temporary files and folders of killed builds and index passes, and entries set aside
+    as damaged, in CACHE_DIR, INDEX_DIR, this version and its work folder (`everywhere`:
+    every version and work folder of OUT_DIR); nothing a live process owns (jobs.lease).
+    Depths: where temporary names occur (a cache unit's folder inside its entry, a shard's
+    folder in patients/, a done-marker in done/<stage>/), not the records' own folders."""
+    roots = [(cfg.cache_dir, 2), (cfg.index_dir, 2), (cfg.version_dir, 2), (cfg.work_dir, 3)]
+    if everywhere and cfg.out_dir.is_dir():
+        roots += [(p, 2) for p in cfg.out_dir.iterdir() if p.is_dir()
+                  and not p.name.startswith(("_", "."))]
+        roots += [(p, 3) for p in (cfg.out_dir / "_work").glob("*") if p.is_dir()]
+    found, seen = [], set()
+    for root, depth in roots:
+        for f in lease.leftovers(root, cfg.cache_dir, depth):
+            if f["path"] not in seen:
+                seen.add(f["path"])
+                found.append(f)
+    return found
+
+
+def sweep(cfg, everywhere: bool = False) -> list[dict]:
+    """Remove the leftovers (`leftovers`): at the start of every build (this version's) and
+    by prune (everywhere)."""
+    found = leftovers(cfg, everywhere)
+    lease.remove(f["path"] for f in found)
+    return found
+
+
 def prune(cfg, older_than_hours: float = 24.0, dry_run: bool = False) -> list[dict]:
-    """Remove the entries no version in OUT_DIR refers to and no build used in the last
-    `older_than_hours` (a build that is reading an entry touched it when it started)."""
+    """Remove the entries no version in OUT_DIR refers to, no live build holds (jobs.lease)
+    and no build used in the last `older_than_hours`; and every leftover of a dead process.
+    An entry is first renamed to a `.trash-` name, then the leases are read again: one that a
+    build took up meanwhile is put back. A build that still finds an entry gone redoes it."""
     cutoff = time.time() - older_than_hours * 3600
-    gone = [e for e in entries(cfg) if not e["versions"] and e["last_used"] < cutoff]
+    held = lease.held(cfg.cache_dir)
+    gone = [e for e in entries(cfg) if not e["versions"] and e["last_used"] < cutoff
+            and e["entry"] not in held]
     if not dry_run:
         for e in gone:
-            shutil.rmtree(cfg.cache_dir / e["entry"])
-        # attempts killed before their rename (a live one is younger than the cutoff)
-        for tmp in cfg.cache_dir.glob("*/.*.tmp-*"):
-            if tmp.stat().st_mtime < cutoff:
-                shutil.rmtree(tmp, ignore_errors=True)
+            final = cfg.cache_dir / e["entry"]
+            trash = final.with_name(f".trash-{e['entry']}.tmp-{lease.HOST}-{os.getpid()}-"
+                                    f"{time.time_ns()}")
+            try:
+                os.rename(final, trash)
+            except OSError:
+                continue
+            if e["entry"] in lease.held(cfg.cache_dir):
+                try:
+                    os.rename(trash, final)
+                    continue
+                except OSError:  # a build already made it again: ours goes
+                    pass
+            shutil.rmtree(trash, ignore_errors=True)
+        sweep(cfg, everywhere=True)
     return gone
 
 
@@ -281,4 +442,13 @@ def describe(rows: list[dict], verb: str = "") -> str:
                      f"{(now - e['last_used']) / 3600:8.1f}h  {', '.join(e['versions']) or '-'}")
     total = sum(e["bytes"] for e in rows) / 2**20
     lines.append(f"{verb + ' ' if verb else ''}{len(rows)} entries, {total:,.1f} MB")
+    return "\n".join(lines)
+
+
+def describe_leftovers(rows: list[dict], verb: str = "") -> str:
+    if not rows:
+        return f"{verb + ' ' if verb else ''}leftovers: none"
+    lines = [f"{verb + ' ' if verb else ''}leftovers of killed builds and damaged entries:"]
+    lines += [f"  {r['path']}  {r['bytes'] / 2**20:.1f} MB  ({r['why']}; owner {r['owner']})"
+              for r in rows]
     return "\n".join(lines)

@@ -52,27 +52,48 @@ def dictionary_labels(plan, cfg) -> pl.DataFrame:
 
 
 def read(cfg, plan) -> dict | None:
-    return cache.read_marker(entry(cfg, plan) / "done.json", plan.cache_keys[cache.DICTIONARIES])
+    return cache.lookup(cfg, entry(cfg, plan), plan.cache_keys[cache.DICTIONARIES])
 
 
 def run(unit: str, cfg) -> dict:
-    t0, cpu0 = time.perf_counter(), time.process_time()
     plan = load_plan(cfg)
-    cache.touch(entry(cfg, plan).parent)
-    done = read(cfg, plan)
-    if done is not None:
-        return done
+    cache.hold(cfg, entry(cfg, plan).parent)
+    for attempt in range(3):
+        cache.touch(entry(cfg, plan).parent)
+        done = read(cfg, plan)
+        if done is not None:
+            return done
+        try:
+            return _make(unit, cfg, plan)
+        except cache.Lost:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _make(unit: str, cfg, plan) -> dict:
+    t0, cpu0 = time.perf_counter(), time.process_time()
     final = entry(cfg, plan)
     tmp = cache.new_unit_folder(final)
-    labels = dictionary_labels(plan, cfg)
-    atomic_write_parquet(labels, tmp / "labels.parquet")
-    return cache.publish_unit(tmp, final, plan.cache_keys[cache.DICTIONARIES], {
-        "stage": STAGE, "unit": unit, "rows": labels.height,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "cpu_seconds": round(time.process_time() - cpu0, 3)})
+    with cache.cleaned_on_error(tmp):
+        labels = dictionary_labels(plan, cfg)
+        atomic_write_parquet(labels, tmp / "labels.parquet", mkdir=False)
+        return cache.publish_unit(cfg, tmp, final, plan.cache_keys[cache.DICTIONARIES], {
+            "stage": STAGE, "unit": unit, "rows": labels.height,
+            "files": cache.file_sums(tmp, ["labels.parquet"]),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "cpu_seconds": round(time.process_time() - cpu0, 3)})
 
 
 def labels(cfg) -> pl.DataFrame:
-    """The labels, made here if stage 1 did not (SLURM arrays run only the table units)."""
-    run(UNIT, cfg)
-    return pl.read_parquet(labels_path(cfg, load_plan(cfg)))
+    """The labels, made here if stage 1 did not (SLURM arrays run only the table units),
+    verified against their checksum; damaged, they are set aside and made again."""
+    plan = load_plan(cfg)
+    for _ in range(3):
+        marker = run(UNIT, cfg)
+        try:
+            return pl.read_parquet(cache.verify_file(entry(cfg, plan), "labels.parquet", marker))
+        except cache.Damaged as e:
+            cache.set_aside(cfg, entry(cfg, plan), f"{e.path.name}: {e.why}")
+    raise ValueError(f"{entry(cfg, plan)}: the dictionaries' labels fail their checksum "
+                     "again after being redone three times; is CACHE_DIR's disk failing?")

@@ -12,7 +12,7 @@ from trajectory.plan import (input_differences, load_plan, make_plan, plan_path,
                              same_inputs, split_unit)
 from trajectory.vocab import ensure_shard_map
 
-from . import build, cache, dictionaries, extra_keys, finalize, partition, scan
+from . import build, cache, dictionaries, extra_keys, finalize, lease, partition, scan
 from .runners import open_runner
 
 
@@ -30,6 +30,8 @@ def prepare(cfg):
     vdir = cfg.version_dir
     plan = make_plan(cfg)
     plan = dataclasses.replace(plan, cache_keys=cache.table_keys(plan))
+    # held before anything is looked at: a prune from now on keeps this build's entries
+    cache.hold(cfg, *(cache.entry_dir(cfg, plan, t) for t in plan.cache_keys))
     if (vdir / "dataset.json").exists():
         if not cfg.overwrite:
             problems = finished_differences(cfg, plan,
@@ -55,6 +57,7 @@ def prepare(cfg):
             shutil.rmtree(cfg.work_dir)
     if not path.exists():
         atomic_write_json(path, plan.to_json())
+    cache.sweep(cfg)  # what killed runs left in this version, its work folder and the caches
     # a resumed build keeps the cut it started with (same output whatever the cut)
     plan = load_plan(cfg)
     if not plan.cache_keys:  # a plan written by hand (tests force a cut this way)
@@ -77,6 +80,11 @@ def partition_tasks(plan) -> list[tuple]:
 
 
 def run_build(cfg, progress: bool = True) -> dict:
+    with lease.building(cfg.cache_dir):
+        return _run_build(cfg, progress)
+
+
+def _run_build(cfg, progress: bool) -> dict:
     t0 = time.perf_counter()
     plan = prepare(cfg)
     if plan is None:

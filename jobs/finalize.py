@@ -23,7 +23,7 @@ from trajectory.qc import cleaning_report, rate_failures
 from trajectory.vocab import thresholds_path, vocab_path
 from trajectory.windows import STAT_NAMES
 
-from . import build, dictionaries, scan
+from . import build, cache, dictionaries, scan
 from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_parquet,
                                checksum_file)
 
@@ -183,7 +183,7 @@ def run(unit: str, cfg) -> dict:
         "cache_keys": plan.cache_keys,
         "sorted_cache": sorted(m["sorted"] for m in markers),
         "warnings": [f"table {m} not found in DATA_DIR: skipped" for m in plan.missing]
-        + inputs.warnings(not_read),
+        + inputs.warnings(not_read) + cache.damage_warnings(cfg),
         # every file under DATA_DIR/{hosp,icu,note} not read as events, and why
         "not_read": not_read,
         "n_shards": plan.n_shards, "n_patients": manifest.height, "n_events": n_events,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import xxhash
 
 from trajectory.cleaning import merge_sketches, value_sketch
 from trajectory.events import CodeBook, merge_code_stats, merge_counts
@@ -85,18 +86,32 @@ class BucketWriter:
                           rechunk=True).to_arrow(compat_level=pl.CompatLevel.oldest())
         table = table.combine_chunks()
         del pieces
-        batches, offset = {}, 0
+        batches, offset, spans = {}, 0, []
         with pa.OSFile(str(tmp), "wb") as sink:
             writer = pa.ipc.new_file(sink, table.schema, options=options)
             for bucket, n in zip(order, rows):
                 (batch,) = table.slice(offset, n).to_batches()
+                start = sink.tell()
                 writer.write_batch(batch)
+                spans.append((start, sink.tell()))
                 batches[str(bucket)] = [len(batches), n]  # [batch index, rows]
                 offset += n
             writer.close()
+            size = sink.tell()
+        # Checksums by byte range: the schema before the first batch, each batch (a shard
+        # reads and verifies only its own), the footer after the last. The ranges tile the
+        # file, so together they verify all of it. Hashed from the page cache just written:
+        # XXH3 at ~18 GB/s against lz4's ~0.5 GB/s that made these bytes.
+        with pa.memory_map(str(tmp)) as f:
+            def xxh(a, b):
+                return xxhash.xxh3_64_intdigest(f.read_at(b - a, a)) if b > a else 0
+            for (bucket, entry), (a, b) in zip(batches.items(), spans):
+                entry += [a, b, xxh(a, b)]  # [index, rows, start, end, XXH3-64]
+            first, last = (spans[0][0], spans[-1][1]) if spans else (size, size)
+            head, tail = [0, first, xxh(0, first)], [last, size, xxh(last, size)]
         os.replace(tmp, path)
-        self.files.append({"path": path.name, "bytes": path.stat().st_size,
-                           "rows": sum(r for _, r in batches.values()), "batches": batches})
+        self.files.append({"path": path.name, "bytes": size, "head": head, "tail": tail,
+                           "rows": sum(r[1] for r in batches.values()), "batches": batches})
 
 
 def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | None]:
@@ -122,23 +137,35 @@ def part_dir(cfg, plan, table_name: str, k: int) -> Path:
 
 
 def read(cfg, plan, unit: str) -> dict | None:
-    """The unit's marker if it is in the cache (built by this or any other version)."""
+    """The unit's marker if it is in the cache (built by this or any other version) and
+    passes the cheap checks; a damaged unit is set aside and None returned (a miss)."""
     table_name, k = split_unit(unit)
-    return cache.read_marker(part_dir(cfg, plan, table_name, k) / "done.json",
-                             plan.cache_keys[table_name])
+    return cache.lookup(cfg, part_dir(cfg, plan, table_name, k), plan.cache_keys[table_name])
 
 
 def run(unit: str, cfg) -> dict:
-    t0, cpu0 = time.perf_counter(), time.process_time()
     plan = load_plan(cfg)
     table_name, k = split_unit(unit)
     if table_name not in plan.tables or k >= plan.parts[table_name]:
         raise ValueError(f"partition unit {unit!r} is not in the plan "
                          f"({plan.parts.get(table_name, 0)} parts of {table_name!r})")
-    cache.touch(cache.entry_dir(cfg, plan, table_name))
-    done = read(cfg, plan, unit)
-    if done is not None:
-        return done
+    entry = cache.entry_dir(cfg, plan, table_name)
+    cache.hold(cfg, entry)
+    for attempt in range(3):
+        cache.touch(entry)
+        done = read(cfg, plan, unit)
+        if done is not None:
+            return done
+        try:
+            return _make(unit, cfg, plan, table_name, k)
+        except cache.Lost:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _make(unit: str, cfg, plan, table_name: str, k: int) -> dict:
+    t0, cpu0 = time.perf_counter(), time.process_time()
     table = table_of(plan, table_name)  # built in, or one of EXTRA_TABLES
     to_events = row_mapper(cfg, table)  # a user table's key is resolved first
     path = Path(plan.tables[table_name]["path"])
@@ -179,15 +206,18 @@ def run(unit: str, cfg) -> dict:
                   .cast({"local_id": pl.UInt32})  # an empty table's sketch has no typed ids
                   .join(book_frame, on="local_id").select("code", "bucket", "count")
                   .sort("code", "bucket"))
-        atomic_write_parquet(codes, out / "codes.parquet")
-        atomic_write_parquet(sketch, out / "sketch.parquet")
-        return cache.publish_unit(out, final, plan.cache_keys[table_name], {
+        atomic_write_parquet(codes, out / "codes.parquet", mkdir=False)
+        atomic_write_parquet(sketch, out / "sketch.parquet", mkdir=False)
+        return cache.publish_unit(cfg, out, final, plan.cache_keys[table_name], {
             "stage": STAGE, "unit": unit, "table": table_name, "part": k,
             "parts": plan.parts[table_name],
             "range": [part.kind, part.start, part.end] if part else None,
             "input": plan.tables[table_name], "rows_read": rows,
             "events": events.files, "meta": meta.files if meta else [], "codes": "codes.parquet",
             "sketch": "sketch.parquet",
+            "files": {**cache.file_sums(out, ["codes.parquet", "sketch.parquet"]),
+                      **cache.file_sums(out, [f["path"] for f in events.files
+                                              + (meta.files if meta else [])], whole=False)},
             "counts": counts, "seconds": round(time.perf_counter() - t0, 3),
             "cpu_seconds": round(time.process_time() - cpu0, 3),
         })

@@ -28,13 +28,20 @@ def index_path(cfg, table: str, fp: dict) -> Path:
 
 
 def read(cfg, plan, table_name: str) -> dict | None:
-    return cache.read_marker(cache.scan_marker_path(cfg, plan, table_name),
-                             plan.cache_keys[table_name])
+    """The table's cut points if scanned (by any version of the same input); a damaged
+    marker is set aside and None returned, so the scan is redone."""
+    path = cache.scan_marker_path(cfg, plan, table_name)
+    try:
+        return cache.read_marker(path, plan.cache_keys[table_name])
+    except cache.Damaged as e:
+        cache.set_aside(cfg, path, e.why)
+        return None
 
 
 def run(table_name: str, cfg) -> dict:
     t0, cpu0 = time.perf_counter(), time.process_time()
     plan = load_plan(cfg)
+    cache.hold(cfg, cache.entry_dir(cfg, plan, table_name))
     cache.touch(cache.entry_dir(cfg, plan, table_name))
     done = read(cfg, plan, table_name)
     if done is not None:
@@ -66,13 +73,13 @@ def run(table_name: str, cfg) -> dict:
     else:
         cuts = line_cuts(open_at, size, wanted)
     # Two builds scanning at once write the same cuts: the last rename wins, either is right.
-    marker = {
+    marker = cache.seal({
         "cache_key": plan.cache_keys[table_name], "stage": STAGE, "unit": table_name,
         "finished_at": time.time(), "table": table_name, "input": fp, "size": size,
         "cuts": [start, *cuts, size], "index": str(index) if index else None,
         "index_cached": cached, "index_seconds": round(t_index, 3),
         "seconds": round(time.perf_counter() - t0, 3),
         "cpu_seconds": round(time.process_time() - cpu0, 3),
-    }
+    })
     atomic_write_json(cache.scan_marker_path(cfg, plan, table_name), marker)
     return marker

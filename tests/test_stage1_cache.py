@@ -143,4 +143,5 @@ def test_list_and_prune(data, tmp_path):
     assert len(cache.prune(cfg, older_than_hours=1, dry_run=True)) == 0  # used just now
     gone = cache.prune(cfg, older_than_hours=0)
     assert {r["entry"] for r in gone} == {r["entry"] for r in rows}
-    assert not any(p.is_dir() for p in cfg.cache_dir.iterdir())
+    assert [p.name for p in cfg.cache_dir.iterdir() if p.is_dir()] == ["_leases"]
+    assert not list((cfg.cache_dir / "_leases").iterdir())  # the build gave its lease up

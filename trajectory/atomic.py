@@ -42,8 +42,11 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write_bytes(path: Path, data: bytes, mkdir: bool = True) -> None:
+    """`mkdir` False inside a cache unit's temporary folder: a folder removed under the writer
+    must stay removed (recreated, it was published without the files written before)."""
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     with open(tmp, "wb") as f:
         f.write(data)
@@ -52,13 +55,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+def atomic_write_json(path: Path, obj, mkdir: bool = True) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode(),
+                       mkdir)
 
 
-def atomic_write_parquet(df, path: Path) -> None:
+def atomic_write_parquet(df, path: Path, mkdir: bool = True) -> None:
     """A polars frame to parquet under a temporary name, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     df.write_parquet(tmp, statistics=True)
     os.replace(tmp, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .atomic import atomic_write_json, atomic_write_parquet
+from .atomic import atomic_write_json, atomic_write_parquet, tmp_name
 from .cleaning import global_thresholds, merge_sketches
 from .events import merge_code_stats
 from .plan import shards_of_buckets
@@ -43,7 +43,11 @@ def luts_path(cfg) -> Path:
     return cfg.work_dir / "code_luts.npz"
 
 
-def ensure_vocab(cfg, units: list[tuple[str, Path]],
+def vocab_ready(cfg) -> bool:
+    return all(p.exists() for p in (vocab_path(cfg), thresholds_path(cfg), luts_path(cfg)))
+
+
+def ensure_vocab(cfg, units: list[tuple[str, Path]] | None,
                  ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, np.ndarray]]:
     """(vocabulary, outlier thresholds, unit -> array mapping its local code ids to the
     global code_id) of the whole input, from the partition outputs of `units` ((unit,
@@ -54,7 +58,7 @@ def ensure_vocab(cfg, units: list[tuple[str, Path]],
     arrays, not each unit's codes.parquet read and joined by every shard: those reads grow
     as units x shards (141 x 128 on demo x100 cut for 64 workers)."""
     vpath, tpath, lpath = vocab_path(cfg), thresholds_path(cfg), luts_path(cfg)
-    if vpath.exists() and tpath.exists() and lpath.exists():
+    if vocab_ready(cfg):
         with np.load(lpath) as z:
             luts = {k: z[k] for k in z.files}
         return pl.read_parquet(vpath), pl.read_parquet(tpath), luts
@@ -72,8 +76,9 @@ def ensure_vocab(cfg, units: list[tuple[str, Path]],
         luts[unit] = lut
     for df, path in ((vocab, vpath), (thresholds, tpath)):
         atomic_write_parquet(df, path)
-    tmp = lpath.with_name(f"{lpath.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **luts)
+    tmp = tmp_name(lpath)  # a leftover of a kill is found and removed by its name
+    with open(tmp, "wb") as f:
+        np.savez(f, **luts)
     os.replace(tmp, lpath)
     return vocab, thresholds, luts
 
@@ -102,15 +107,18 @@ def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
     for name in sorted(markers):
         for m in markers[name]:
             for f in m["events"] + m["meta"]:
-                for bucket, (_, n) in f["batches"].items():
+                for bucket, (_, n, *_) in f["batches"].items():
                     rows[int(bucket)] += n
     shards = shards_of_buckets(rows, plan.n_shards)
     for s, buckets in enumerate(shards):
         keep = {str(b) for b in buckets}
+        # each file's size and checksummed ranges go along (the shard verifies what it reads),
+        # and the unit's marker and codes checksums (to tell a redone unit from the one read)
         atomic_write_json(shard_reads_path(cfg, s), {name: [
-            {"table": m["table"], "part": m["part"], **{
-                kind: [{"path": f["path"], "batches": {b: v for b, v in f["batches"].items()
-                                                       if b in keep}} for f in m[kind]]
+            {"table": m["table"], "part": m["part"], "marker_xxh3": m["marker_xxh3"],
+             "codes_xxh3": m["files"]["codes.parquet"]["xxh3"], **{
+                kind: [{**f, "batches": {b: v for b, v in f["batches"].items() if b in keep}}
+                       for f in m[kind]]
                 for kind in ("events", "meta")}}
             for m in parts] for name, parts in markers.items()})
     sizes = [int(rows[b].sum()) for b in shards]
