@@ -329,10 +329,6 @@ def touch(entry: Path) -> None:
 
 # ---- list and prune (python build_patient_files.py cache list|prune) ----
 
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def _referenced(out_dir: Path) -> dict[str, list[str]]:
     """Entry name -> versions (finished, or with a plan in a work folder) that use it."""
     refs: dict[str, list[str]] = {}
@@ -369,7 +365,7 @@ def entries(cfg) -> list[dict]:
             used = stamp.stat().st_mtime if stamp.exists() else d.stat().st_mtime
         except FileNotFoundError:  # removed meanwhile (another prune)
             continue
-        out.append({"entry": d.name, "bytes": _size(d), "last_used": used,
+        out.append({"entry": d.name, "bytes": lease.size(d), "last_used": used,
                     "units": sum(1 for p in d.glob("[0-9]*/done.json")),
                     "versions": sorted(refs.get(d.name, []))})
     return out

@@ -129,7 +129,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, another user's
         return True
-    return True
+    try:  # a killed worker whose parent died too stays a zombie where nothing reaps it
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def owner_alive(host: str, pid: int, mtime: float, cache_dir: Path | None,
@@ -210,7 +214,7 @@ def leftovers(root: Path, cache_dir: Path | None, depth: int = 3) -> list[dict]:
                 else:
                     dead = not owner_alive(*owner, mtime, cache_dir, now)
                 if dead:
-                    found.append({"path": path, "bytes": _size(path),
+                    found.append({"path": path, "bytes": size(path),
                                   "owner": "-".join(map(str, owner)) if owner else "?",
                                   "why": ("damaged, set aside" if name.startswith(".damaged-")
                                           else "left by a killed build")})
@@ -233,10 +237,18 @@ def remove(paths) -> None:
                 pass
 
 
-def _size(path: Path) -> int:
-    try:
-        if path.is_file():
-            return path.stat().st_size
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    except OSError:
-        return 0
+def size(path: Path) -> int:
+    """Bytes under `path`; files removed meanwhile (a build renaming its folder) count 0."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name), follow_symlinks=False).st_size
+            except OSError:
+                continue
+    if not total and os.path.isfile(path):
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return 0
+    return total

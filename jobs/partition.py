@@ -122,10 +122,9 @@ def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | Non
     if table_name in plan.row_groups:
         a, b = plan.row_groups[table_name][k]
         return Part(k, n, a, b, "row_groups"), None
-    marker = scan.read(cfg, plan, table_name)
-    if marker is None:
-        raise ValueError(f"partition unit {unit_name(table_name, k)}: the scan of "
-                         f"{table_name!r} (its cut points) is not done; run it first")
+    # the scan's marker, or the scan done here: it was set aside as damaged, or removed (a
+    # prune, a user) after the scan stage ran; the same input gives the same cuts
+    marker = scan.run(table_name, cfg)
     cuts = marker["cuts"]
     points = ([point_before(Path(marker["index"]), cuts[k])[1]] if marker["index"]
               else None)
