@@ -329,14 +329,52 @@ def touch(entry: Path) -> None:
 
 # ---- list and prune (python build_patient_files.py cache list|prune) ----
 
-def _referenced(out_dir: Path) -> dict[str, list[str]]:
-    """Entry name -> versions (finished, or with a plan in a work folder) that use it."""
-    refs: dict[str, list[str]] = {}
+BUILDS = "_builds"  # CACHE_DIR/_builds/: where every build that used this cache writes to
+
+
+def register(cfg) -> None:
+    """Note this build's version and work folders in CACHE_DIR, so that a prune run with
+    another OUT_DIR (another host, another project sharing the cache) or between the job
+    arrays of a SLURM build (no process holds a lease then) still sees what they use."""
+    name = hashlib.blake2b(str(cfg.work_dir).encode(), digest_size=8).hexdigest()
+    path = cfg.cache_dir / BUILDS / f"{name}.json"
+    if not path.exists():
+        atomic_write_json(path, {"version_dir": str(cfg.version_dir),
+                                 "work_dir": str(cfg.work_dir)})
+
+
+def _plans(out_dir: Path, cache_dir: Path) -> dict[str, Path]:
+    """Version label -> its dataset.json, or the plan.json of a work folder without its
+    published version (a build that may be resumed): in OUT_DIR, and every registered one."""
     plans = {p.parent.name: p for p in out_dir.glob("*/dataset.json")}
-    # a work folder without its published version: a build that may be resumed
     plans.update({f"{p.parent.name} (work folder)": p for p in out_dir.glob("_work/*/plan.json")
                   if p.parent.name not in plans})
-    for version, path in plans.items():
+    for reg in (cache_dir / BUILDS).glob("*.json"):
+        try:
+            r = json.loads(reg.read_text())
+            vdir, wdir = Path(r["version_dir"]), Path(r["work_dir"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if (vdir / "dataset.json").exists():
+            plans.setdefault(str(vdir), vdir / "dataset.json")
+        elif (wdir / "plan.json").exists():
+            plans.setdefault(f"{vdir} (work folder)", wdir / "plan.json")
+        elif not vdir.exists() and not wdir.exists():
+            try:  # both gone: nothing of that build is left to keep
+                reg.unlink()
+            except OSError:
+                pass
+    return plans
+
+
+def _referenced(out_dir: Path, cache_dir: Path) -> dict[str, list[str]]:
+    """Entry name -> versions (finished, or with a plan in a work folder) that use it."""
+    refs: dict[str, list[str]] = {}
+    seen = set()
+    for version, path in _plans(out_dir, cache_dir).items():
+        if path.resolve() in seen:  # a version of OUT_DIR that is registered too
+            continue
+        seen.add(path.resolve())
         try:
             meta = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -356,7 +394,7 @@ def _referenced(out_dir: Path) -> dict[str, list[str]]:
 def entries(cfg) -> list[dict]:
     if not cfg.cache_dir.is_dir():
         return []
-    refs = _referenced(cfg.out_dir)
+    refs = _referenced(cfg.out_dir, cfg.cache_dir)
     out = []
     for d in sorted(p for p in cfg.cache_dir.iterdir()
                     if p.is_dir() and not p.name.startswith((".", "_"))):

@@ -58,6 +58,7 @@ def prepare(cfg):
     if not path.exists():
         atomic_write_json(path, plan.to_json())
     cache.sweep(cfg)  # what killed runs left in this version, its work folder and the caches
+    cache.register(cfg)
     # a resumed build keeps the cut it started with (same output whatever the cut)
     plan = load_plan(cfg)
     if not plan.cache_keys:  # a plan written by hand (tests force a cut this way)

@@ -143,5 +143,22 @@ def test_list_and_prune(data, tmp_path):
     assert len(cache.prune(cfg, older_than_hours=1, dry_run=True)) == 0  # used just now
     gone = cache.prune(cfg, older_than_hours=0)
     assert {r["entry"] for r in gone} == {r["entry"] for r in rows}
-    assert [p.name for p in cfg.cache_dir.iterdir() if p.is_dir()] == ["_leases"]
+    assert sorted(p.name for p in cfg.cache_dir.iterdir() if p.is_dir()) == ["_builds",
+                                                                             "_leases"]
     assert not list((cfg.cache_dir / "_leases").iterdir())  # the build gave its lease up
+    assert not list((cfg.cache_dir / "_builds").iterdir())  # its folders gone, so is its note
+
+
+def test_prune_honours_builds_of_another_out_dir(data, tmp_path):
+    """A version built into another OUT_DIR (another project, another host's mount) with the
+    same CACHE_DIR keeps its entries through a prune run from this OUT_DIR."""
+    shared = tmp_path / "shared_cache"
+    other = make_cfg(data, tmp_path / "elsewhere", trajectory_version="x", cache_dir=str(shared))
+    run_build(other, progress=False)
+    here = make_cfg(data, tmp_path / "here", cache_dir=str(shared))
+    before = {r["entry"] for r in cache.entries(here)}
+    assert before and all(r["versions"] for r in cache.entries(here))
+    assert cache.prune(here, older_than_hours=0) == []
+    shutil.rmtree(other.version_dir)
+    shutil.rmtree(other.work_dir)
+    assert {r["entry"] for r in cache.prune(here, older_than_hours=0)} == before
