@@ -23,7 +23,7 @@ from trajectory.qc import cleaning_report, rate_failures
 from trajectory.vocab import thresholds_path, vocab_path
 from trajectory.windows import STAT_NAMES
 
-from . import build, cache, dictionaries, scan
+from . import build, cache, dictionaries, lease, scan
 from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_parquet,
                                checksum_file)
 
@@ -170,6 +170,9 @@ def run(unit: str, cfg) -> dict:
                          "input, raise the limits, or set QC_ON_FAIL=quarantine)")
     if failures:
         quarantined = sorted({f.split(":", 1)[0] for f in failures})
+    # a shard's temporary folder left by a worker that died within this run (its retry wrote
+    # the shard again): not part of the version
+    lease.remove(f["path"] for f in lease.leftovers(vdir, cfg.cache_dir, 2))
     atomic_write_parquet(manifest, vdir / "manifest.parquet")
     atomic_write_parquet(codes, vdir / "codes.parquet")
     atomic_write_json(vdir / "qc_report.json", {"tables": report, "cleaning": cleaning,
