@@ -299,10 +299,8 @@ def set_aside(cfg, path: Path, why: str) -> None:
     dataset.json's warnings. Two processes finding the same damage: one rename wins, the
     other's finds nothing to move; both notes are kept, with the same text."""
     path = Path(path)
-    aside = path.with_name(f".damaged-{path.name}.tmp-{lease.HOST}-{os.getpid()}-"
-                           f"{time.time_ns()}")
     try:
-        os.rename(path, aside)
+        os.rename(path, lease.aside_name(path, "damaged"))
     except FileNotFoundError:
         pass
     note = {"entry": str(path), "why": why, "at": time.time()}
@@ -449,8 +447,7 @@ def prune(cfg, older_than_hours: float = 24.0, dry_run: bool = False) -> list[di
     if not dry_run:
         for e in gone:
             final = cfg.cache_dir / e["entry"]
-            trash = final.with_name(f".trash-{e['entry']}.tmp-{lease.HOST}-{os.getpid()}-"
-                                    f"{time.time_ns()}")
+            trash = lease.aside_name(final, "trash")
             try:
                 os.rename(final, trash)
             except OSError:

@@ -180,6 +180,12 @@ def held(cache_dir: Path) -> set[str]:
     return {name for lease in live_leases(cache_dir) for name in lease.get("entries", ())}
 
 
+def aside_name(path: Path, why: str) -> Path:
+    """`path` renamed out of the way: `.<why>-<name>.tmp-<host>-<pid>-<ns>` beside it, an
+    owned temporary name (why: "damaged", "trash"), removed once its owner is gone."""
+    return path.with_name(f".{why}-{path.name}.tmp-{HOST}-{os.getpid()}-{time.time_ns()}")
+
+
 def owner_of(path: Path) -> tuple[str, int] | None:
     """(host, pid) of a temporary name, or None for any other name."""
     m = _TMP.search(path.name)
