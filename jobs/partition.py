@@ -23,7 +23,6 @@ import xxhash
 
 from trajectory.cleaning import merge_sketches, value_sketch
 from trajectory.events import CodeBook, merge_code_stats, merge_counts
-from trajectory.gzindex import point_before
 from trajectory.plan import bucket_of, load_plan, split_unit, unit_name
 from trajectory.read import iter_batches, prefetch
 from trajectory.split import Part
@@ -115,7 +114,9 @@ class BucketWriter:
 
 
 def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | None]:
-    """Unit k's share of its table, and the gzip seek points it starts from."""
+    """Unit k's share of its table, and the gzip seek point it starts from: verified, from
+    this build's INDEX_DIR (the scan marker may have been written by a build with another),
+    the index rebuilt if it is damaged or gone (jobs.scan.seek_point)."""
     n = plan.parts[table_name]
     if n == 1:
         return None, None
@@ -126,8 +127,8 @@ def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | Non
     # prune, a user) after the scan stage ran; the same input gives the same cuts
     marker = scan.run(table_name, cfg)
     cuts = marker["cuts"]
-    points = ([point_before(Path(marker["index"]), cuts[k])[1]] if marker["index"]
-              else None)
+    points = ([scan.seek_point(cfg, table_name, plan.tables[table_name], cuts[k])]
+              if marker["index"] else None)
     return Part(k, n, cuts[k], cuts[k + 1], "bytes"), points
 
 

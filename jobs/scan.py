@@ -5,13 +5,18 @@ file's fingerprint so that every later build of the same input, of any version, 
 Then the cut points: record starts near equal steps of the text (trajectory.split). The
 marker, CACHE_DIR/<table>-<key>/scan.json (jobs.cache), lists them; partition unit k of the
 table reads [cuts[k], cuts[k+1]).
+
+A damaged index (a changed byte, truncated, an older format) is found by its checksums, moved
+aside with a warning in dataset.json (jobs.cache.set_aside) and rebuilt, by the scan or by the
+first partition unit that needs it; a missing one (removed by a prune) is simply rebuilt.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from trajectory.gzindex import GzRange, build_index, point_before
+from trajectory.gzindex import (GzRange, IndexDamaged, Point, build_index, point_before,
+                                verify_table)
 from trajectory.plan import load_plan
 from trajectory.split import FileRange, header_end, line_cuts, record_cuts, targets
 from trajectory.extra_tables import table_of
@@ -38,6 +43,41 @@ def read(cfg, plan, table_name: str) -> dict | None:
         return None
 
 
+def cached_index(cfg, index: Path) -> bool:
+    """Whether a usable index is at `index`: its header and tables pass their checks (the
+    windows are checked as units read them). A damaged one is moved aside for a rebuild."""
+    try:
+        verify_table(index)
+    except FileNotFoundError:
+        return False
+    except IndexDamaged as e:
+        cache.set_aside(cfg, index, e.why)
+        return False
+    return True
+
+
+def seek_point(cfg, table_name: str, fp: dict, offset: int) -> Point:
+    """The last seek point at or before `offset` in the table's index, verified. An index found
+    damaged is moved aside (named in dataset.json's warnings) and rebuilt, a missing one
+    rebuilt, then read once more. Units that find it damaged at once each rebuild it: each
+    renames the same bytes into place, and one set aside too many costs only another pass."""
+    index = index_path(cfg, table_name, fp)
+    try:
+        return point_before(index, offset)[1]
+    except FileNotFoundError:
+        pass
+    except IndexDamaged as e:
+        cache.set_aside(cfg, index, e.why)
+    build_index(Path(fp["path"]), index)
+    try:
+        return point_before(index, offset)[1]
+    except (IndexDamaged, FileNotFoundError) as e:
+        why = e.why if isinstance(e, IndexDamaged) else "missing: moved or removed meanwhile"
+        raise ValueError(f"{index}: the gzip seek-point index of {fp['path']} failed its check "
+                         f"again right after it was rebuilt ({why}): the index file or its disk "
+                         "is at fault, not the input; check INDEX_DIR's file system") from e
+
+
 def run(table_name: str, cfg) -> dict:
     t0, cpu0 = time.perf_counter(), time.process_time()
     plan = load_plan(cfg)
@@ -51,13 +91,13 @@ def run(table_name: str, cfg) -> dict:
     index, cached = None, None
     if path.name.endswith(".gz"):
         index = index_path(cfg, table_name, fp)
-        cached = index.exists()
+        cached = cached_index(cfg, index)
         if not cached:
             build_index(path, index)
-        size = point_before(index, 0)[0]
+        size = verify_table(index)
 
         def open_at(a, b):  # one seek point's window read per opening, not the whole index
-            return GzRange(path, [point_before(index, a)[1]], a, b)
+            return GzRange(path, [seek_point(cfg, table_name, fp, a)], a, b)
     else:
         size = path.stat().st_size
 
