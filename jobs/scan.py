@@ -26,6 +26,7 @@ from trajectory.atomic import atomic_write_json
 from . import cache
 
 STAGE = "scan"
+REBUILDS = 3  # passes a unit makes over a missing index before it gives up
 
 
 def index_path(cfg, table: str, fp: dict) -> Path:
@@ -43,39 +44,45 @@ def read(cfg, plan, table_name: str) -> dict | None:
         return None
 
 
-def cached_index(cfg, index: Path) -> bool:
-    """Whether a usable index is at `index`: its header and tables pass their checks (the
-    windows are checked as units read them). A damaged one is moved aside for a rebuild."""
+def cached_size(cfg, index: Path) -> int | None:
+    """The uncompressed size of the input if a usable index is at `index` (its header and
+    tables pass their checks; the windows are checked as they are read), else None. A damaged
+    one is moved aside, for a rebuild."""
     try:
-        verify_table(index)
+        return verify_table(index)
     except FileNotFoundError:
-        return False
+        return None
     except IndexDamaged as e:
         cache.set_aside(cfg, index, e.why)
-        return False
-    return True
+        return None
 
 
 def seek_point(cfg, table_name: str, fp: dict, offset: int) -> Point:
     """The last seek point at or before `offset` in the table's index, verified. An index found
-    damaged is moved aside (named in dataset.json's warnings) and rebuilt, a missing one
-    rebuilt, then read once more. Units that find it damaged at once each rebuild it: each
-    renames the same bytes into place, and one set aside too many costs only another pass."""
-    index = index_path(cfg, table_name, fp)
-    try:
-        return point_before(index, offset)[1]
-    except FileNotFoundError:
-        pass
-    except IndexDamaged as e:
-        cache.set_aside(cfg, index, e.why)
-    build_index(Path(fp["path"]), index)
-    try:
-        return point_before(index, offset)[1]
-    except (IndexDamaged, FileNotFoundError) as e:
-        why = e.why if isinstance(e, IndexDamaged) else "missing: moved or removed meanwhile"
-        raise ValueError(f"{index}: the gzip seek-point index of {fp['path']} failed its check "
-                         f"again right after it was rebuilt ({why}): the index file or its disk "
-                         "is at fault, not the input; check INDEX_DIR's file system") from e
+    damaged is moved aside (named in dataset.json's warnings) and rebuilt, a missing one (a
+    prune removed it) rebuilt, then read again. Units that find it damaged at once each
+    rebuild it and rename the same bytes into place; one of them may move aside another's
+    fresh copy, so a file missing after our rebuild is rebuilt again, up to REBUILDS times.
+    Damage found in our own rebuild is not the input's fault: an error that says so."""
+    index, rebuilt = index_path(cfg, table_name, fp), 0
+    while True:
+        try:
+            return point_before(index, offset)[1]
+        except FileNotFoundError as e:
+            if rebuilt >= REBUILDS:
+                raise _damaged_again(index, fp, "missing: removed again each time") from e
+        except IndexDamaged as e:
+            if rebuilt:
+                raise _damaged_again(index, fp, e.why) from e
+            cache.set_aside(cfg, index, e.why)
+        build_index(Path(fp["path"]), index)
+        rebuilt += 1
+
+
+def _damaged_again(index: Path, fp: dict, why: str) -> ValueError:
+    return ValueError(f"{index}: the gzip seek-point index of {fp['path']} failed its check "
+                      f"again right after it was rebuilt ({why}): the index file or its disk "
+                      "is at fault, not the input; check INDEX_DIR's file system")
 
 
 def run(table_name: str, cfg) -> dict:
@@ -91,10 +98,10 @@ def run(table_name: str, cfg) -> dict:
     index, cached = None, None
     if path.name.endswith(".gz"):
         index = index_path(cfg, table_name, fp)
-        cached = cached_index(cfg, index)
+        size = cached_size(cfg, index)
+        cached = size is not None
         if not cached:
-            build_index(path, index)
-        size = verify_table(index)
+            size = build_index(path, index)
 
         def open_at(a, b):  # one seek point's window read per opening, not the whole index
             return GzRange(path, [seek_point(cfg, table_name, fp, a)], a, b)
