@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 import shutil
+import subprocess
+import sys
+import time
 import zlib
+from pathlib import Path
 
 import polars as pl
 import pytest
+import xxhash
 
 from jobs import scan
 from jobs.driver import run_build
@@ -21,6 +25,7 @@ from trajectory.plan import load_plan
 
 from .conftest import make_cfg
 
+ROOT = Path(__file__).resolve().parent.parent
 TABLE = "chartevents"
 SPACING = 128 << 10  # ~20 seek points in the synthetic chartevents' 2.7 MB of text
 
@@ -147,8 +152,11 @@ def test_damaged_index_is_rebuilt_and_never_blamed_on_the_input(data, tmp_path, 
 
     second = build(data, tmp_path, "b")
     same_build(second, first)
+    if what == "entry":  # the scan ran again: it found the tables damaged, or no index
+        marker = scan.read(second, load_plan(second), TABLE)
+        assert marker["index_cached"] is (how == "window digit"), marker
     assert index.read_bytes() == pristine  # rebuilt, the same bytes
-    aside = sorted(p.name for p in index.parent.glob(f".damaged-{index.name}-*"))
+    aside = sorted(p.name for p in index.parent.glob(f".damaged-{index.name}*"))
     named = [w for w in warnings(second) if str(index) in w]
     if how == "deleted":  # a prune's doing, not damage: rebuilt without a word
         assert aside == [] and named == []
@@ -184,3 +192,59 @@ def test_damage_that_survives_a_rebuild_names_the_index_not_the_input(data, tmp_
     message = str(e.value)
     assert str(index) in message and "again right after it was rebuilt" in message
     assert "not the input" in message and f"window of seek point {i}" in message
+
+
+HEALER = """
+import json, os, sys, time
+sys.path.insert(0, {root!r})
+import config, xxhash
+from trajectory import gzindex
+real = gzindex.scan_points
+gzindex.scan_points = lambda p, spacing=None: real(p, {spacing})
+from jobs import scan
+cfg = config.load(json.loads(sys.argv[1]), environ={{}})
+fp, offsets, go = json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+open(go + "." + str(os.getpid()), "w").close()  # ready
+while not os.path.exists(go):
+    time.sleep(0.001)
+points = [scan.seek_point(cfg, {table!r}, fp, o) for o in offsets]
+print(json.dumps([[p.cmp, p.out, xxhash.xxh3_64_hexdigest(p.window)] for p in points]))
+"""
+
+
+def test_units_healing_at_once_agree(data, tmp_path):
+    """Processes that find the same damaged index at the same moment (the units of a cut
+    table, started together) each get the right seek points; the index ends intact, no
+    temporary file is left, and the damage is noted under the index's name."""
+    first = build(data, tmp_path, "a")
+    index = the_index(first)
+    pristine, points = index.read_bytes(), read_points(index)[1]
+    with open(index, "r+b") as f:
+        f.truncate(len(pristine) - 1)
+    fp = load_plan(first).tables[TABLE]
+    values = {"DATA_DIR": str(data), "OUT_DIR": str(tmp_path / "out"), "RUNNER": "serial",
+              "TRAJECTORY_VERSION": "a", "PARTITION_UNIT_MB": 0.1,
+              "INDEX_DIR": str(tmp_path / "index")}
+    script = HEALER.format(root=str(ROOT), spacing=SPACING, table=TABLE)
+    go = tmp_path / "go"
+    offsets = [p.out for p in points]
+    procs = [subprocess.Popen([sys.executable, "-c", script, json.dumps(values), json.dumps(fp),
+                               json.dumps(offsets[j:] + offsets[:j]), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for j in range(4)]
+    deadline = time.time() + 60
+    while len(list(tmp_path.glob("go.*"))) < len(procs) and time.time() < deadline:
+        time.sleep(0.01)
+    go.touch()
+    want = [[p.cmp, p.out, xxhash.xxh3_64_hexdigest(p.window)] for p in points]
+    for j, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert json.loads(out) == want[j:] + want[:j]
+    assert index.read_bytes() == pristine
+    assert [p.name for p in index.parent.iterdir() if ".tmp-" in p.name
+            and not p.name.startswith(".damaged-")] == []
+    notes = [json.loads(p.read_text()) for p in (first.work_dir / "cache_damage").glob("*")]
+    assert notes and {(n["entry"], n["why"]) for n in notes} == {
+        (str(index), f"{len(pristine) - 1:,} bytes, expected {len(pristine):,} for "
+                     f"{len(points):,} points (truncated, extended or a damaged header)")}
