@@ -24,7 +24,7 @@ STAGE = "scan"
 
 
 def index_path(cfg, table: str, fp: dict) -> Path:
-    return cfg.index_dir / f"{table}-{fp['bytes']}-{fp['head_tail_blake2b'][:16]}.gzidx"
+    return cfg.index_dir / f"{table}-{fp['bytes']}-{fp['xxh3_128'][:16]}.gzidx"
 
 
 def read(cfg, plan, table_name: str) -> dict | None:

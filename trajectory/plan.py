@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .extra_tables import plan_spec
-from .read import find_table, fingerprint, read_header, resolve_columns
+from .read import find_table, fingerprints, read_header, resolve_columns
 from .tables import DICTIONARIES, TABLES
 
 PLAN_FORMAT = 4  # 4: stage-1 cache keys (3: big tables cut into units; 2: a unit per table)
@@ -200,7 +200,7 @@ def make_plan(cfg) -> Plan:
         found = sorted(p.name for p in data_dir.iterdir())[:10]
         raise ValueError(f"DATA_DIR {data_dir}: no hosp/ folder (found: {', '.join(found) or 'nothing'}); "
                          "expected the MIMIC-IV root holding hosp/, icu/, note/")
-    tables, missing, gz_bytes, gz_of = {}, [], 0.0, {}
+    missing, found, found_dicts = [], {}, {}
     for t in TABLES:
         path = find_table(data_dir, t.module, t.name)
         if path is None:
@@ -210,25 +210,31 @@ def make_plan(cfg) -> Plan:
             missing.append(f"{t.module}/{t.name}")
             continue
         resolve_columns(path, read_header(path), t.columns)  # fail now, not an hour in
-        tables[t.name] = fingerprint(path)
-        suffix = next(x for x in GZ_EQUIVALENT if path.name.endswith(x))
-        gz_of[t.name] = tables[t.name]["bytes"] * GZ_EQUIVALENT[suffix]
-        gz_bytes += gz_of[t.name]
-    # EXTRA_TABLES: checked now (names, keys, columns, a parsed sample), and partitioned as
-    # any table; their fingerprints carry the spec, so resume and caches see its changes
-    for name, fp in plan_spec(getattr(cfg, "extra_tables", ""), tables).items():
-        tables[name] = fp
-        gz_of[name] = fp["bytes"] * next(v for x, v in GZ_EQUIVALENT.items()
-                                         if fp["path"].endswith(x))
-        gz_bytes += gz_of[name]
-    dictionaries = {}
+        found[t.name] = path
     for d in DICTIONARIES:
         path = find_table(data_dir, d.module, d.name)
         if path is None:
             missing.append(f"{d.module}/{d.name}")
             continue
         resolve_columns(path, read_header(path), d.columns)
-        dictionaries[d.name] = fingerprint(path)
+        found_dicts[d.name] = path
+    # Every input hashed whole (read.fingerprint), in threads; a later build finds the hashes
+    # in INDEX_DIR and pays a stat per file.
+    memo = hash_memo_dir(cfg)
+    fps = fingerprints([*found.values(), *found_dicts.values()], memo)
+    tables = dict(zip(found, fps))
+    dictionaries = dict(zip(found_dicts, fps[len(found):]))
+    gz_of = {}
+    for name, path in found.items():
+        suffix = next(x for x in GZ_EQUIVALENT if path.name.endswith(x))
+        gz_of[name] = tables[name]["bytes"] * GZ_EQUIVALENT[suffix]
+    # EXTRA_TABLES: checked now (names, keys, columns, a parsed sample), and partitioned as
+    # any table; their fingerprints carry the spec, so resume and caches see its changes
+    for name, fp in plan_spec(getattr(cfg, "extra_tables", ""), tables, memo).items():
+        tables[name] = fp
+        gz_of[name] = fp["bytes"] * next(v for x, v in GZ_EQUIVALENT.items()
+                                         if fp["path"].endswith(x))
+    gz_bytes = float(sum(gz_of.values()))
     n_shards, why = shard_count(gz_bytes, cfg)
     per_shard = gz_bytes / n_shards
     unit_mb = unit_size_mb(gz_bytes, cfg)
@@ -260,6 +266,15 @@ def make_plan(cfg) -> Plan:
                 shard_input_mb=round(per_shard / 2**20, 1),
                 est_peak_mb=round(BASE_RSS_MB + per_shard * RSS_PER_GZ_BYTE / 2**20),
                 why=why, parts=parts, row_groups=row_groups, unit_mb=unit_mb)
+
+
+def hash_memo_dir(cfg) -> Path | None:
+    """Where input hashes are remembered: INDEX_DIR/_hashes (INDEX_DIR is kept across
+    builds); None when no INDEX_DIR is set (a bare Config in a test)."""
+    index_dir = getattr(cfg, "index_dir", None)
+    if index_dir is None or str(index_dir) in ("", "."):
+        return None
+    return Path(index_dir) / "_hashes"
 
 
 def plan_path(cfg) -> Path:
