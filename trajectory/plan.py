@@ -6,6 +6,7 @@ input (never on MAX_CPUS), which is why builds with different worker counts give
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import math
@@ -96,6 +97,9 @@ class Plan:
     row_groups: dict  # parquet table name -> [first, end) row-group range of each unit
     unit_mb: float  # gzip-equivalent input per partition unit the parts were cut for
     cache_keys: dict = field(default_factory=dict)  # table -> stage-1 cache key (jobs.cache)
+    # the settings config_hash is made of (Config.hash_values), so a refusal can name the
+    # changed ones; {} in a plan written before they were kept
+    config: dict = field(default_factory=dict)
 
     @property
     def n_buckets(self) -> int:
@@ -107,7 +111,7 @@ class Plan:
                 "config_hash": self.config_hash, "shard_input_mb": self.shard_input_mb,
                 "est_peak_mb": self.est_peak_mb, "why": self.why, "parts": self.parts,
                 "row_groups": self.row_groups, "unit_mb": self.unit_mb,
-                "cache_keys": self.cache_keys}
+                "cache_keys": self.cache_keys, "config": self.config}
 
     def largest_first(self) -> list[str]:
         """Tables by input size, largest first: a big table started last would leave the
@@ -265,7 +269,8 @@ def make_plan(cfg) -> Plan:
     return Plan(tables, dictionaries, missing, n_shards, cfg.output_hash(),
                 shard_input_mb=round(per_shard / 2**20, 1),
                 est_peak_mb=round(BASE_RSS_MB + per_shard * RSS_PER_GZ_BYTE / 2**20),
-                why=why, parts=parts, row_groups=row_groups, unit_mb=unit_mb)
+                why=why, parts=parts, row_groups=row_groups, unit_mb=unit_mb,
+                config=cfg.hash_values())
 
 
 def hash_memo_dir(cfg) -> Path | None:
@@ -290,6 +295,10 @@ def load_plan(cfg) -> Plan:
     if data.get("format") != PLAN_FORMAT:
         raise ValueError(f"{path}: plan format {data.get('format')!r}, expected {PLAN_FORMAT}")
     data.pop("format")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(Plan)})
+    if unknown:
+        raise ValueError(f"{path}: unknown plan field(s) {', '.join(unknown)}, written by "
+                         "another release of this tool; rebuild with --overwrite")
     return Plan(**data)
 
 
@@ -299,11 +308,14 @@ def identity(fp: dict) -> dict:
 
 
 def input_differences(hash_was: str, hash_now: str, was: tuple[dict, dict],
-                      now: tuple[dict, dict]) -> list[str]:
-    """What differs between two (config hash, (tables, dictionaries) fingerprints) states."""
+                      now: tuple[dict, dict], settings: list[str] | None = None) -> list[str]:
+    """What differs between two (config hash, (tables, dictionaries) fingerprints) states.
+    `settings`: the changed settings by name (config.setting_differences of the values each
+    hash was made of, e.g. "OUTLIER_K 3.0 -> 2.5"), named instead of the hashes; the
+    hashes are named when they are not known (a plan or version older than them)."""
     problems = []
     if hash_was != hash_now:
-        problems.append(f"config hash {hash_was} -> {hash_now}")
+        problems += settings or [f"config hash {hash_was} -> {hash_now}"]
     for a, b in zip(was, now):
         for name in sorted(set(a) | set(b)):
             fa, fb = identity(a.get(name, {})), identity(b.get(name, {}))
@@ -320,9 +332,11 @@ def input_differences(hash_was: str, hash_now: str, was: tuple[dict, dict],
     return problems
 
 
-def same_inputs(old: Plan, new: Plan) -> list[str]:
+def same_inputs(old: Plan, new: Plan, settings: list[str] | None = None) -> list[str]:
     """Differences that make an existing work directory unusable for this run. How the work is
     cut (shards, units) is not one: it never changes the output, so a resumed build keeps the
-    plan it started with, whatever MAX_CPUS or PLAN_WORKERS it is resumed with."""
+    plan it started with, whatever MAX_CPUS or PLAN_WORKERS it is resumed with. `settings`:
+    the changed settings by name, as for `input_differences`."""
     return input_differences(old.config_hash, new.config_hash,
-                             (old.tables, old.dictionaries), (new.tables, new.dictionaries))
+                             (old.tables, old.dictionaries), (new.tables, new.dictionaries),
+                             settings)
