@@ -270,3 +270,8 @@ def test_unwritable_memo_dir_still_fingerprints(tmp_path):
     blocker = tmp_path / "memo"
     blocker.write_text("a file where the memo folder would go")
     assert read.fingerprint(path, blocker) == read.fingerprint(path, None)
+
+
+def test_unreadable_input_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"gone\.csv: cannot read the input to fingerprint"):
+        read.fingerprint(tmp_path / "gone.csv", tmp_path / "memo")

@@ -5,6 +5,7 @@ is an error naming the file and column instead of a silently different dtype.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -24,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from isal import igzip
 
-from .atomic import atomic_write_json, xxh3_file
+from .atomic import atomic_write_json, tmp_name, xxh3_file
 from .gzindex import GzRange
 from .split import FileRange, Part
 
@@ -156,8 +157,8 @@ def _explain(e: Exception, header: list[str]) -> str:
 # Input identity: an XXH3-128 hash of the whole file, so any edit of any size is a new
 # identity (a hash of the first and last MiB, as before, missed a same-size edit in the middle
 # of a plain CSV, and of a .csv.gz of 1-2 MiB, whose gzip trailer it skipped). Whole-file
-# hashing reads every byte once, so the hash is remembered per file in MEMO_DIR (INDEX_DIR,
-# kept across builds) under the file's stat: later builds pay a `stat`. The stat key has
+# hashing reads every byte once, so the hash is remembered per file in INDEX_DIR/_hashes
+# (kept across builds) under the file's stat: later builds pay a `stat`. The stat key has
 # ctime because no user call sets it back: an edit followed by `touch -d` to restore the
 # mtime still changes it. No st_dev: NFS clients number the same mount differently, so on a
 # cluster sharing INDEX_DIR every host would rehash and rewrite the other's memo.
@@ -173,7 +174,10 @@ RACY_SECONDS = 2.0
 def fingerprint(path: Path, memo_dir: Path | None) -> dict:
     """Identity of an input file: its size and an XXH3-128 hash of its whole content,
     remembered in `memo_dir` (None: hashed every time)."""
-    size, digest = _content_hash(path, memo_dir)
+    try:
+        size, digest = _content_hash(path, memo_dir)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the input to fingerprint it: {e}") from e
     return {"path": str(path), "bytes": size, "xxh3_128": digest}
 
 
@@ -211,15 +215,17 @@ def _content_hash(path: Path, memo_dir: Path | None) -> tuple[int, str]:
             return key["bytes"], known
     digest = xxh3_file(resolved)
     racy = key["ctime_ns"] > started - RACY_SECONDS * 1e9
-    # Changed while being read: the hash is of neither version, so it is not remembered (the
-    # build still uses it, and the next one hashes the file again).
+    # Not remembered either when the file changed while it was read: the hash may be of
+    # neither version (this build uses it; the next one hashes the file again).
     if memo is not None and not racy and _stat_key(resolved) == key:
         try:
             atomic_write_json(memo, {"format": MEMO_FORMAT, **key, "xxh3_128": digest})
         except OSError:
-            # A memo is only a shortcut: a read-only INDEX_DIR, or two threads of one process
-            # racing on the same temporary name (identical content), costs a rehash next time.
-            pass
+            # A memo is only a shortcut: a read-only or full INDEX_DIR, or two threads of one
+            # process racing on the same temporary name (identical content), costs a rehash
+            # next time, never this build.
+            with contextlib.suppress(OSError):
+                tmp_name(memo).unlink()
     return key["bytes"], digest
 
 
