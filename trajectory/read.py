@@ -184,7 +184,9 @@ def fingerprint(path: Path, memo_dir: Path | None) -> dict:
 def fingerprints(paths: list[Path], memo_dir: Path | None) -> list[dict]:
     """`fingerprint` of each path, hashed in threads: xxhash and file reads release the GIL
     (a pure-Python thread kept its full speed beside a hashing one), so several inputs are
-    read and hashed at once."""
+    read and hashed at once. Demo x100 (1.3 GB) on 2 CPUs, from disk (page cache dropped):
+    0.71-0.96 s one file at a time, 0.63-0.83 s in 2 threads, 0.78-1.25 s in 4 (more
+    streams than CPUs cost the disk's read-ahead); from the page cache ~0.15 s either way."""
     if len(paths) < 2:
         return [fingerprint(p, memo_dir) for p in paths]
     with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
