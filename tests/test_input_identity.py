@@ -16,7 +16,7 @@ import pytest
 
 from jobs import cache
 from trajectory import read, synth
-from trajectory.plan import hash_memo_dir, make_plan
+from trajectory.plan import hash_memo_dir, input_differences, make_plan
 
 from .conftest import make_cfg
 
@@ -275,3 +275,13 @@ def test_unwritable_memo_dir_still_fingerprints(tmp_path):
 def test_unreadable_input_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"gone\.csv: cannot read the input to fingerprint"):
         read.fingerprint(tmp_path / "gone.csv", tmp_path / "memo")
+
+
+def test_fingerprint_of_an_older_release_is_named():
+    """A version or plan fingerprinted by the first-and-last-MiB hash cannot be compared
+    with a whole-file hash: it counts as changed, and says why."""
+    old = {"labevents": {"path": "a", "bytes": 5, "head_tail_blake2b": "0" * 32}}
+    new = {"labevents": {"path": "a", "bytes": 5, "xxh3_128": "1" * 32}}
+    assert input_differences("h", "h", (old, {}), (new, {})) == [
+        "input labevents was fingerprinted by an older release (no whole-file hash), cannot "
+        "be compared"]
