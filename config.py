@@ -109,22 +109,84 @@ class Config:
         """Hash of the fields that change output bytes (not MAX_CPUS, paths or runners)."""
         return _output_hash(self)
 
+    def hash_values(self) -> dict:
+        """The settings the output hash is made of (`hash_field_values`)."""
+        return hash_field_values(self)
+
     def _hash_fields(self) -> str:
-        skip = {"data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb",
-                "partition_unit_mb", "plan_workers", "index_dir", "cache_dir",
-                "csv_block_mb", "worker_memory_gb", "scheduler", "runner", "cluster",
-                "overwrite", "deid_min_patients",
-                # its content is in the plan's input fingerprints, as the data files are
-                "extra_tables"}
-        from trajectory.record import FORMAT  # another record format is another output: a
-        # rebuild must not find the old version finished nor resume its units
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
-        blob = json.dumps({**fields, "record_format": FORMAT}, sort_keys=True, default=str)
+        blob = json.dumps(hash_field_values(self), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v)
                 for k, v in dataclasses.asdict(self).items()}
+
+
+# Fields that never change a record's bytes, so not in the output hash: places, workers,
+# memory and how the work is cut or run.
+_NOT_HASHED = frozenset({
+    "data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb", "partition_unit_mb",
+    "plan_workers", "index_dir", "cache_dir", "csv_block_mb", "worker_memory_gb", "scheduler",
+    "runner", "cluster", "overwrite", "deid_min_patients",
+    # its content is in the plan's input fingerprints, as the data files are
+    "extra_tables"})
+RECORD_FORMAT_KEY = "record_format"
+_MISSING = object()
+
+
+def hash_field_values(cfg: "Config") -> dict:
+    """The settings that decide the output's bytes, by field name, as JSON values (tuples as
+    lists), plus the record format: what the output hash hashes, and what a refusal names."""
+    from trajectory.record import FORMAT  # another record format is another output: a
+    # rebuild must not find the old version finished nor resume its units
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+              if f.name not in _NOT_HASHED}
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return {**values, RECORD_FORMAT_KEY: FORMAT}
+
+
+def stored_hash_values(stored: dict, record_format) -> dict:
+    """`hash_field_values` of a config kept as `Config.to_json()` (dataset.json's "config",
+    with its "record_format" beside it): the hashed fields it has. A field it lacks (written
+    before the field existed) is left out, and named as unknown by `setting_differences`."""
+    hashed = {f.name for f in dataclasses.fields(Config)} - _NOT_HASHED
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in stored.items()
+              if k in hashed}
+    return {**values, RECORD_FORMAT_KEY: record_format} if record_format is not None else values
+
+
+def setting_differences(old: dict, new: dict) -> list[str]:
+    """What changed between two `hash_field_values`, in the user's spelling, e.g.
+    ["OUTLIER_K 3.0 -> 2.5", "WINDOW_EXCLUDE range,duplicate -> none"]; settings in the order
+    config.py lists them, the record format last."""
+    order = [k.lower() for k in _TYPES] + [RECORD_FORMAT_KEY]
+    keys = sorted(set(old) | set(new), key=lambda k: (order.index(k) if k in order
+                                                      else len(order), k))
+    return [f"{_setting_name(k)} {_spelling(k, old)} -> {_spelling(k, new)}"
+            for k in keys if old.get(k, _MISSING) != new.get(k, _MISSING)]
+
+
+def _setting_name(field: str) -> str:
+    if field == RECORD_FORMAT_KEY:
+        return "record format"
+    return field.upper() if field.upper() in _TYPES else field
+
+
+# rule lists whose parser takes "none" for the empty list (_rule_list); DROP_RULES does not
+_EMPTY_RULES = {"window_exclude": "none"}
+
+
+def _spelling(field: str, values: dict) -> str:
+    """A value as a user would write it in the environment: true/false, comma-separated
+    rules ("none" where the setting takes it), "" for empty; "(not recorded)" when absent."""
+    if field not in values:
+        return "(not recorded)"
+    v = values[field]
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v)) if v else _EMPTY_RULES.get(field, '""')
+    return str(v) if v != "" else '""'
 
 
 @functools.lru_cache(maxsize=32)

@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+import config
 from trajectory.atomic import atomic_write_json
 
 
@@ -39,8 +40,24 @@ def read_done(cfg, stage: str, unit: str) -> dict | None:
         raise ValueError(f"{path}: corrupt done-marker ({e}); delete it to redo the unit") from e
     if marker.get("config_hash") != cfg.output_hash():
         raise ValueError(f"{path}: unit was built with config {marker.get('config_hash')}, this "
-                         f"run has {cfg.output_hash()}; use --overwrite or another WORK_DIR")
+                         f"run has {cfg.output_hash()}{_named_changes(cfg, marker)}; use "
+                         "--overwrite or another WORK_DIR")
     return marker
+
+
+def _named_changes(cfg, marker: dict) -> str:
+    """The settings that differ from the unit's, named from WORK_DIR/plan.json when that plan
+    was made with the unit's config (a plan keeps the settings its hash was made of); ""
+    when they cannot be known: an older plan, or none readable."""
+    try:
+        plan = json.loads((cfg.work_dir / "plan.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(plan, dict) or plan.get("config_hash") != marker.get("config_hash") \
+            or not isinstance(plan.get("config"), dict) or not plan["config"]:
+        return ""
+    named = config.setting_differences(plan["config"], cfg.hash_values())
+    return f" ({'; '.join(named)})" if named else ""
 
 
 def write_done(cfg, stage: str, unit: str, payload: dict) -> dict:

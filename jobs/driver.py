@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 
+import config
 from trajectory import extra_tables
 from trajectory.atomic import atomic_write_json
 from trajectory.plan import (input_differences, load_plan, make_plan, plan_path,
@@ -18,10 +19,13 @@ from .runners import open_runner
 
 def finished_differences(cfg, plan, summary: dict) -> list[str]:
     """What differs between a finished version's dataset.json and this run's config and
-    inputs (empty: the version is up to date)."""
+    inputs (empty: the version is up to date). Changed settings are named from the config
+    dataset.json keeps."""
+    was = config.stored_hash_values(summary.get("config") or {}, summary.get("record_format"))
     return input_differences(summary.get("config_hash"), cfg.output_hash(),
                              (summary.get("inputs") or {}, summary.get("dictionaries") or {}),
-                             (plan.tables, plan.dictionaries))
+                             (plan.tables, plan.dictionaries),
+                             config.setting_differences(was, cfg.hash_values()))
 
 
 def prepare(cfg):
@@ -46,7 +50,9 @@ def prepare(cfg):
     path = plan_path(cfg)
     if path.exists():
         try:
-            problems = same_inputs(load_plan(cfg), plan)
+            old = load_plan(cfg)
+            named = config.setting_differences(old.config, plan.config) if old.config else None
+            problems = same_inputs(old, plan, named)
         except ValueError as e:  # a work dir left by an older release of this tool
             problems = [str(e)]
         if problems:

@@ -30,7 +30,7 @@ REBUILDS = 3  # passes a unit makes over a missing index before it gives up
 
 
 def index_path(cfg, table: str, fp: dict) -> Path:
-    return cfg.index_dir / f"{table}-{fp['bytes']}-{fp['head_tail_blake2b'][:16]}.gzidx"
+    return cfg.index_dir / f"{table}-{fp['bytes']}-{fp['xxh3_128'][:16]}.gzidx"
 
 
 def read(cfg, plan, table_name: str) -> dict | None:

@@ -1,4 +1,7 @@
 """Settings: config.py < environment < flags, validated with messages naming the setting."""
+import hashlib
+import json
+
 import pytest
 
 import config
@@ -74,3 +77,36 @@ def test_planner_sizes_shards_by_input_and_memory_budget(tmp_path):
     assert shard_count(gz, config.load({"N_SHARDS": 7}, environ={})) == (7, "config")
     with pytest.raises(ValueError, match="WORKER_MEMORY_GB=0.4 leaves no room"):
         shard_count(gz, config.load({"WORKER_MEMORY_GB": 0.4}, environ={}))
+
+
+def test_setting_differences_in_the_users_spelling():
+    """Only settings that enter the output hash, named as environment variables, values as
+    a user would write them; a config kept in dataset.json (to_json, through JSON) compares
+    equal to the live one."""
+    from trajectory.record import FORMAT
+
+    base = config.load({}, environ={})
+    other = config.load({"OUTLIER_K": 2.5, "WINDOW_EXCLUDE": "none", "DROP_RULES": "duplicate",
+                         "CLIP_TO_RANGE": "true", "MAX_CPUS": 7, "OUTLIER_METHOD": "mad"},
+                        environ={})
+    assert config.setting_differences(base.hash_values(), other.hash_values()) == [
+        "OUTLIER_METHOD iqr -> mad", "OUTLIER_K 3.0 -> 2.5", "CLIP_TO_RANGE false -> true",
+        'DROP_RULES "" -> duplicate', "WINDOW_EXCLUDE range,duplicate -> none"]
+    kept = json.loads(json.dumps(base.to_json()))
+    assert config.stored_hash_values(kept, FORMAT) == base.hash_values()
+    assert config.setting_differences(config.stored_hash_values(kept, FORMAT),
+                                      base.hash_values()) == []
+    older = {k: v for k, v in kept.items() if k != "window_exclude"}
+    assert config.setting_differences(config.stored_hash_values(older, FORMAT - 1),
+                                      base.hash_values()) == [
+        "WINDOW_EXCLUDE (not recorded) -> range,duplicate",
+        f"record format {FORMAT - 1} -> {FORMAT}"]
+
+
+def test_hash_values_are_what_the_hash_is_made_of():
+    cfg = config.load({"OUTLIER_K": 2.5}, environ={})
+    values = cfg.hash_values()
+    assert "max_cpus" not in values and "data_dir" not in values
+    assert values["outlier_k"] == 2.5 and values["window_exclude"] == ["range", "duplicate"]
+    blob = json.dumps(values, sort_keys=True, default=str).encode()
+    assert cfg.output_hash() == hashlib.sha256(blob).hexdigest()[:16]

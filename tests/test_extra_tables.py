@@ -290,7 +290,7 @@ def test_cli_build_with_extra_tables_env(tmp_path):
 def test_example_spec_is_valid():
     spec = REPO / "examples" / "extra_tables" / "tables.toml"
     present = {"admissions": {"path": "a", "bytes": 1}, "icustays": {"path": "i", "bytes": 1}}
-    tables = plan_spec(spec, present)
+    tables = plan_spec(spec, present, None)
     assert list(tables) == ["sofa_hourly", "followup"]
     assert tables["followup"]["extra"]["keys"] == {"admissions": {"bytes": 1},
                                                    "icustays": {"bytes": 1}}

@@ -97,7 +97,7 @@ def test_finished_version_up_to_date_or_refused(data, tmp_path):
     assert again["up_to_date"] is True
     assert (cfg.version_dir / "dataset.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match=r"finished version of other inputs or config "
-                                         r"\(config hash"):
+                                         r"\(OUTLIER_K 3\.0 -> 2\.0\);"):
         run_build(make_cfg(data, tmp_path / "out", trajectory_version="a", outlier_k=2.0),
                   progress=False)
     # through the CLI: exit 0 and says so

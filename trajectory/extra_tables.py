@@ -179,7 +179,7 @@ def _entries(spec: Path) -> list:
     return doc["table"]
 
 
-def plan_spec(spec_path: Path, present: dict) -> dict:
+def plan_spec(spec_path: Path, present: dict, memo_dir: Path | None) -> dict:
     """The user tables, checked against their files before any work starts, as plan.tables
     entries: the file's fingerprint plus `extra` (the spec entry, its source id, the id
     columns carried, and what else decides its events: the fingerprints of the lookup's
@@ -187,7 +187,8 @@ def plan_spec(spec_path: Path, present: dict) -> dict:
     fingerprints, so a changed spec or lookup input is a changed input. {} without
     EXTRA_TABLES. `present`: the built-in tables' fingerprints (a stay_id key needs
     icustays). Each file's header is matched and its first block parsed with the build's
-    types, so a time column that does not parse fails here, not in a worker an hour in."""
+    types, so a time column that does not parse fails here, not in a worker an hour in.
+    `memo_dir`: where file hashes are remembered (read.fingerprint; None: not remembered)."""
     if not is_set(spec_path):
         return {}
     spec = Path(spec_path)
@@ -218,7 +219,7 @@ def plan_spec(spec_path: Path, present: dict) -> dict:
                               table.multiline), None)
         except ValueError as e:
             raise _fail(spec, where, str(e)) from e
-        out[table.name] = {**fingerprint(path), "extra": {
+        out[table.name] = {**fingerprint(path, memo_dir), "extra": {
             "entry": raw, "source": table.source, "carry": carry, "keys": lookup,
             "code": _code_hash()}}
     return out

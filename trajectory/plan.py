@@ -6,6 +6,7 @@ input (never on MAX_CPUS), which is why builds with different worker counts give
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import math
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .extra_tables import plan_spec
-from .read import find_table, fingerprint, read_header, resolve_columns
+from .read import find_table, fingerprints, read_header, resolve_columns
 from .tables import DICTIONARIES, TABLES
 
 PLAN_FORMAT = 4  # 4: stage-1 cache keys (3: big tables cut into units; 2: a unit per table)
@@ -96,6 +97,9 @@ class Plan:
     row_groups: dict  # parquet table name -> [first, end) row-group range of each unit
     unit_mb: float  # gzip-equivalent input per partition unit the parts were cut for
     cache_keys: dict = field(default_factory=dict)  # table -> stage-1 cache key (jobs.cache)
+    # the settings config_hash is made of (Config.hash_values), so a refusal can name the
+    # changed ones; {} in a plan written before they were kept
+    config: dict = field(default_factory=dict)
 
     @property
     def n_buckets(self) -> int:
@@ -107,7 +111,7 @@ class Plan:
                 "config_hash": self.config_hash, "shard_input_mb": self.shard_input_mb,
                 "est_peak_mb": self.est_peak_mb, "why": self.why, "parts": self.parts,
                 "row_groups": self.row_groups, "unit_mb": self.unit_mb,
-                "cache_keys": self.cache_keys}
+                "cache_keys": self.cache_keys, "config": self.config}
 
     def largest_first(self) -> list[str]:
         """Tables by input size, largest first: a big table started last would leave the
@@ -200,7 +204,7 @@ def make_plan(cfg) -> Plan:
         found = sorted(p.name for p in data_dir.iterdir())[:10]
         raise ValueError(f"DATA_DIR {data_dir}: no hosp/ folder (found: {', '.join(found) or 'nothing'}); "
                          "expected the MIMIC-IV root holding hosp/, icu/, note/")
-    tables, missing, gz_bytes, gz_of = {}, [], 0.0, {}
+    missing, found, found_dicts = [], {}, {}
     for t in TABLES:
         path = find_table(data_dir, t.module, t.name)
         if path is None:
@@ -210,25 +214,31 @@ def make_plan(cfg) -> Plan:
             missing.append(f"{t.module}/{t.name}")
             continue
         resolve_columns(path, read_header(path), t.columns)  # fail now, not an hour in
-        tables[t.name] = fingerprint(path)
-        suffix = next(x for x in GZ_EQUIVALENT if path.name.endswith(x))
-        gz_of[t.name] = tables[t.name]["bytes"] * GZ_EQUIVALENT[suffix]
-        gz_bytes += gz_of[t.name]
-    # EXTRA_TABLES: checked now (names, keys, columns, a parsed sample), and partitioned as
-    # any table; their fingerprints carry the spec, so resume and caches see its changes
-    for name, fp in plan_spec(getattr(cfg, "extra_tables", ""), tables).items():
-        tables[name] = fp
-        gz_of[name] = fp["bytes"] * next(v for x, v in GZ_EQUIVALENT.items()
-                                         if fp["path"].endswith(x))
-        gz_bytes += gz_of[name]
-    dictionaries = {}
+        found[t.name] = path
     for d in DICTIONARIES:
         path = find_table(data_dir, d.module, d.name)
         if path is None:
             missing.append(f"{d.module}/{d.name}")
             continue
         resolve_columns(path, read_header(path), d.columns)
-        dictionaries[d.name] = fingerprint(path)
+        found_dicts[d.name] = path
+    # Every input hashed whole (read.fingerprint), in threads; a later build finds the hashes
+    # in INDEX_DIR and pays a stat per file.
+    memo = hash_memo_dir(cfg)
+    fps = fingerprints([*found.values(), *found_dicts.values()], memo)
+    tables = dict(zip(found, fps))
+    dictionaries = dict(zip(found_dicts, fps[len(found):]))
+    gz_of = {}
+    for name, path in found.items():
+        suffix = next(x for x in GZ_EQUIVALENT if path.name.endswith(x))
+        gz_of[name] = tables[name]["bytes"] * GZ_EQUIVALENT[suffix]
+    # EXTRA_TABLES: checked now (names, keys, columns, a parsed sample), and partitioned as
+    # any table; their fingerprints carry the spec, so resume and caches see its changes
+    for name, fp in plan_spec(getattr(cfg, "extra_tables", ""), tables, memo).items():
+        tables[name] = fp
+        gz_of[name] = fp["bytes"] * next(v for x, v in GZ_EQUIVALENT.items()
+                                         if fp["path"].endswith(x))
+    gz_bytes = float(sum(gz_of.values()))
     n_shards, why = shard_count(gz_bytes, cfg)
     per_shard = gz_bytes / n_shards
     unit_mb = unit_size_mb(gz_bytes, cfg)
@@ -259,7 +269,17 @@ def make_plan(cfg) -> Plan:
     return Plan(tables, dictionaries, missing, n_shards, cfg.output_hash(),
                 shard_input_mb=round(per_shard / 2**20, 1),
                 est_peak_mb=round(BASE_RSS_MB + per_shard * RSS_PER_GZ_BYTE / 2**20),
-                why=why, parts=parts, row_groups=row_groups, unit_mb=unit_mb)
+                why=why, parts=parts, row_groups=row_groups, unit_mb=unit_mb,
+                config=cfg.hash_values())
+
+
+def hash_memo_dir(cfg) -> Path | None:
+    """Where input hashes are remembered: INDEX_DIR/_hashes (INDEX_DIR is kept across
+    builds); None when no INDEX_DIR is set (a bare Config in a test)."""
+    index_dir = getattr(cfg, "index_dir", None)
+    if index_dir is None or str(index_dir) in ("", "."):
+        return None
+    return Path(index_dir) / "_hashes"
 
 
 def plan_path(cfg) -> Path:
@@ -275,6 +295,10 @@ def load_plan(cfg) -> Plan:
     if data.get("format") != PLAN_FORMAT:
         raise ValueError(f"{path}: plan format {data.get('format')!r}, expected {PLAN_FORMAT}")
     data.pop("format")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(Plan)})
+    if unknown:
+        raise ValueError(f"{path}: unknown plan field(s) {', '.join(unknown)}, written by "
+                         "another release of this tool; rebuild with --overwrite")
     return Plan(**data)
 
 
@@ -284,23 +308,35 @@ def identity(fp: dict) -> dict:
 
 
 def input_differences(hash_was: str, hash_now: str, was: tuple[dict, dict],
-                      now: tuple[dict, dict]) -> list[str]:
-    """What differs between two (config hash, (tables, dictionaries) fingerprints) states."""
+                      now: tuple[dict, dict], settings: list[str] | None = None) -> list[str]:
+    """What differs between two (config hash, (tables, dictionaries) fingerprints) states.
+    `settings`: the changed settings by name (config.setting_differences of the values each
+    hash was made of, e.g. "OUTLIER_K 3.0 -> 2.5"), named instead of the hashes; the
+    hashes are named when they are not known (a plan or version older than them)."""
     problems = []
     if hash_was != hash_now:
-        problems.append(f"config hash {hash_was} -> {hash_now}")
+        problems += settings or [f"config hash {hash_was} -> {hash_now}"]
     for a, b in zip(was, now):
         for name in sorted(set(a) | set(b)):
             fa, fb = identity(a.get(name, {})), identity(b.get(name, {}))
-            if fa != fb:
-                problems.append(f"input {name} " + ("added" if not fa else "removed" if not fb
-                                                    else "changed"))
+            if fa == fb:
+                continue
+            if fa and fb and "xxh3_128" in fb and "xxh3_128" not in fa:
+                # the first-and-last-MiB hash of releases before the whole-file one: nothing
+                # tells whether the file is the same, so it counts as changed
+                problems.append(f"input {name} was fingerprinted by an older release "
+                                "(no whole-file hash), cannot be compared")
+                continue
+            problems.append(f"input {name} " + ("added" if not fa else "removed" if not fb
+                                                else "changed"))
     return problems
 
 
-def same_inputs(old: Plan, new: Plan) -> list[str]:
+def same_inputs(old: Plan, new: Plan, settings: list[str] | None = None) -> list[str]:
     """Differences that make an existing work directory unusable for this run. How the work is
     cut (shards, units) is not one: it never changes the output, so a resumed build keeps the
-    plan it started with, whatever MAX_CPUS or PLAN_WORKERS it is resumed with."""
+    plan it started with, whatever MAX_CPUS or PLAN_WORKERS it is resumed with. `settings`:
+    the changed settings by name, as for `input_differences`."""
     return input_differences(old.config_hash, new.config_hash,
-                             (old.tables, old.dictionaries), (new.tables, new.dictionaries))
+                             (old.tables, old.dictionaries), (new.tables, new.dictionaries),
+                             settings)

@@ -5,12 +5,17 @@ is an error naming the file and column instead of a silently different dtype.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
 import io
+import json
+import os
 import queue
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from isal import igzip
 
+from .atomic import atomic_write_json, tmp_name, xxh3_file
 from .gzindex import GzRange
 from .split import FileRange, Part
 
@@ -148,17 +154,97 @@ def _explain(e: Exception, header: list[str]) -> str:
     return msg
 
 
-def fingerprint(path: Path) -> dict:
-    """Cheap identity of an input file: size and a hash of its first and last MiB
-    (hashing whole multi-GB inputs would cost as much as parsing them)."""
+# Input identity: an XXH3-128 hash of the whole file, so any edit of any size is a new
+# identity (a hash of the first and last MiB, as before, missed a same-size edit in the middle
+# of a plain CSV, and of a .csv.gz of 1-2 MiB, whose gzip trailer it skipped). Whole-file
+# hashing reads every byte once, so the hash is remembered per file in INDEX_DIR/_hashes
+# (kept across builds) under the file's stat: later builds pay a `stat`. The stat key has
+# ctime because no user call sets it back: an edit followed by `touch -d` to restore the
+# mtime still changes it. No st_dev: NFS clients number the same mount differently, so on a
+# cluster sharing INDEX_DIR every host would rehash and rewrite the other's memo.
+MEMO_FORMAT = 1
+# A memo is written only for a file whose last change (ctime) is this much older than the
+# hash's start: a same-size rewrite in the same timestamp tick as that change (a jiffy on
+# Linux, up to 1-2 s on some NFS servers and old filesystems) would leave the stat as it
+# was, and the memo would name the old content forever (git calls such entries "racily
+# clean"). Such a file is simply hashed again by the next build.
+RACY_SECONDS = 2.0
+
+
+def fingerprint(path: Path, memo_dir: Path | None) -> dict:
+    """Identity of an input file: its size and an XXH3-128 hash of its whole content,
+    remembered in `memo_dir` (None: hashed every time)."""
+    try:
+        size, digest = _content_hash(path, memo_dir)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the input to fingerprint it: {e}") from e
+    return {"path": str(path), "bytes": size, "xxh3_128": digest}
+
+
+def fingerprints(paths: list[Path], memo_dir: Path | None) -> list[dict]:
+    """`fingerprint` of each path, hashed in threads: xxhash and file reads release the GIL
+    (a pure-Python thread kept its full speed beside a hashing one), so several inputs are
+    read and hashed at once. Demo x100 (1.3 GB) on 2 CPUs, from disk (page cache dropped):
+    0.71-0.96 s one file at a time, 0.63-0.83 s in 2 threads, 0.78-1.25 s in 4 (more
+    streams than CPUs cost the disk's read-ahead); from the page cache ~0.15 s either way."""
+    if len(paths) < 2:
+        return [fingerprint(p, memo_dir) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda p: fingerprint(p, memo_dir), paths))
+
+
+def _stat_key(path: Path) -> dict:
     st = path.stat()
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > 2 << 20:
-            f.seek(-(1 << 20), 2)
-            h.update(f.read())
-    return {"path": str(path), "bytes": st.st_size, "head_tail_blake2b": h.hexdigest()}
+    return {"path": str(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def memo_path(memo_dir: Path, path: Path) -> Path:
+    """The memo of one input: one small file per resolved path."""
+    name = hashlib.blake2b(str(path.resolve()).encode(), digest_size=8).hexdigest()
+    return memo_dir / f"{name}.json"
+
+
+def _content_hash(path: Path, memo_dir: Path | None) -> tuple[int, str]:
+    """The file's size and content hash, from its memo when the stat still matches."""
+    resolved = path.resolve()
+    started = time.time_ns()
+    key = _stat_key(resolved)
+    memo = memo_path(memo_dir, resolved) if memo_dir is not None else None
+    if memo is not None:
+        known = _read_memo(memo, key)
+        if known is not None:
+            return key["bytes"], known
+    digest = xxh3_file(resolved)
+    racy = key["ctime_ns"] > started - RACY_SECONDS * 1e9
+    # Not remembered either when the file changed while it was read: the hash may be of
+    # neither version (this build uses it; the next one hashes the file again).
+    if memo is not None and not racy and _stat_key(resolved) == key:
+        try:
+            atomic_write_json(memo, {"format": MEMO_FORMAT, **key, "xxh3_128": digest})
+        except OSError:
+            # A memo is only a shortcut: a read-only or full INDEX_DIR, or two threads of one
+            # process racing on the same temporary name (identical content), costs a rehash
+            # next time, never this build.
+            with contextlib.suppress(OSError):
+                tmp_name(memo).unlink()
+    return key["bytes"], digest
+
+
+def _read_memo(memo: Path, key: dict) -> str | None:
+    """The remembered hash if the memo is readable and made for this exact stat; anything
+    else (no memo, damaged JSON, missing keys, another stat) is a miss, and the caller
+    rewrites it."""
+    try:
+        data = json.loads(memo.read_text())
+        same = data.get("format") == MEMO_FORMAT and all(data.get(k) == v
+                                                          for k, v in key.items())
+        digest = data.get("xxh3_128")
+    except (OSError, ValueError, AttributeError):  # ValueError: bad JSON or bytes
+        return None
+    if not same or not isinstance(digest, str) or len(digest) != 32:
+        return None
+    return digest
 
 
 def prefetch(batches: Iterator, depth: int = 2) -> Iterator:
