@@ -11,9 +11,9 @@ per table:
     CACHE_DIR/dictionaries-<key>/               the d_* labels and their done.json
     CACHE_DIR/sorted-<shard>-<key>/             a shard's events read, placed and sorted
 
-The key hashes the table's input fingerprint (size and first/last MiB: for a .csv.gz that
-covers the trailer's CRC of the whole text), the plan's cut (parts, row-group ranges) and
-patient buckets, the source of every module whose code decides stage 1's bytes, and the
+The key hashes the table's input fingerprint (its size and an XXH3-128 hash of its whole
+content, remembered in INDEX_DIR/_hashes by the file's stat), the plan's cut (parts, row-group
+ranges) and patient buckets, the source of every module whose code decides stage 1's bytes, and the
 polars/pyarrow versions that parse the input. Settings that only change stage 2 (cleaning,
 windows, compression, layout) are not in it, so a version that changes only those reuses every
 entry; a changed table file gets a new key for that table alone.
