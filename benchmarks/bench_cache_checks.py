@@ -2,7 +2,7 @@
 sorted-shard entry) with and without them, interleaved in one run.
 
     python benchmarks/bench_cache_checks.py --data-dir /tmp/traj_bench/demo_x20 \\
-        --tree /path/to/a/checkout/without/checks --rounds 3
+        --tree /path/to/a/checkout/without/checks --rounds 3 [--runner serial]
 
 Each case is a checkout: this one and every --tree (e.g. 7398837, the last commit before the
 checksums). In setup, each builds version `a` cold into its own OUT_DIR. Each round then
@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r'''
-import json, sys, time
+import json, resource, sys, time
 tree, data, out, version, k, cpus, runner = sys.argv[1:8]
 sys.path.insert(0, tree)
 import config
@@ -51,7 +51,9 @@ else:  # what the checks of a warm rebuild hash: files read whole from the cache
         xxh3_file(p)
     hashed = {"seconds": time.perf_counter() - t, "files": len(files),
               "bytes": sum(p.stat().st_size for p in files)}
-print(json.dumps({"wall": wall, "reused": s["stage1_cache"]["reused"],
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
+                  "reused": s["stage1_cache"]["reused"],
                   "units": s["stage1_cache"]["units"], "hashed": hashed}))
 '''
 
@@ -83,6 +85,7 @@ def main() -> None:
         m = run_case(tree, args.data_dir, outs[name], "a", 3.0, args.max_cpus, args.runner)
         print(f"setup {name}: cold build {m['wall']:.1f} s", flush=True)
     walls: dict[str, list[float]] = {name: [] for _, name in cases}
+    cpus: dict[str, list[float]] = {name: [] for _, name in cases}
     hashed = []
     for r in range(args.rounds):
         for tree, name in cases:
@@ -93,9 +96,11 @@ def main() -> None:
                 raise SystemExit(f"{name} round {r}: only {m['reused']} of {m['units']} "
                                  "stage-1 units reused; not a warm rebuild")
             walls[name].append(m["wall"])
+            cpus[name].append(m["cpu"])
             if m["hashed"] and tree == REPO:
                 hashed.append((m["hashed"], m["wall"]))
-            print(f"round {r} {name}: {m['wall']:.2f} s", flush=True)
+            print(f"round {r} {name}: {m['wall']:.2f} s, process CPU {m['cpu']:.2f} s",
+                  flush=True)
     base = statistics.median(walls["this"])
     print(f"\nwarm rebuild of {args.data_dir.name}, MAX_CPUS={args.max_cpus}, "
           f"runner {args.runner}, {args.rounds} interleaved rounds (median wall):")
@@ -103,6 +108,13 @@ def main() -> None:
         med = statistics.median(w)
         rel = f"  this/{name} = {base / med:.3f}" if name != "this" else ""
         print(f"  {name:>12}: {med:7.2f} s  (rounds {', '.join(f'{x:.2f}' for x in w)}){rel}")
+    if args.runner == "serial":  # every unit ran in the child: its CPU is the build's
+        base = statistics.median(cpus["this"])
+        print("process CPU (user + system), serial runner, median:")
+        for name, c in cpus.items():
+            med = statistics.median(c)
+            rel = f"  this/{name} = {base / med:.3f}" if name != "this" else ""
+            print(f"  {name:>12}: {med:7.2f} s  (rounds {', '.join(f'{x:.2f}' for x in c)}){rel}")
     if hashed:
         h, wall = hashed[-1]
         print(f"checks' hashing in this checkout: {h['seconds']:.3f} s for {h['files']} files, "

@@ -47,20 +47,12 @@ def shard_name(shard: int) -> str:
 
 
 def partition_markers(cfg, plan) -> dict[str, list[dict]]:
-    """Every table's partition markers, in part order (which is the input's row order)."""
+    """Every table's partition markers, in part order (which is the input's row order). A
+    unit found missing or damaged here (pruned, or damaged after stage 1 ran) is redone
+    rather than failing the stage that needs it."""
     from . import partition  # local: avoids a cycle when jobs/__init__ lists the stages
-    markers, missing = {}, []
-    for name in plan.tables:
-        markers[name] = []
-        for k in range(plan.parts[name]):
-            marker = partition.read(cfg, plan, unit_name(name, k))
-            if marker is None:
-                missing.append(unit_name(name, k))
-            markers[name].append(marker)
-    if missing:
-        raise ValueError(f"{len(missing)} partition unit(s) not done (first: "
-                         f"{', '.join(missing[:5])}); run stage 1 first")
-    return markers
+    return {name: [partition.ensure(unit_name(name, k), cfg, plan)
+                   for k in range(plan.parts[name])] for name in plan.tables}
 
 
 def unit_folders(cfg, plan) -> list[tuple[str, Path]]:
@@ -77,7 +69,7 @@ def verified_unit_folders(cfg, plan) -> list[tuple[str, Path]]:
     out = []
     for unit, folder in unit_folders(cfg, plan):
         for attempt in range(3):
-            marker = partition.run(unit, cfg)  # the cached marker, or the unit redone
+            marker = partition.ensure(unit, cfg, plan)  # the cached marker, or redone
             try:
                 for name in ("codes.parquet", "sketch.parquet"):
                     cache.verify_file(folder, name, marker)
@@ -145,7 +137,7 @@ def unit_batches(cfg, plan, m: dict, kind: str, buckets: list[int]) -> list[pa.R
             cache.set_aside(cfg, folder, why)  # the copy that just failed
             marker = None
         if marker is None:
-            marker = partition.run(unit, cfg)
+            marker = partition.ensure(unit, cfg, plan)
         if marker["files"]["codes.parquet"]["xxh3"] != m.get("codes_xxh3"):
             raise ValueError(f"{folder}: redone after damage ({why}), the unit's codes differ "
                              "from those this build's vocabulary was made from; rerun with "

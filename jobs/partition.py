@@ -144,7 +144,12 @@ def read(cfg, plan, unit: str) -> dict | None:
 
 
 def run(unit: str, cfg) -> dict:
-    plan = load_plan(cfg)
+    return ensure(unit, cfg, load_plan(cfg))
+
+
+def ensure(unit: str, cfg, plan) -> dict:
+    """The unit's marker: from the cache if it is there and passes its checks, else made
+    (a unit whose folder vanished while it was written is made again)."""
     table_name, k = split_unit(unit)
     if table_name not in plan.tables or k >= plan.parts[table_name]:
         raise ValueError(f"partition unit {unit!r} is not in the plan "
