@@ -449,6 +449,33 @@ def test_anchor_depends_on_the_offset_only_through_the_shifted_times():
                 a["birth_time"] == deid.jan1(deid.year_of(a["birth_time"]))
 
 
+def test_anchor_without_times_or_anchor():
+    """A patient with nothing but birth: the year moves by the offset in whole years (no
+    source value kept as it is); without anchor fields nothing is placed."""
+    off = 53 * deid.WEEK
+    static = {"anchor_age": 95, "anchor_year": 2150, "dod": None,
+              "birth_time": deid.jan1(2055)}
+    a, counts = deid.anchor(static, None, off)
+    assert (a["anchor_age"], a["anchor_year"]) == (90, 2151)
+    assert a["birth_time"] == deid.jan1(2061) and counts["anchor_age_top_coded"] == 1
+    b, _ = deid.anchor({"anchor_age": None, "anchor_year": None, "dod": 5, "birth_time": None},
+                       100, off)
+    assert b["birth_time"] is None and b["dod"] == 5 + off
+
+
+def test_reports_are_refused_with_an_original_id():
+    from jobs.export_share import _refuse_ids
+
+    keyed = {"subject_id": np.array([deid.keyed_id(KEY, "subject_id", 10000032)]),
+             "hadm_id": np.array([deid.keyed_id(KEY, "hadm_id", 20000019)])}
+    with pytest.raises(RuntimeError, match="dataset.json would hold an original subject_id "
+                                           "in the string at /sources/41"):
+        _refuse_ids({"dataset.json": {"sources": {"41": "cohort_10000032"}}}, KEY, keyed)
+    with pytest.raises(RuntimeError, match="codes.parquet would hold an original hadm_id"):
+        _refuse_ids({"codes.parquet": [("X//20000019", None, None, None)]}, KEY, keyed)
+    _refuse_ids({"dataset.json": {"sources": {"41": "cohort_2"}, "n": 10000032}}, KEY, keyed)
+
+
 def test_code_map_drops_a_concept_that_names_a_member():
     """Issue 24: LAB//51300//K/uL (1 patient) became LAB and kept concept wbc, which among
     LAB's members only it has."""

@@ -313,9 +313,14 @@ def anchor(static: dict, last: int | None, offset: int) -> tuple[dict, dict]:
         out["dod"] += offset
     age, year = static.get("anchor_age"), static.get("anchor_year")
     counts = {"anchor_age_top_coded": 0, "birth_time_capped": 0}
-    if age is None or year is None:  # no anchor: no birth the build could place
+    if age is None or year is None:  # no anchor: the build placed no birth either
+        if out.get("birth_time") is not None:
+            out["birth_time"] += offset
         return out, counts
-    if last is None:  # nothing but birth: no time of the copy the anchor could follow
+    if last is None:
+        # nothing but birth: no time the anchor could follow, and none the offset could
+        # unshift; the year moves by the offset in whole years so that no source value
+        # is kept as it is
         out["anchor_age"] = min(age, AGE_CAP)
         out["anchor_year"] = year + int(np.floor(offset / YEAR + 0.5))
         out["birth_time"] = jan1(out["anchor_year"] - out["anchor_age"])
