@@ -244,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--out", default=None, help="windows: the output parquet")
         parser.add_argument("--key-file", default=None,
                             help="share: a file holding the secret key for ids and time shifts")
+        from trajectory.deid import KEEP_TEXT
+
         parser.add_argument("--keep-text", action="store_true",
-                            help="share: keep free text (note bodies, text results)")
+                            help=f"share: keep {KEEP_TEXT} (docs/SHARE.md)")
         _settings_parser(parser)
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
     elif command == "tasks":

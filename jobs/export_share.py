@@ -35,7 +35,10 @@ import zstandard
 import config as config_module
 from trajectory import deid
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_bytes
+from trajectory.cleaning import rule_mask
+from trajectory.grids import GridSpec
 from trajectory.record import pack
+from trajectory.tables import TABLES
 from .runners import IN_PROCESS_BELOW, version_runner
 from trajectory.store import RecordReader
 
@@ -47,7 +50,13 @@ OWN = {"patients", "manifest.parquet", "codes.parquet", "qc_report.json", "deid_
 # rest (config paths, input and dictionary fingerprints, plan, timings, creation time) is not
 DATASET_KEEP = ("record_format", "layout", "sources", "event_dtypes", "flags", "concepts",
                 "quarantined", "windows")
-PATH_SETTINGS = ("data_dir", "out_dir", "work_dir", "index_dir", "scheduler")
+PATH_SETTINGS = ("data_dir", "out_dir", "work_dir", "index_dir", "scheduler", "extra_tables")
+# what the project itself writes into a version folder besides the copy's own files: named
+# in deid_report.json["not_copied"]; any other name (a user's file, which can hold an id or a
+# path: issue 24, "export_10000032.csv") is only counted
+KNOWN_EXTRA = ("qc_report.html", "tasks", "windows.parquet")
+# the built-in tables by the name a "table ... not found" warning gives them
+TABLE_NAMES = {f"{t.module}/{t.name}" for t in TABLES}
 
 
 def _is_path(key: str, value) -> bool:
@@ -58,7 +67,9 @@ def _is_path(key: str, value) -> bool:
 
 
 def _source_paths(meta: dict) -> list[str]:
-    return [str(v) for k, v in meta.get("config", {}).items() if v and _is_path(k, v)]
+    # "." is how an unset path setting (EXTRA_TABLES = "") is written, not a place
+    return [str(v) for k, v in meta.get("config", {}).items()
+            if v and str(v) != "." and _is_path(k, v)]
 # the manifest columns of docs/FORMAT.md, in the order `write` gives them
 MANIFEST = ("subject_id", "path", "offset", "shard", "n_events", "first_time", "last_time",
             "bytes", "checksum")
@@ -78,7 +89,8 @@ class ShareJob:
     layout: str
     n_shards: int
     sources: dict  # source id -> table name
-    code_lut: np.ndarray | None = field(default=None, repr=False)  # old -> new code id
+    grid: GridSpec  # the version's window settings: the copy's windows are made again
+    codes: deid.CodeMap | None = field(default=None, repr=False)  # by old code id
     out_shard: np.ndarray | None = field(default=None, repr=False)  # manifest row -> shard
 
 
@@ -99,11 +111,14 @@ def count(shard: int, cfg: ShareJob) -> dict:
     m = _manifest(job).filter(pl.col("shard") == shard)
     reader = _reader(job, m)
     patients, codes, ids = [], [], {k: set() for k in ("hadm_id", "stay_id", "note_id")}
+    concepts = set()  # (code id, concept) pairs as code << 16 | concept + 32768 (an int16)
     for sid in m["subject_id"].to_list():
         rec = reader.raw(sid)
         patients.append(deid.keyed_id(job.key, "subject_id", sid))
         codes.append(deid.patient_codes(rec))
         ev, adm, stays = rec["events"], rec["admissions"], rec["stays"]
+        pair = (ev["code"].astype(np.int64) << 16) | (ev["concept"].astype(np.int64) + 32768)
+        concepts.update(np.unique(pair).tolist())
         ids["hadm_id"].update(adm.get("hadm_id", []), stays.get("hadm_id", []),
                               np.unique(ev["hadm_id"]).tolist(),
                               (w["id"] for w in rec["windows"] if w["kind"] != "stay"))
@@ -124,7 +139,7 @@ def count(shard: int, cfg: ShareJob) -> dict:
             "codes": present.astype(np.int32), "patients": n.astype(np.int64),
             "pair_patient": np.concatenate(pair_p) if pair_p else np.empty(0, np.int64),
             "pair_code": np.concatenate(pair_c) if pair_c else np.empty(0, np.int32),
-            "ids": keyed}
+            "concepts": sorted(concepts), "ids": keyed}
 
 
 def write(shard: int, cfg: ShareJob) -> dict:
@@ -139,8 +154,8 @@ def write(shard: int, cfg: ShareJob) -> dict:
     rows, counts = [], Counter()
     text_dropped = Counter()
     for sid in sids:
-        rec, c = deid.rewrite(reader.raw(sid), job.key, job.code_lut, job.keep_text,
-                              job.sources)
+        rec, c = deid.rewrite(reader.raw(sid), job.key, job.codes, job.keep_text,
+                              job.sources, job.grid)
         data = pack(rec, cctx)
         path, offset = sink.add(rec["subject_id"], data)
         t = np.frombuffer(rec["events"]["time"], "<i8")
@@ -154,12 +169,41 @@ def write(shard: int, cfg: ShareJob) -> dict:
             "text_dropped": dict(text_dropped)}
 
 
-def _check_unique(arrays: list[np.ndarray], kind: str) -> int:
+def _check_unique(arrays: list[np.ndarray], kind: str) -> np.ndarray:
+    """The keyed ids of one kind, sorted; a repeat is an error."""
     a = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
-    if len(np.unique(a)) != len(a):
+    u = np.unique(a)
+    if len(u) != len(a):
         raise ValueError(f"keyed hash collision between two {kind}s (or one {kind} in two "
                          "patients' records): choose another key")
-    return len(a)
+    return u
+
+
+def grid_spec(meta: dict, vdir: Path) -> GridSpec:
+    """The version's window settings, from its dataset.json, as the build used them."""
+    w = meta.get("windows")
+    if not isinstance(w, dict) or not {"step_seconds", "max", "admissions", "exclude"} <= set(w):
+        raise ValueError(f"{vdir / 'dataset.json'}: 'windows' must give step_seconds, max, "
+                         f"admissions and exclude (the build's window settings), got {w!r}; "
+                         "rebuild the version with this code")
+    return GridSpec(step=int(w["step_seconds"]), max_windows=int(w["max"]),
+                    admissions=bool(w["admissions"]), n_concepts=len(meta.get("concepts", [])),
+                    exclude=rule_mask(w["exclude"]))
+
+
+def _refuse_ids(docs: dict, key: bytes, keyed: dict) -> None:
+    """Stop before anything is published if a string of a report holds an original subject,
+    admission or stay id: a number standing alone whose keyed hash is one of the version's
+    (the driver holds keyed ids only). Names the place, not the id."""
+    for name, doc in docs.items():
+        for where, n in deid.numbers_in_strings(doc):
+            for kind, ids in keyed.items():
+                h = deid.keyed_id(key, kind, n) if n > 0 else -1
+                at = np.searchsorted(ids, h)
+                if at < len(ids) and ids[at] == h:
+                    raise RuntimeError(f"share: {name} would hold an original {kind} in the "
+                                       f"string at {where or '/'}; nothing published (rename "
+                                       "what carries it, e.g. a user table)")
 
 
 def _prepare(vdir: Path, out: Path) -> None:
@@ -200,14 +244,20 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
     job = ShareJob(vdir, out, key, bool(keep_text), int(k),
                    cfg.zstd_level if cfg is not None else config_module.ZSTD_LEVEL,
                    meta.get("layout", "files"), n_shards,
-                   {int(i): n for i, n in meta.get("sources", {}).items()})
+                   {int(i): n for i, n in meta.get("sources", {}).items()},
+                   grid_spec(meta, vdir))
     runner, used = version_runner(cfg, manifest.height, in_process_below)
     shards = sorted(manifest["shard"].unique().to_list())
     with runner as r:
         counted = r.map(count, shards, job, "share-count", progress)
-        n_ids = {"subject_id": _check_unique([c["subjects"] for c in counted], "subject_id")}
+        keyed = {"subject_id": _check_unique([c["subjects"] for c in counted], "subject_id")}
         for kind in ("hadm_id", "stay_id", "note_id"):
-            n_ids[kind] = _check_unique([c["ids"][kind] for c in counted], kind)
+            keyed[kind] = _check_unique([c["ids"][kind] for c in counted], kind)
+        n_ids = {kind: len(ids) for kind, ids in keyed.items()}
+        concepts: dict = {}
+        for c in counted:
+            for pair in c["concepts"]:
+                concepts.setdefault(pair >> 16, set()).add((pair & 0xFFFF) - 32768)
         per_code = np.zeros(codes.height, np.int64)
         for c in counted:
             np.add.at(per_code, c["codes"], c["patients"])
@@ -216,11 +266,13 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
         pairs = pairs.filter(pl.col("code_id").is_in(np.flatnonzero(per_code < k).tolist()))
         targets, code_report = deid.generalise(codes["code"].to_list(), per_code, pairs, k)
         new_codes, lut = deid.vocabulary(codes, targets)
+        code_rules, concept_report = deid.code_map(codes["code"].to_list(), targets, lut,
+                                                   concepts)
         out_shard = np.zeros(manifest.height, np.int32)
         for c in counted:
             out_shard[c["rows"]] = c["subjects"] % n_shards
         del counted, pairs
-        job = dataclasses.replace(job, code_lut=lut, out_shard=out_shard)
+        job = dataclasses.replace(job, codes=code_rules, out_shard=out_shard)
         written = r.map(write, sorted(set(out_shard.tolist())), job, "share-write", progress)
     rows = [row for w in written for row in w["rows"]]
     copy = pl.DataFrame(rows, schema={c: manifest.schema[c] for c in MANIFEST}, orient="row"
@@ -241,10 +293,13 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
     report = {
         "ids_replaced": n_ids,
         "times_shifted": {"patients": copy.height, "events": int(counts["events"]),
-                          "offset": f"whole weeks, 1 to {deid.MAX_SHIFT_WEEKS} either way"},
+                          "offset": f"whole weeks, 1 to {deid.MAX_SHIFT_WEEKS} either way",
+                          # BIRTH, GENDER, user tables' `static` facts: moved with birth
+                          "events_at_birth_moved_with_it": int(counts["events_at_birth"]),
+                          "windows": "made again on the copy's events"},
         "ages": {"anchor_age_top_coded": int(counts["anchor_age_top_coded"]),
-                 "birth_time_moved": int(counts["birth_time_moved"])},
-        "text": ({"kept": True,
+                 "birth_time_90_years_before_last_time": int(counts["birth_time_capped"])},
+        "text": ({"kept": True, "what_is_kept": deid.KEEP_TEXT,
                   "datetime_values_shifted": int(counts["datetime_text_shifted"]),
                   "datetime_values_unparsed_dropped":
                       int(counts["datetime_text_unparsed_dropped"]),
@@ -253,7 +308,9 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
                  if keep_text else
                  {"kept": False, "events_with_text_dropped": dict(sorted(text_dropped.items())),
                   "note_bodies_dropped": int(counts["notes"])}),
-        "codes": {**code_report, "codes_out": new_codes.height,
+        "codes": {**code_report, **concept_report, "codes_out": new_codes.height,
+                  "events_concept_dropped": int(counts["concept_dropped"]),
+                  "events_flags_cleared": int(counts["flags_cleared"]),
                   "events_recoded": int(codes.filter(
                       pl.Series([t is not None and t != s for s, t in
                                  zip(codes["code"].to_list(), targets)]))["count"].sum())},
@@ -261,10 +318,16 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
         "dataset_json_keys_removed": sorted(set(meta) - set(DATASET_KEEP) - {
             "version", "n_shards", "n_patients", "n_events", "record_bytes", "n_codes",
             "config", "config_hash", "code_version", "warnings"}),
+        "warnings_withheld": deid.public_warnings(meta.get("warnings", []), TABLE_NAMES)[1],
         "not_copied": sorted(p.name + ("/" if p.is_dir() else "") for p in vdir.iterdir()
-                             if p.name not in OWN),
+                             if p.name in KNOWN_EXTRA),
+        "not_copied_other": sum(p.name not in OWN and p.name not in KNOWN_EXTRA
+                                for p in vdir.iterdir()),
     }
     doc = dataset_document(meta, job, copy, new_codes, key)
+    _refuse_ids({"qc_report.json": qc, "deid_report.json": report, "dataset.json": doc,
+                 "codes.parquet": new_codes.select("code", "table", "label", "unit").rows()},
+                key, {k: keyed[k] for k in ("subject_id", "hadm_id", "stay_id")})
     paths = _source_paths(meta) + [str(vdir)]
     for name, obj in (("qc_report.json", qc), ("deid_report.json", report),
                       ("dataset.json", doc)):
@@ -289,16 +352,21 @@ def dataset_document(meta: dict, job: ShareJob, manifest: pl.DataFrame, codes: p
                            "top bit cleared",
                 "time_shift": f"whole weeks in [-{deid.MAX_SHIFT_WEEKS}, -1] or "
                               f"[1, {deid.MAX_SHIFT_WEEKS}], one per patient",
+                "anchor": "anchor_year: the source's distance in calendar years to the "
+                          "patient's last time, laid on the shifted last time; birth_time: 1 "
+                          "January of anchor_year - anchor_age (age 90: 90 years before the "
+                          "last time)",
+                "windows": "made again on the copy's events, starts on multiples of the step",
                 "age_cap": deid.AGE_CAP, "min_patients": job.min_patients,
                 "keep_text": job.keep_text, "key_fingerprint": deid.key_fingerprint(key)}
     source = {"version": meta.get("version"), "config_hash": meta.get("config_hash"),
               "code_version": meta.get("code_version")}
     config_hash = hashlib.sha256(json.dumps({"source": source, "deid": deid_doc},
                                             sort_keys=True).encode()).hexdigest()[:16]
-    paths = _source_paths(meta)
     return {**{k: meta[k] for k in DATASET_KEEP if k in meta},
-            # "table X not found in DATA_DIR": kept unless one names a source path
-            "warnings": [w for w in meta.get("warnings", []) if not any(p in w for p in paths)],
+            # only "table <built-in table> not found in DATA_DIR: skipped"; the others can
+            # name a file or an id and are withheld (counted in deid_report.json)
+            "warnings": deid.public_warnings(meta.get("warnings", []), TABLE_NAMES)[0],
             # the source's name: the copy's bytes do not depend on the folder it is written to
             "version": meta.get("version"), "n_shards": job.n_shards,
             "n_patients": manifest.height, "n_events": int(manifest["n_events"].sum()),
@@ -312,16 +380,17 @@ def dataset_document(meta: dict, job: ShareJob, manifest: pl.DataFrame, codes: p
 def describe(result: dict) -> str:
     r = result["report"]
     c, t = r["codes"], r["text"]
-    text = ("kept (dates in datetime values shifted)" if t["kept"] else
+    text = (f"kept: {t['what_is_kept']}" if t["kept"] else
             f"dropped from {sum(t['events_with_text_dropped'].values()):,} events "
             f"({t['note_bodies_dropped']:,} note bodies)")
     return "\n".join([
         f"ids: " + ", ".join(f"{k} {n:,}" for k, n in r["ids_replaced"].items()) + " replaced",
-        f"times: shifted per patient ({r['times_shifted']['offset']}); ages: "
-        f"{r['ages']['anchor_age_top_coded']:,} anchor ages top-coded, "
-        f"{r['ages']['birth_time_moved']:,} birth times moved",
+        f"times: shifted per patient ({r['times_shifted']['offset']}), birth and anchor year "
+        f"laid on the copy's clock, windows made again; ages: "
+        f"{r['ages']['anchor_age_top_coded']:,} top-coded at 90",
         f"codes: {c['codes_in']:,} -> {c['codes_out']:,} ({c['codes_generalised']:,} of fewer "
-        f"than {c['min_patients']} patients generalised, {c['events_recoded']:,} events)",
+        f"than {c['min_patients']} patients generalised, {c['events_recoded']:,} events; "
+        f"concept dropped from {c['events_concept_dropped']:,})",
         f"text: {text}",
         f"wrote {result['out_dir']}: {result['patients']:,} patients, {result['events']:,} "
         f"events, {result['runner']} runner, {result['seconds']:.1f} s (deid_report.json)"])

@@ -16,8 +16,9 @@ import polars as pl
 import pytest
 import zstandard
 
-from jobs.export_share import export_share
+from jobs.export_share import export_share, grid_spec
 from trajectory import deid, synth
+from trajectory.grids import GridSpec, patient_windows
 from trajectory.record import unpack
 from trajectory.store import open_version
 from trajectory.torch import TrajectoryDataset
@@ -136,15 +137,21 @@ def test_no_original_id_time_or_note_text_anywhere(synth_version, shared):
         ev = rec["events"]
         found = _ints(rec, set()) | set(ev["hadm_id"].tolist()) | set(ev["stay_id"].tolist())
         assert not found & int_ids
-        # this patient's own times: no admission, stay, death or birth time is kept, and an
+        # this patient's own times: no admission, stay or death time is kept, and an
         # original event time is found in the copy only where another event lies exactly
-        # the patient's offset later (the shift's coincidence, not a kept time)
+        # the patient's offset later (the shift's coincidence, not a kept time). Birth is
+        # 1 January of anchor_year - anchor_age on the copy's clock: it is the source's
+        # only where the last time stayed in its calendar year (anchor_year is then the
+        # source's too), a value of the rule, not a kept time.
         orig = originals[rec["subject_id"]]
         off = deid.time_offset(KEY, orig["subject_id"])
+        birth, old_birth = rec["static"]["birth_time"], orig["static"]["birth_time"]
         times = _header_times(rec) | set(ev["time"].tolist())
-        assert not _header_times(orig) & times
-        old = set(orig["events"]["time"].tolist())
-        assert all(t - off in old for t in old & times)
+        assert not (_header_times(orig) - {old_birth}) & times
+        assert birth != old_birth or rec["static"]["anchor_year"] == \
+            orig["static"]["anchor_year"]
+        old = set(orig["events"]["time"].tolist()) - {old_birth}
+        assert all(t - off in old for t in old & (times - {birth}))
         assert rec["texts"] == [] and (ev["text"] == -1).all()
     assert n_records == len(ids["subject_id"])
     for f in files:
@@ -174,7 +181,8 @@ def test_intervals_counts_and_shapes_preserved(synth_version, shared):
     src_m = pl.read_parquet(synth_version / "manifest.parquet")
     assert copy.manifest.height == src_m.height
     assert copy.manifest["n_events"].sum() == src_m["n_events"].sum()
-    moved = 0
+    at_birth = same_windows = 0
+    spec = grid_spec(copy.meta, shared)
     for sid in copy.subject_ids:
         new, old = copy.raw(sid), originals[sid]
         off = deid.time_offset(KEY, old["subject_id"])
@@ -183,20 +191,35 @@ def test_intervals_counts_and_shapes_preserved(synth_version, shared):
         assert len(t_new) == len(t_old)
         assert np.array_equal(np.bincount(new["events"]["source"], minlength=64),
                               np.bincount(old["events"]["source"], minlength=64))
-        birth_old = (old["events"]["source"] == 1) & (t_old == old["static"]["birth_time"])
-        birth_new = (new["events"]["source"] == 1) & (t_new == new["static"]["birth_time"])
-        assert birth_old.sum() == birth_new.sum() >= 1
+        # what is placed at birth (BIRTH, GENDER) moves with it; every other time exactly
+        # by the offset
+        birth_old = t_old == old["static"]["birth_time"]
+        birth_new = t_new == new["static"]["birth_time"]
+        assert birth_old.sum() == birth_new.sum() >= 2
         assert np.array_equal(np.sort(t_old[~birth_old]) + off, np.sort(t_new[~birth_new]))
-        moved += new["static"]["birth_time"] != old["static"]["birth_time"] + off
+        at_birth += int(birth_new.sum())
         assert np.all(np.diff(t_new) >= 0)
         for c in deid.ADMISSION_TIMES:
             assert [None if t is None else t + off for t in old["admissions"].get(c, [])] == \
                 new["admissions"].get(c, [])
         for c in deid.STAY_TIMES:
             assert [t + off for t in old["stays"].get(c, [])] == new["stays"].get(c, [])
-        assert [w["start"] + off for w in old["windows"]] == [w["start"] for w in new["windows"]]
-        for a, b in zip(old["windows"], new["windows"]):
-            assert np.array_equal(a["data"], b["data"], equal_nan=True)
+        # windows: the build's own, made on the copy's events; with an hourly step (it
+        # divides a week) and no concept dropped, the source's shifted
+        ev = new["events"]
+        again = patient_windows(ev["time"], ev["concept"], ev["concept_value"], ev["flags"],
+                                new["stays"], new["admissions"], spec)
+        assert [w["start"] for w in again] == [w["start"] for w in new["windows"]]
+        for a, b in zip(again, new["windows"]):
+            assert np.array_equal(np.frombuffer(a["data"], "<f4"), b["data"].ravel(),
+                                  equal_nan=True)
+        if np.array_equal(old["events"]["concept"][np.argsort(t_old, kind="stable")] >= 0,
+                          ev["concept"][np.argsort(t_new, kind="stable")] >= 0):
+            assert [w["start"] + off for w in old["windows"]] == \
+                [w["start"] for w in new["windows"]]
+            for a, b in zip(old["windows"], new["windows"]):
+                assert np.array_equal(a["data"], b["data"], equal_nan=True)
+            same_windows += bool(old["windows"])
         assert len(new["notes"]["event"]) == len(old["notes"]["event"])
         assert {copy.meta["sources"][str(new["events"]["source"][e])]
                 for e in new["notes"]["event"]} <= {"discharge", "radiology"}
@@ -205,7 +228,8 @@ def test_intervals_counts_and_shapes_preserved(synth_version, shared):
         assert row["path"][0] == f"patients/{row['shard'][0]:05d}.pack"
         assert row["shard"][0] == sid % copy.meta["n_shards"]
     report = json.loads((shared / "deid_report.json").read_text())
-    assert report["ages"]["birth_time_moved"] == moved
+    assert report["times_shifted"]["events_at_birth_moved_with_it"] == at_birth
+    assert same_windows > 10
     # the copy opens and loads for PyTorch
     ds = TrajectoryDataset(shared)
     assert len(ds) == copy.manifest.height and len(ds[0]["time"]) > 0
@@ -323,72 +347,181 @@ def test_generalise_counts_patients_as_a_union():
     assert lut.tolist() == [0, 0, 1]
 
 
+T0 = 4_000_000_000  # 2096-10-02 07:06:40
+
+
 def _tiny_record(age=95):
-    day, year = 86400, deid.YEAR
-    birth = 4_000_000_000 - age * year
-    times = np.array([birth, 4_000_000_000, 4_000_000_000 + 3600, 4_000_000_000 + 7200],
-                     np.int64)
-    ev = {"time": times, "code": np.array([0, 1, 2, 1], np.int32),
-          "value": np.array([np.nan, 1, 2, np.nan], np.float32),
-          "text": np.array([-1, 0, -1, 1], np.int32), "hadm_id": np.array([-1, 7, 7, 7]),
-          "stay_id": np.array([-1, -1, 8, -1]), "source": np.array([1, 18, 17, 23], np.uint8),
-          "flags": np.zeros(4, np.uint8), "concept": np.full(4, -1, np.int16),
-          "concept_value": np.full(4, np.nan, np.float32)}
+    """A record as the build writes it: birth on 1 January of anchor_year - anchor_age, the
+    BIRTH event and a user table's `static` fact (source 40) at it."""
+    day = 86400
+    birth = deid.jan1(2096 - age)
+    times = np.array([birth, birth, T0, T0 + 3600, T0 + 7200], np.int64)
+    ev = {"time": times, "code": np.array([0, 3, 1, 2, 1], np.int32),
+          "value": np.array([np.nan, np.nan, 1, 2, np.nan], np.float32),
+          "text": np.array([-1, 2, 0, -1, 1], np.int32),
+          "hadm_id": np.array([-1, -1, 7, 7, 7]), "stay_id": np.array([-1, -1, -1, 8, -1]),
+          "source": np.array([1, 40, 18, 17, 23], np.uint8),
+          "flags": np.zeros(5, np.uint8), "concept": np.full(5, -1, np.int16),
+          "concept_value": np.full(5, np.nan, np.float32)}
     return {"format": 1, "subject_id": 123,
-            "static": {"gender": "F", "anchor_age": age, "anchor_year": 2150,
-                       "anchor_year_group": "2008 - 2010", "dod": 4_000_000_000 + day,
+            "static": {"gender": "F", "anchor_age": age, "anchor_year": 2096,
+                       "anchor_year_group": "2008 - 2010", "dod": T0 + day,
                        "birth_time": int(birth)},
-            "admissions": {"hadm_id": [7], "admittime": [4_000_000_000 - 60],
-                           "dischtime": [4_000_000_000 + 9000], "deathtime": [None]},
-            "stays": {"hadm_id": [7], "stay_id": [8], "intime": [4_000_000_000],
-                      "outtime": [4_000_000_000 + 8000], "los": [0.1]},
-            "events": ev, "texts": ["2150-01-02 00:00:00", "note body: Mr X seen"],
-            "notes": {"event": [3], "note_id": ["123-DS-1"]},
-            "windows": [{"kind": "stay", "id": 8, "start": 4_000_000_000, "step": 3600,
-                         "data": np.zeros((1, 1, 1), np.float32)}]}
+            "admissions": {"hadm_id": [7], "admittime": [T0 - 60],
+                           "dischtime": [T0 + 9000], "deathtime": [None]},
+            "stays": {"hadm_id": [7], "stay_id": [8], "intime": [T0],
+                      "outtime": [T0 + 8000], "los": [0.1]},
+            "events": ev, "texts": ["2150-01-02 00:00:00", "note body: Mr X seen",
+                                    "consent of patient 123 signed 2096-10-02"],
+            "notes": {"event": [4], "note_id": ["123-DS-1"]},
+            "windows": [{"kind": "stay", "id": 8, "start": T0 - T0 % 3600, "step": 3600,
+                         "data": np.zeros((3, 0, 8), np.float32)}]}
 
 
-SOURCES = {1: "patients", 17: "chartevents", 18: "datetimeevents", 23: "discharge"}
+SOURCES = {1: "patients", 17: "chartevents", 18: "datetimeevents", 23: "discharge",
+           40: "my_registry"}
+GRID = GridSpec(step=3600, max_windows=720, admissions=False, n_concepts=1, exclude=0)
+LUT = deid.CodeMap.plain(np.array([0, 1, 2, 3], np.int32))
 
 
 def test_rewrite_one_record_ages_ids_texts():
-    lut = np.array([0, 1, 2], np.int32)
-    rec, counts = deid.rewrite(_tiny_record(95), KEY, lut, False, SOURCES)
+    rec, counts = deid.rewrite(_tiny_record(95), KEY, LUT, False, SOURCES, GRID)
     off = deid.time_offset(KEY, 123)
     t = np.frombuffer(rec["events"]["time"], "<i8")
     assert rec["static"]["anchor_age"] == 90 and counts["anchor_age_top_coded"] == 1
-    # no age over 90 can be read: the last time is 90 years after birth, the birth event too
-    last = 4_000_000_000 + 86400 + off  # dod is the latest time of the patient
-    assert rec["static"]["birth_time"] == last - 90 * deid.YEAR == t[0]
-    assert counts["birth_time_moved"] == 1
-    assert list(t[1:]) == [4_000_000_000 + off, 4_000_000_000 + 3600 + off,
-                           4_000_000_000 + 7200 + off]
+    # no age over 90 can be read: the last time is 90 years after birth, and so are the
+    # events at birth (BIRTH and the user table's static fact)
+    last = T0 + 86400 + off  # dod is the latest time of the patient
+    assert rec["static"]["birth_time"] == last - 90 * deid.YEAR == t[0] == t[1]
+    assert rec["static"]["anchor_year"] == deid.year_of(last)
+    assert counts["birth_time_capped"] == 1 and counts["events_at_birth"] == 2
+    assert list(t[2:]) == [T0 + off, T0 + 3600 + off, T0 + 7200 + off]
     assert rec["texts"] == [] and counts["text_dropped"] == {"datetimeevents": 1,
-                                                             "discharge": 1}
+                                                             "discharge": 1, "my_registry": 1}
     assert rec["admissions"]["hadm_id"] == [deid.keyed_id(KEY, "hadm_id", 7)]
     assert rec["stays"]["stay_id"] == [deid.keyed_id(KEY, "stay_id", 8)]
     assert rec["windows"][0]["id"] == deid.keyed_id(KEY, "stay_id", 8)
-    assert rec["notes"] == {"event": [3], "note_id": [str(deid.keyed_id(KEY, "note_id",
+    assert rec["windows"][0]["start"] % 3600 == 0
+    assert rec["notes"] == {"event": [4], "note_id": [str(deid.keyed_id(KEY, "note_id",
                                                                         "123-DS-1"))]}
-    young, c = deid.rewrite(_tiny_record(60), KEY, lut, False, SOURCES)
-    assert young["static"]["anchor_age"] == 60 and c["birth_time_moved"] == 0
-    assert young["static"]["birth_time"] == _tiny_record(60)["static"]["birth_time"] + off
-    kept, c = deid.rewrite(_tiny_record(60), KEY, lut, True, SOURCES)
+    young, c = deid.rewrite(_tiny_record(60), KEY, LUT, False, SOURCES, GRID)
+    st = young["static"]
+    assert st["anchor_age"] == 60 and c["birth_time_capped"] == 0
+    # birth: 1 January of anchor_year - anchor_age, anchor_year in the last time's year
+    # (as in the source), so MIMIC's rule gives the source's age at the last time
+    assert st["anchor_year"] == deid.year_of(last)
+    assert st["birth_time"] == deid.jan1(st["anchor_year"] - 60)
+    t = np.frombuffer(young["events"]["time"], "<i8")
+    assert t[0] == t[1] == st["birth_time"]
+    # --keep-text: datetime values shifted, notes kept, the user table's text dropped
+    kept, c = deid.rewrite(_tiny_record(60), KEY, LUT, True, SOURCES, GRID)
     shifted = (np.datetime64("2150-01-02T00:00:00") + np.timedelta64(off, "s")).astype(str)
     assert kept["texts"] == [shifted.replace("T", " "), "note body: Mr X seen"]
-    assert c["datetime_text_shifted"] == 1
+    assert c["datetime_text_shifted"] == 1 and c["text_dropped"] == {"my_registry": 1}
+
+
+def test_anchor_depends_on_the_offset_only_through_the_shifted_times():
+    """anchor_year, anchor_age and birth_time are functions of the shifted last time and of
+    source values: two patients alike but for where their last time and offset fall, with
+    the same shifted last time, get the same; and no rule gives an age over 90."""
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        age, year = int(rng.integers(18, 92)), int(rng.integers(2110, 2187))
+        last = deid.jan1(year + int(rng.integers(-2, 12))) + int(rng.integers(0, 364 * 86400))
+        off = int(rng.integers(-260, 261)) * deid.WEEK or deid.WEEK
+        static = {"anchor_age": age, "anchor_year": year, "dod": None,
+                  "birth_time": deid.jan1(year - age)}
+        a, counts = deid.anchor(static, last, off)
+        # the same patient with its last time a day earlier or later in the same calendar
+        # year, and an offset that brings it to the same shifted time
+        d = 86400 if deid.year_of(last + 86400) == deid.year_of(last) else -86400
+        b, _ = deid.anchor(static, last + d, off - d)
+        assert a == b
+        new_last = last + off
+        assert a["anchor_age"] + deid.year_of(new_last) - a["anchor_year"] <= deid.AGE_CAP
+        assert new_last - a["birth_time"] <= deid.AGE_CAP * deid.YEAR
+        source_age = age + deid.year_of(last) - year
+        if max(age, source_age) >= deid.AGE_CAP:
+            assert a["anchor_age"] == deid.AGE_CAP and counts["anchor_age_top_coded"]
+        else:
+            assert a["anchor_age"] + deid.year_of(new_last) - a["anchor_year"] == source_age
+            assert counts["birth_time_capped"] or \
+                a["birth_time"] == deid.jan1(deid.year_of(a["birth_time"]))
+
+
+def test_anchor_without_times_or_anchor():
+    """A patient with nothing but birth: the year moves by the offset in whole years (no
+    source value kept as it is); without anchor fields nothing is placed."""
+    off = 53 * deid.WEEK
+    static = {"anchor_age": 95, "anchor_year": 2150, "dod": None,
+              "birth_time": deid.jan1(2055)}
+    a, counts = deid.anchor(static, None, off)
+    assert (a["anchor_age"], a["anchor_year"]) == (90, 2151)
+    assert a["birth_time"] == deid.jan1(2061) and counts["anchor_age_top_coded"] == 1
+    b, _ = deid.anchor({"anchor_age": None, "anchor_year": None, "dod": 5, "birth_time": None},
+                       100, off)
+    assert b["birth_time"] is None and b["dod"] == 5 + off
+
+
+def test_reports_are_refused_with_an_original_id():
+    from jobs.export_share import _refuse_ids
+
+    keyed = {"subject_id": np.array([deid.keyed_id(KEY, "subject_id", 10000032)]),
+             "hadm_id": np.array([deid.keyed_id(KEY, "hadm_id", 20000019)])}
+    with pytest.raises(RuntimeError, match="dataset.json would hold an original subject_id "
+                                           "in the string at /sources/41"):
+        _refuse_ids({"dataset.json": {"sources": {"41": "cohort_10000032"}}}, KEY, keyed)
+    with pytest.raises(RuntimeError, match="codes.parquet would hold an original hadm_id"):
+        _refuse_ids({"codes.parquet": [("X//20000019", None, None, None)]}, KEY, keyed)
+    _refuse_ids({"dataset.json": {"sources": {"41": "cohort_2"}, "n": 10000032}}, KEY, keyed)
+
+
+def test_code_map_drops_a_concept_that_names_a_member():
+    """Issue 24: LAB//51300//K/uL (1 patient) became LAB and kept concept wbc, which among
+    LAB's members only it has."""
+    codes = ["LAB//51300//K/uL", "LAB//51301//K/uL", "LAB//50912//mg/dL", "LAB//9//x",
+             "CHART//1//a", "CHART//1//b"]
+    out = ["LAB", "LAB//51301//K/uL", "LAB//50912//mg/dL", "LAB", "CHART//1", "CHART//1"]
+    concepts = {0: {26}, 1: {26}, 2: {5}, 3: {-1}, 4: {7}, 5: {7}}
+    cm, report = deid.code_map(codes, out, np.arange(6), concepts)
+    assert cm.keep_concept.tolist() == [False, True, True, False, True, True]
+    # the outlier flag: kept only on a string that is one original code alone
+    assert cm.keep_outlier.tolist() == [False, True, True, False, False, False]
+    assert report == {"strings_concept_dropped": 1, "codes_concept_dropped": 2}
+    ev = {"code": np.array([0, 1, 3, 4]), "concept": np.array([26, 26, -1, 7], np.int16),
+          "concept_value": np.array([5, 6, np.nan, 1], np.float32),
+          "flags": np.array([3, 3, 2, 2], np.uint8)}
+    counts = deid._recode(ev, cm)
+    assert ev["concept"].tolist() == [-1, 26, -1, 7]
+    assert np.isnan(ev["concept_value"][0]) and ev["concept_value"][1] == 6
+    assert ev["flags"].tolist() == [0, 3, 0, 0]
+    assert counts == {"concept_dropped": 1, "flags_cleared": 3}
+
+
+def test_reports_keep_no_name_that_can_hold_an_id():
+    tables = {"note/discharge", "hosp/omr"}
+    kept, withheld = deid.public_warnings([
+        "table note/discharge not found in DATA_DIR: skipped",
+        "table note/discharge_10000032 not found in DATA_DIR: skipped",
+        "file hosp/old/admissions_10000032_fixed.csv not read: unknown file",
+        "cache entry labevents-ab12 was damaged (checksum): moved aside and rebuilt"], tables)
+    assert kept == ["table note/discharge not found in DATA_DIR: skipped"] and withheld == 3
+    found = deid.numbers_in_strings({"sources": {"41": "cohort_10000032"},
+                                     "hash": "a10000032f", "n": 10000032, "w": ["x 7 y"]})
+    assert found == [("/sources/41", 41), ("/sources/41", 10000032), ("/w[0]", 7)]
 
 
 def test_generalised_codes_are_resorted():
     """New code ids can reorder events of one time and source: the build's order holds."""
     rec = _tiny_record(60)
-    rec["events"]["time"][1:] = 4_000_000_000
-    rec["events"]["source"][1:] = 17
-    rec["notes"]["event"] = [1]  # code 1, which becomes 2: sorts after the old code 2
-    out, _ = deid.rewrite(rec, KEY, np.array([0, 2, 1], np.int32), False, SOURCES)
+    rec["events"]["time"][2:] = T0
+    rec["events"]["source"][2:] = 17
+    rec["notes"]["event"] = [2]  # code 1, which becomes 2: sorts after the old code 2
+    out, _ = deid.rewrite(rec, KEY, deid.CodeMap.plain(np.array([0, 2, 1, 3], np.int32)),
+                          False, SOURCES, GRID)
     code = np.frombuffer(out["events"]["code"], "<i4")
-    assert code.tolist() == [0, 1, 2, 2]
-    assert out["notes"]["event"] == [2]
+    assert code.tolist() == [0, 3, 1, 2, 2]
+    assert out["notes"]["event"] == [3]
 
 
 def test_key_file_errors(synth_version, tmp_path):
@@ -453,9 +586,13 @@ def test_cli_on_the_demo(demo_build, tmp_path):
     src = open_version(cfg.version_dir)
     sid, shard = copy.subject_ids[0], copy.subject_ids[0] % copy.meta["n_shards"]
     assert copy.manifest["path"][0] == f"patients/{shard:05d}/{sid}.msgpack.zst"
+    # top-coded: every patient 90 or older at the last time (by MIMIC's rule), which
+    # includes every anchor_age over 89; the report counts them
     ages = [copy.raw(s)["static"]["anchor_age"] for s in copy.subject_ids]
-    assert max(ages) == 90 and sum(a == 90 for a in ages) == sum(
-        src.raw(s)["static"]["anchor_age"] > 89 for s in src.subject_ids)
+    report = json.loads((out / "deid_report.json").read_text())
+    assert max(ages) == 90 and sum(a == 90 for a in ages) == \
+        report["ages"]["anchor_age_top_coded"] >= sum(
+            src.raw(s)["static"]["anchor_age"] > 89 for s in src.subject_ids)
     for s in copy.subject_ids:
         r = copy.raw(s)
         assert r["events"]["time"].max() - r["static"]["birth_time"] <= 90 * deid.YEAR
