@@ -266,6 +266,9 @@ def publish_unit(cfg, tmp: Path, final: Path, key: str, marker: dict) -> dict:
             os.rename(tmp, final)
             return marker
         except OSError:
+            if not tmp.is_dir():
+                raise Lost(f"{tmp}: temporary folder removed before its rename; the unit is "
+                           "redone") from None
             theirs = lookup(cfg, final, key)
             if theirs is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
