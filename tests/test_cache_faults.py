@@ -309,3 +309,37 @@ def test_a_flipped_bit_in_a_seek_point_window_is_not_blamed_on_the_input(referen
     run_build(cfg, progress=False)
     assert_reference_bytes(cfg, reference)  # qc_report.json included: no rows blamed
     assert str(index) in warnings(cfg)
+
+
+def test_leftovers_of_dead_processes_are_listed_then_removed_by_the_next_run(reference,
+                                                                             tmp_path):
+    """What a killed index pass, unit, shard or marker write leaves (names carrying a dead
+    owner) in INDEX_DIR, CACHE_DIR, the version and its work folder: `cache list` names each,
+    the next run of the version removes each, and nothing a live process owns is touched."""
+    cfg = fresh(reference, tmp_path)
+    prepare_plan(cfg)
+    dead = f"{lease.HOST}-{dead_pid()}"
+    index = next(cfg.index_dir.glob("chartevents-*.gzidx"))
+    planted = [index.with_name(f".{index.name}.tmp-{dead}"),
+               cache.entry_dir(cfg, load_plan(cfg), "labevents") / f".0000.tmp-{dead}-{time.time_ns()}",
+               cfg.version_dir / "patients" / f".00001.tmp-{dead}",
+               cfg.work_dir / "done" / "build" / f".00002.json.tmp-{dead}"]
+    for p in planted:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.name.startswith(".0"):
+            p.mkdir()
+            (p / "half-written").write_bytes(b"x" * 100)
+        else:
+            p.write_bytes(b"partial")
+    alive = cfg.cache_dir / f".sorted-00000-x.tmp-{lease.HOST}-{os.getpid()}-{time.time_ns()}"
+    alive.mkdir()
+    listed = subprocess.run([sys.executable, str(REPO / "build_patient_files.py"), "cache",
+                             "list", "--out-dir", str(cfg.out_dir)], capture_output=True,
+                            text=True, check=True).stdout
+    for p in planted:
+        assert str(p) in listed, listed
+    assert str(alive) not in listed
+    run_build(cfg, progress=False)
+    assert not any(p.exists() for p in planted)
+    assert alive.is_dir()
+    assert_reference_bytes(cfg, reference)
