@@ -110,9 +110,10 @@ def cmd_export(args) -> int:
     if args.what == "windows":
         from trajectory.export import export_windows
 
-        result = export_windows(args.version_dir, args.out or args.out_dir)
+        result = export_windows(args.version_dir, args.out or args.out_dir,
+                                rule=args.window_rule)
         print(f"wrote {result['rows']:,} windows x {result['columns']} columns to "
-              f"{result['path']}")
+              f"{result['path']}; {result['rule_text']}")
         return 0
     if not args.out_dir:
         raise ValueError(f"export {args.what} needs an output folder: "
@@ -242,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                             help="meds, share: the output folder; windows: the output parquet "
                                  "[VERSION_DIR/windows.parquet]")
         parser.add_argument("--out", default=None, help="windows: the output parquet")
+        parser.add_argument("--window-rule", choices=["known", "charttime"], default="known",
+                            help="windows: what a window counts: known, the values known by "
+                                 "its end (a row ending by a prediction time holds nothing "
+                                 "resulted later); charttime, every value charted in it, as "
+                                 "MEDS tools aggregate [known]")
         parser.add_argument("--key-file", default=None,
                             help="share: a file holding the secret key for ids and time shifts")
         from trajectory.deid import KEEP_TEXT

@@ -42,10 +42,11 @@ ROWS_PER_FILE = 1_000_000
 SPLIT_DIRS = ("train", "tuning", "held_out")  # meds.train_split, tuning_split, held_out_split
 COMPRESSION = "zstd"
 # Data files: dictionary pages for every column but `time`, which is sorted per subject and
-# unique-ish, so delta-encoded; min/max statistics on subject_id and time only (what readers
+# unique-ish, so delta-encoded (as `known_time`, which stays close to it); min/max statistics on subject_id and time only (what readers
 # filter on). On demo x20 this wrote 35% faster and 15% smaller than pyarrow's defaults.
-WRITE_OPTIONS = {"use_dictionary": [c for c in COLUMNS if c != "time"],
-                 "column_encoding": {"time": "DELTA_BINARY_PACKED"},
+WRITE_OPTIONS = {"use_dictionary": [c for c in COLUMNS if c not in ("time", "known_time")],
+                 "column_encoding": {"time": "DELTA_BINARY_PACKED",
+                                     "known_time": "DELTA_BINARY_PACKED"},
                  "write_statistics": ["subject_id", "time"]}
 
 

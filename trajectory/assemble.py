@@ -56,7 +56,10 @@ def place_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
                  counts: dict) -> pl.DataFrame:
     """Give admission-timed events (diagnoses, DRGs) their admission's dischtime and drop what
     cannot be placed: rows of subjects absent from `patients` and admission-timed rows whose
-    hadm_id is not in `admissions`. Every drop is counted by reason."""
+    hadm_id is not in `admissions`. Every drop is counted by reason. Events known at their
+    admission's discharge (a null `known_delta`: tables.AT_DISCHARGE) get it as the delta
+    from their time (0 when the discharge is earlier, or when their admission is unknown:
+    known at their own time then)."""
     known = ev["subject_id"].is_in(patients["subject_id"].implode())
     if not known.all():  # filters copy every column: only when something goes
         _count_by_stream(ev.filter(~known), "subject_not_in_patients", counts)
@@ -74,11 +77,21 @@ def place_events(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.DataFr
         if lost.any():
             _count_by_stream(ev[untimed[lost]], "no_admission_time", counts)
             ev = ev.filter(ev["time"].is_not_null())
+    at_discharge = np.flatnonzero(ev["known_delta"].is_null().to_numpy())
+    if len(at_discharge):
+        disch = (admissions.select("hadm_id", pl.col("dischtime").dt.epoch("s").alias("_t"))
+                 .unique("hadm_id", keep="first"))
+        rows = ev[at_discharge].select("hadm_id", "time")
+        known = rows.join(disch, on="hadm_id", how="left", maintain_order="left")
+        delta = (known["_t"] - known["time"]).clip(0, None).fill_null(0)
+        ev = ev.with_columns(ev["known_delta"].scatter(at_discharge, delta))
     return ev
 
 
 # Detail table source -> its parent table's source (tables.Parent), as a dict and a lookup.
 PARENT_SOURCE = {SOURCE_ID[t.name]: SOURCE_ID[t.parent.table] for t in TABLES if t.parent}
+# Sources of the notes and their detail tables: their events are listed in `notes`.
+NOTE_SOURCES = [SOURCE_ID[t.name] for t in TABLES if t.module == "note"]
 _PARENT_OF = np.zeros(256, np.uint8)
 _PARENT_OF[list(PARENT_SOURCE)] = list(PARENT_SOURCE.values())
 
@@ -90,8 +103,8 @@ def ref_strings(refs: pl.Series, ids: np.ndarray) -> pl.Series:
 
 
 def place_details(ev: pl.DataFrame, refs: pl.Series, counts: dict) -> pl.DataFrame:
-    """Give detail-table events (emar_detail, poe_detail, the note details) the time and
-    hadm_id of their parent row's first event, and drop those whose parent is not in the
+    """Give detail-table events (emar_detail, poe_detail, the note details) the time, hadm_id
+    and known_delta of their parent row's first event, and drop those whose parent is not in the
     shard (counted "parent_not_found"). `ref` holds int ids into `refs`, which for the
     parent and detail tables are their row id strings (jobs/build.load_shard). A join inside
     one shard: both tables are split by subject_id, so a row and its details meet here, and
@@ -120,7 +133,8 @@ def place_details(ev: pl.DataFrame, refs: pl.Series, counts: dict) -> pl.DataFra
     found = (uniq[pos] == key_d) if len(uniq) else np.zeros(len(detail), bool)
     rows, src = detail[found], pl.Series(parent[first[pos[found]]])
     ev = ev.with_columns(ev["time"].scatter(rows, ev["time"].gather(src)),
-                         ev["hadm_id"].scatter(rows, ev["hadm_id"].gather(src)))
+                         ev["hadm_id"].scatter(rows, ev["hadm_id"].gather(src)),
+                         ev["known_delta"].scatter(rows, ev["known_delta"].gather(src)))
     if not found.all():
         lost = detail[~found]
         _count_by_stream(ev[lost], "parent_not_found", counts)
@@ -264,13 +278,18 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         "flags": _column(ev, "flags", 0, np.uint8),
         "concept": _column(ev, "concept", NONE_ID, np.int16),
         "concept_value": _column(ev, "concept_value", np.nan, np.float32),
+        "known_delta": ev["known_delta"].fill_null(0).to_numpy().astype(np.uint32),
     }
     ref = ev["ref"].to_numpy()
-    has_ref = ev["source"].is_in([SOURCE_ID[t.name] for t in TABLES
-                                  if t.module == "note" and t.parent is None]).to_numpy()
-    # every note row's note_id, looked up once for the shard (refs index -1: None)
-    note_rows = np.flatnonzero(has_ref)
-    note_ids = ref_strings(refs, ref[note_rows]).to_list()
+    # Every event of a note, the note and its detail rows, with that note's note_id (a detail
+    # row's ref starts with its note's id), looked up once for the shard (refs index -1:
+    # None). Two reports of one time and admission keep their exam and CPT fields apart.
+    source = ev["source"].to_numpy()
+    note_rows = np.flatnonzero(np.isin(source, NOTE_SOURCES))
+    ids = ref_strings(refs, ref[note_rows])
+    detail = np.isin(source[note_rows], list(PARENT_SOURCE))
+    note_ids = pl.Series(np.where(detail, parent_key(ids).to_numpy(), ids.to_numpy()),
+                         dtype=pl.String).to_list() if len(note_rows) else []
     pids = patients["subject_id"].to_numpy()
     bounds = zip(np.searchsorted(sid, pids, "left").tolist(),
                  np.searchsorted(sid, pids, "right").tolist())
@@ -282,7 +301,8 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         t = time.perf_counter()
         windows = [] if grid is None else patient_windows(
             mine["time"], mine["concept"], mine["concept_value"], mine["flags"],
-            icu.get(s, {}), adm.get(s, {}), grid)
+            icu.get(s, {}), adm.get(s, {}), grid,
+            mine["time"] + mine["known_delta"].astype(np.int64))
         if timers is not None:
             timers["windows"] = timers.get("windows", 0.0) + time.perf_counter() - t
         yield s, lo, hi, {

@@ -383,7 +383,8 @@ def rewrite(rec: dict, key: bytes, codes: CodeMap, keep_text: bool, sources: dic
                                      *(w["id"] for w in rec["windows"] if w["kind"] == "stay")])
     static, moved = _shift(ev, rec["static"], adm, stays, offset)
     counts = {"events": len(ev["time"]), "text_dropped": {}, "datetime_text_shifted": 0,
-              "datetime_text_unparsed_dropped": 0, "notes": len(rec["notes"]["event"]),
+              "datetime_text_unparsed_dropped": 0,
+              "notes": len(set(rec["notes"]["note_id"])),  # `notes` lists details too
               **moved, **_recode(ev, codes)}
     ev["hadm_id"] = _map_ids(ev["hadm_id"], hadm)
     ev["stay_id"] = _map_ids(ev["stay_id"], stay)

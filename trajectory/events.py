@@ -13,12 +13,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .tables import PREPARE, SOURCE_ID, Event, Table
+from .record import KNOWN_NEVER
+from .tables import AT_DISCHARGE, PREPARE, SOURCE_ID, Event, Table
 
 EVENT_SCHEMA = {
     "subject_id": pl.Int64, "time": pl.Int64, "code": pl.String, "value": pl.Float64,
     "text": pl.String, "hadm_id": pl.Int64, "stay_id": pl.Int64, "source": pl.UInt8,
-    "kind": pl.UInt8, "ref": pl.String,
+    "kind": pl.UInt8, "ref": pl.String, "known_delta": pl.Int64,
 }
 UNKNOWN = "UNK"  # null code part, as MIMIC_IV_MEDS writes it
 # Between a detail row's parent key and the rest of its row id in `ref` (ASCII unit
@@ -29,6 +30,26 @@ REF_SEP = "\x1f"
 def _epoch(cols: tuple[str, ...]) -> pl.Expr:
     exprs = [pl.col(c).dt.epoch("s") for c in cols]
     return (exprs[0] if len(exprs) == 1 else pl.coalesce(exprs)).cast(pl.Int64)
+
+
+def _known_delta(ev: Event) -> pl.Expr:
+    """Seconds from `time` to when the row's content became known (tables.Event.known), never
+    negative: a row stored before its time (a planned infusion end) is known at its time.
+    KNOWN_NEVER where the rule says so, and for a store time 136 years or more after the time
+    (the record's uint32 saturates: never known); null for AT_DISCHARGE, which the build stage
+    resolves (assemble.place_events). Events timed by their parent or admission (detail rows,
+    diagnoses) get 0 here: place_details gives a detail its parent's."""
+    if not ev.known:
+        return pl.lit(0, pl.Int64)
+    if ev.known == AT_DISCHARGE:
+        return pl.lit(None, pl.Int64)
+    # a known time with milliseconds rounds up: known in that second's end, never earlier
+    exprs = [(pl.col(c).dt.epoch("ms") + 999) // 1000 for c in ev.known]
+    delta = (exprs[0] if len(exprs) == 1 else pl.coalesce(exprs)).cast(pl.Int64) \
+        - _epoch(ev.time)
+    missing = 0 if ev.known_else == "time" else KNOWN_NEVER
+    return pl.when(delta.is_null()).then(pl.lit(missing, pl.Int64)).otherwise(
+        delta.clip(0, KNOWN_NEVER))
 
 
 def _code(ev: Event) -> pl.Expr:
@@ -81,6 +102,7 @@ def event_exprs(table: Table, kind: int, columns: set[str]) -> dict[str, pl.Expr
         "source": pl.lit(SOURCE_ID.get(table.name) or table.source, pl.UInt8),
         "kind": pl.lit(kind, pl.UInt8),  # which of the table's events: exact QC accounting
         "ref": _ref(table, ev),
+        "known_delta": _known_delta(ev),
     }
 
 

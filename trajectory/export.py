@@ -1,6 +1,12 @@
 """Tabular export of the per-stay windows: one parquet row per (grid, window), one column per
 concept x statistic, for scikit-learn-style models. Streams patient by patient and writes a
-row group every `batch_rows` rows, so memory is one batch whatever the version's size."""
+row group every `batch_rows` rows, so memory is one batch whatever the version's size.
+
+Which values a window counts is the `rule` (record.window_block): "known" (default), those
+charted in it and known by its end, so the rows that end by a prediction time are features
+of what was known then; "charttime", every value charted in it (a lab drawn in the window and
+resulted hours later included), as MEDS tools aggregate. The rule is said in the file's
+schema metadata (`window_rule`) and in the result."""
 from __future__ import annotations
 
 import os
@@ -10,10 +16,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .record import CUT_RULES, window_block
 from .store import open_version
 
+RULE_TEXT = {
+    "known": "window rule known: a window counts the values charted in it and known by its "
+             "end (a lab resulted after the window ended is not in it)",
+    "charttime": "window rule charttime: a window counts every value charted in it, "
+                 "whenever it was known (a lab resulted after the window ended is in it)",
+}
 
-def export_windows(version_dir, out_path=None, batch_rows: int = 65536) -> dict:
+
+def export_windows(version_dir, out_path=None, batch_rows: int = 65536,
+                   rule: str = "known") -> dict:
+    if rule not in CUT_RULES:
+        raise ValueError(f"export windows: rule must be one of {CUT_RULES}, got {rule!r}")
     v = open_version(version_dir)
     concepts, stats = v.meta["concepts"], v.meta["windows"]["stats"]
     n_f, n_s = len(concepts), len(stats)
@@ -22,7 +39,7 @@ def export_windows(version_dir, out_path=None, batch_rows: int = 65536) -> dict:
     fields = [("subject_id", pa.int64()), ("kind", pa.string()), ("id", pa.int64()),
               ("window", pa.int32()), ("start", pa.int64())]
     fields += [(f"{c}__{s}", pa.float32()) for c in concepts for s in stats]
-    schema = pa.schema(fields)
+    schema = pa.schema(fields, metadata={"window_rule": rule, "window_rule_text": RULE_TEXT[rule]})
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     keys, blocks, buffered, total = [], [], 0, 0
 
@@ -42,7 +59,7 @@ def export_windows(version_dir, out_path=None, batch_rows: int = 65536) -> dict:
                 t = w["shape"][0]
                 block = np.full((t, n_f, n_s), np.nan, np.float32)
                 block[:, :, count] = 0  # a concept never seen has count 0, not NaN
-                block[:, w["features"], :] = w["data"]
+                block[:, w["features"], :] = window_block(w, rule)
                 blocks.append(block)
                 keys.append((np.full(t, sid, np.int64), np.full(t, w["kind"], object),
                              np.full(t, w["id"], np.int64), np.arange(t, dtype=np.int32),
@@ -53,4 +70,5 @@ def export_windows(version_dir, out_path=None, batch_rows: int = 65536) -> dict:
                     flush(writer)
         flush(writer)
     os.replace(tmp, out)
-    return {"path": str(out), "rows": total, "columns": len(fields)}
+    return {"path": str(out), "rows": total, "columns": len(fields), "rule": rule,
+            "rule_text": RULE_TEXT[rule]}

@@ -26,6 +26,14 @@ Statistic conventions (the order of the last axis of `out` is STAT_NAMES):
 An observation is used when feature >= 0, valid is True and value is not NaN; anything else is
 skipped everywhere, time_since_last included.
 
+Known by the window's end: each observation also has the time it became known (`known`, >=
+its time; a lab's result time). A window counts only the values known by its end: one
+charted in window w but known after w's end is in no window's statistics, and counts for
+time_since_last from the first window whose end is at or after its known time. With known =
+time (the charttime rule) every value counts in the window it was charted in, and the
+statistics are those of the plain rule above. So a window row that ends by a prediction time
+holds only what was known then, whatever is resulted later (trajectory/grids.py keeps both).
+
 Accumulation is one pass over the events into a float64 scratch block per (window, feature),
 then one pass over the output. Mean, variance and the time/value covariance use Welford's
 updates (numerically stable, no catastrophic cancellation for values far from zero), with t in
@@ -50,20 +58,25 @@ _SECONDS_PER_HOUR = 3600.0
 
 
 @numba.njit(cache=True, nogil=True)
-def window_stats(time, feature, value, valid, start, step, n_windows, out):
+def window_stats(time, known, feature, value, valid, start, step, n_windows, out):
     """Fill out[n_windows, n_features, N_STATS] (float32) with per-window statistics.
 
-    time int64[n] epoch seconds, feature int32[n] (-1 = not a feature), value float32[n]
-    (NaN = skip), valid bool_[n] (False = left out, e.g. flagged by QC: skip). Window w covers
-    [start + w*step, start + (w+1)*step). See the module docstring for the statistics.
+    time int64[n] epoch seconds, known int64[n] when each value became known (`time` itself
+    for the charttime rule), feature int32[n] (-1 = not a feature), value float32[n] (NaN =
+    skip), valid bool_[n] (False = left out, e.g. flagged by QC: skip). Window w covers
+    [start + w*step, start + (w+1)*step) and counts only the values known by its end. See
+    the module docstring for the statistics.
     """
     n_features = out.shape[1]
     nan = np.float32(np.nan)
     acc = np.zeros((n_windows, n_features, _N_ACC), dtype=np.float64)
-    # Latest usable observation time per feature before the grid start (if has_pre).
+    # Latest usable observation time per feature known before the grid's first end (if
+    # has_pre), and per (window, feature) the latest one that first becomes known by the end
+    # of that window (if has_vis): time_since_last is a running max over both.
     pre_t = np.zeros(n_features, dtype=np.int64)
     has_pre = np.zeros(n_features, dtype=np.bool_)
-    end = start + n_windows * step
+    vis_t = np.zeros((n_windows, n_features), dtype=np.int64)
+    has_vis = np.zeros((n_windows, n_features), dtype=np.bool_)
 
     for i in range(time.shape[0]):
         f = feature[i]
@@ -76,14 +89,22 @@ def window_stats(time, feature, value, valid, start, step, n_windows, out):
             # The wrapper rejects this with a precise message; here it only guards memory.
             raise ValueError("window_stats: feature id >= n_features")
         t = time[i]
-        if t < start:
+        w = (t - start) // step  # the window charted in (floor: negative before the grid)
+        # the first window whose end is at or after `known`: ceil((known - start) / step) - 1
+        wk = -((start - known[i]) // step) - 1
+        wv = max(w, wk)  # the first window whose end sees this value
+        if wv < 0:
             if not has_pre[f] or t > pre_t[f]:
                 pre_t[f] = t
                 has_pre[f] = True
             continue
-        if t >= end:
+        if wv >= n_windows:
             continue
-        w = (t - start) // step
+        if not has_vis[wv, f] or t > vis_t[wv, f]:
+            vis_t[wv, f] = t
+            has_vis[wv, f] = True
+        if w != wv:  # known only after its own window ended: in no window's statistics
+            continue
         tr = np.float64(t - (start + w * step))  # seconds since the window start
         vv = np.float64(v)
         a = acc[w, f]
@@ -111,14 +132,15 @@ def window_stats(time, feature, value, valid, start, step, n_windows, out):
                 a[_A_LAST_T] = tr
 
     for f in range(n_features):
-        # Seconds of the latest usable observation, relative to `start`; valid if seen.
         seen = has_pre[f]
-        last_rel = np.float64(pre_t[f] - start) if seen else 0.0
+        last_t = pre_t[f]  # the latest usable observation known so far, if seen
         for w in range(n_windows):
             a = acc[w, f]
             o = out[w, f]
             n = a[_A_N]
-            w_start = np.float64(w * step)
+            if has_vis[w, f] and (not seen or vis_t[w, f] > last_t):
+                last_t = vis_t[w, f]
+                seen = True
             o[S_COUNT] = np.float32(n)
             if n == 0.0:
                 for s in range(S_MEAN, S_TSL):
@@ -134,10 +156,8 @@ def window_stats(time, feature, value, valid, start, step, n_windows, out):
                     o[S_SLOPE] = np.float32(a[_A_C_TV] / a[_A_M2_T] * _SECONDS_PER_HOUR)
                 else:
                     o[S_SLOPE] = nan
-                seen = True
-                last_rel = w_start + a[_A_LAST_T]
             if seen:
-                w_end = w_start + np.float64(step)
-                o[S_TSL] = np.float32((w_end - last_rel) / _SECONDS_PER_HOUR)
+                w_end = start + (w + 1) * step
+                o[S_TSL] = np.float32(np.float64(w_end - last_t) / _SECONDS_PER_HOUR)
             else:
                 o[S_TSL] = nan

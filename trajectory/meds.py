@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .record import KNOWN_NEVER
 from .tasks import timeline
 
 SPLITS = {"train": "train", "val": "tuning", "test": "held_out"}  # trajectory.splits -> MEDS
@@ -84,11 +85,30 @@ ADDED_ROWS = {
                 "none for the living",
 }
 
-# Data columns, in file order: the MEDS schema's five, then the project's extras.
+# Data columns, in file order: the MEDS schema's five, then the project's extras. `time` stays
+# the clinical time (charttime), as the community's conversion and ACES read it; `known_time`
+# is when the row's content became known (the record's time + known_delta; null when never,
+# and for static rows), and `note_id` the MIMIC-IV note a note row or its detail row is of.
 COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value",
-           "hadm_id", "stay_id", "flags", "concept", "concept_value")
+           "hadm_id", "stay_id", "flags", "concept", "concept_value", "known_time", "note_id")
 EXTRA_TYPES = {"hadm_id": pa.int64(), "stay_id": pa.int64(), "flags": pa.uint8(),
-               "concept": pa.string(), "concept_value": pa.float32()}
+               "concept": pa.string(), "concept_value": pa.float32(),
+               "known_time": pa.timestamp("us"), "note_id": pa.string()}
+# What the extra columns hold, written into metadata/dataset.json (`extension_columns`).
+EXTRA_MEANING = {
+    "hadm_id": "MIMIC-IV hospital admission (raw id), null when none",
+    "stay_id": "MIMIC-IV ICU stay (raw id), null when none",
+    "note_id": "MIMIC-IV-Note note_id of a note row (NOTE//...) or of one of its detail rows "
+               "(DISCHARGE_DETAIL//..., RADIOLOGY_DETAIL//...), null otherwise",
+    "flags": "QC bits of the row (the `flags` map below); 0 = clean",
+    "concept": "canonical variable of the row (e.g. temperature), null when none",
+    "concept_value": "the value in the concept's unit (converted), null when none",
+    "known_time": "when the row's content became known (a lab's storetime, a note's storetime, "
+                  "a billing code's discharge; trajectory/tables.py has each table's rule), at "
+                  "or after `time`; null for static rows and where never known. `time` is the "
+                  "clinical time: a cut on `known_time <= prediction_time` keeps only what was "
+                  "known then",
+}
 
 
 def meds_code(code: str) -> tuple[str, bool]:
@@ -124,20 +144,30 @@ def patient_rows(record: dict, lookup: CodeLookup) -> dict:
     death row follows the events of its time (a death at discharge comes after it)."""
     ev = record["events"]
     code = ev["code"].astype(np.int32)
-    time = np.where(lookup.static[code], STATIC_TIME, ev["time"])
+    static = lookup.static[code]
+    time = np.where(static, STATIC_TIME, ev["time"])
+    never = ev["known_delta"] == KNOWN_NEVER
+    known = np.where(static | never, STATIC_TIME, ev["time"] + ev["known_delta"])
+    # each note event's index into the patient's distinct note ids, -1 for other events
+    note_ids = list(dict.fromkeys(record["notes"]["note_id"]))
+    note = np.full(len(code), -1, np.int32)
+    note[np.asarray(record["notes"]["event"], np.int64)] = [
+        note_ids.index(n) for n in record["notes"]["note_id"]] if note_ids else []
     cols = {"time": time, "code": code, "value": ev["value"], "text": ev["text"],
             "hadm_id": ev["hadm_id"], "stay_id": ev["stay_id"], "flags": ev["flags"],
-            "concept": ev["concept"], "concept_value": ev["concept_value"]}
+            "concept": ev["concept"], "concept_value": ev["concept_value"], "known": known,
+            "note": note}
     death = timeline(record, None).death
     if death is not None:
         added = {"time": death, "code": lookup.death_id, "value": np.nan, "text": -1,
                  "hadm_id": -1, "stay_id": -1, "flags": 0, "concept": -1,
-                 "concept_value": np.nan}
+                 "concept_value": np.nan, "known": death, "note": -1}
         cols = {k: np.append(v, np.array(added[k], dtype=v.dtype)) for k, v in cols.items()}
     order = np.argsort(cols["time"], kind="stable")  # sorted input: a linear pass
     out = {k: v[order] for k, v in cols.items()}
     out["subject_id"] = int(record["subject_id"])
     out["texts"] = record["texts"]
+    out["note_ids"] = [None if n is None else str(n) for n in note_ids]
     return out
 
 
@@ -151,7 +181,8 @@ def rows_table(parts: list[dict], lookup: CodeLookup, concepts: list[str]) -> pa
     cat = {k: np.concatenate([p[k] for p in parts]) if parts else np.empty(0, t)
            for k, t in (("time", np.int64), ("code", np.int32), ("value", np.float32),
                         ("hadm_id", np.int64), ("stay_id", np.int64), ("flags", np.uint8),
-                        ("concept", np.int16), ("concept_value", np.float32))}
+                        ("concept", np.int16), ("concept_value", np.float32),
+                        ("known", np.int64), ("note", np.int32))}
     subject = np.repeat(np.array([p["subject_id"] for p in parts], np.int64),
                         [len(p["time"]) for p in parts])
     # text indexes are per patient: shift each into one list of every patient's texts
@@ -159,7 +190,13 @@ def rows_table(parts: list[dict], lookup: CodeLookup, concepts: list[str]) -> pa
     text = (np.concatenate([np.where(p["text"] >= 0, p["text"] + o, -1)
                             for p, o in zip(parts, offsets)]) if parts else np.empty(0, int))
     texts = pa.array([t for p in parts for t in p["texts"]], pa.large_string())
+    # note indexes too: into one list of every patient's note ids
+    offsets = np.cumsum([0] + [len(p["note_ids"]) for p in parts])
+    note = (np.concatenate([np.where(p["note"] >= 0, p["note"] + o, -1)
+                            for p, o in zip(parts, offsets)]) if parts else np.empty(0, int))
+    note_ids = pa.array([n for p in parts for n in p["note_ids"]], pa.string())
     static = cat["time"] == STATIC_TIME
+    unknown = cat["known"] == STATIC_TIME
     concept = cat["concept"].astype(np.int64)
     arrays = {
         "subject_id": pa.array(subject, pa.int64()),
@@ -175,6 +212,9 @@ def rows_table(parts: list[dict], lookup: CodeLookup, concepts: list[str]) -> pa
             _nullable(concept, concept < 0, pa.int64())),
         "concept_value": _nullable(cat["concept_value"], np.isnan(cat["concept_value"]),
                                    pa.float32()),
+        "known_time": _nullable(np.where(unknown, 0, cat["known"]) * 1_000_000, unknown,
+                                pa.timestamp("us")),
+        "note_id": note_ids.take(_nullable(note, note < 0, pa.int64())),
     }
     return pa.table(arrays)
 
@@ -250,8 +290,10 @@ def dataset_metadata(meta: dict) -> dict:
         "dataset_name": "MIMIC-IV", "dataset_version": str(meta["version"]),
         "etl_name": "mimic-trajectory", "etl_version": str(meta["code_version"]),
         "meds_version": _meds().__version__, "created_at": created.isoformat(),
-        "raw_source_id_columns": ["hadm_id", "stay_id"],
-        "other_extension_columns": ["flags", "concept", "concept_value"],
+        "raw_source_id_columns": ["hadm_id", "stay_id", "note_id"],
+        "other_extension_columns": ["flags", "concept", "concept_value", "known_time"],
+        # not in the MEDS schema (it allows more keys): what each extra column holds
+        "extension_columns": EXTRA_MEANING,
         # not in the MEDS schema (it allows more keys): what the extra columns mean
         "config_hash": meta["config_hash"], "record_format": meta.get("record_format"),
         "flags": meta.get("flags", {}), "n_patients": meta.get("n_patients"),

@@ -1,4 +1,4 @@
-"""The per-patient record (format 2). See docs/FORMAT.md.
+"""The per-patient record (format 3). See docs/FORMAT.md.
 
 One msgpack map, not compressed as a whole, whose values are small zstd frames: `head`
 (everything but events, texts and windows), `texts`, `windows`, and the events cut into
@@ -8,6 +8,10 @@ prediction time: it inflates the chunks that hold them, never the patient's whol
 
 Event columns travel as raw little-endian bytes so a reader gets numpy arrays with one
 `np.frombuffer` each, never a per-element decode.
+
+Format 3 adds when each event became known (`known_delta`, seconds after `time`), the note
+id of every note detail row, and per window block the rows that differ when a window counts
+only the values known by its end (`known_rows`, `known_data`).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import msgpack
 import numpy as np
 import zstandard
 
-FORMAT = 2
+FORMAT = 3
 EVENT_DTYPES = {
     "time": "<i8",  # seconds since 1970-01-01 (MIMIC's shifted calendar)
     "code": "<i4",  # row of codes.parquet (code_id)
@@ -30,7 +34,13 @@ EVENT_DTYPES = {
     "flags": "|u1",  # QC bits (dataset.json "flags"); 0 = clean
     "concept": "<i2",  # canonical variable (dataset.json "concepts"), -1 when none
     "concept_value": "<f4",  # value in the concept's unit (converted, maybe clipped), else NaN
+    # seconds from `time` to when the content became known (a lab's result, a note's
+    # signature); KNOWN_NEVER: never. A delta, not a second time: 0 for most events, so it
+    # costs ~0.1 byte an event compressed where an absolute time would cost ~1 (demo x20).
+    "known_delta": "<u4",
 }
+KNOWN_NEVER = 0xFFFF_FFFF  # known_delta of an event whose availability is unknown
+CUT_RULES = ("known", "charttime")  # what a cut at a prediction time keeps (read_events)
 NONE_ID = -1
 # Events per chunk, measured on the demo (repacking every record): 1,024 / 2,048 / 4,096
 # cost 18% / 11% / 5% more bytes than format 1's single frame (a frame cannot refer back to
@@ -43,6 +53,9 @@ _OFFSET = dict(zip(EVENT_DTYPES, accumulate((np.dtype(dt).itemsize for dt in
 _SPLIT = ("events", "texts", "windows")  # the keys that are not in `head`
 _REBUILD = ("rebuild the version with this code (build_patient_files.py with --overwrite, or "
             "another TRAJECTORY_VERSION)")
+# Columns read_events computes from stored ones: known_time = time + known_delta (int64
+# seconds; KNOWN_NEVER gives a time ~136 years later, after every prediction time).
+DERIVED = {"known_time": ("time", "known_delta")}
 
 
 def _packb(obj) -> bytes:
@@ -94,7 +107,8 @@ def parse(data) -> dict:
     fmt = outer.get("format") if isinstance(outer, dict) else None
     if fmt != FORMAT:
         raise ValueError(f"record format {fmt!r}, this reader knows {FORMAT}"
-                         + (f": {_REBUILD}" if fmt == 1 else ""))
+                         + (f": {_REBUILD}" if isinstance(fmt, int) and 0 < fmt < FORMAT
+                            else ""))
     return outer
 
 
@@ -121,7 +135,9 @@ def read_texts(data, dctx: zstandard.ZstdDecompressor | None = None) -> list:
 
 
 def read_windows(data, dctx: zstandard.ZstdDecompressor | None = None) -> list:
-    """The window maps, each `data` a read-only float32 array of its `shape`."""
+    """The window maps, each `data` a read-only float32 array of its `shape` (every value
+    charted in a window counts); `known_rows` and `known_data` stay as stored (window_block
+    puts them together), so a map packs back unchanged once `data` is bytes again."""
     frame = parse(data)["windows"]
     windows = [] if frame is None else _unpackb(_dctx(dctx).decompress(frame))
     for w in windows:
@@ -129,26 +145,56 @@ def read_windows(data, dctx: zstandard.ZstdDecompressor | None = None) -> list:
     return windows
 
 
+def window_block(w: dict, rule: str = "known") -> np.ndarray:
+    """One grid's [T, F, S] block (a map of read_windows) under a cut rule: "charttime",
+    every value charted in a window counts (`data`); "known", only the values known by the
+    window's end: `data` with the rows of `known_rows` replaced by `known_data`. Read-only
+    when it is `data` itself."""
+    if rule not in CUT_RULES:
+        raise ValueError(f"rule must be one of {CUT_RULES}, got {rule!r}")
+    data = w["data"]
+    if isinstance(data, (bytes, bytearray, memoryview)):  # a map as stored (pack's input)
+        data = np.frombuffer(data, "<f4").reshape(w["shape"])
+    if rule == "charttime" or not len(w["known_rows"]):
+        return data
+    block = np.array(data, np.float32)
+    block[np.asarray(w["known_rows"], np.int64)] = np.frombuffer(
+        w["known_data"], "<f4").reshape([len(w["known_rows"]), *w["shape"][1:]])
+    return block
+
+
 def read_events(data, cut: int | None = None, last: int | None = None,
                 dctx: zstandard.ZstdDecompressor | None = None,
-                chunk_cache: dict | None = None, columns=None) -> dict:
-    """Event columns (column -> read-only array; `columns`, default all) of the events with
-    ``time <= cut`` (all when None), only the ``last`` of them when given, inflating only the
-    chunks that hold them. Events are sorted by time, so chunk k holds times in
-    [t_first[k], t_first[k+1]]: every chunk before the last one with t_first <= cut lies
-    wholly at or before the cut, and only that one is searched (equal times spanning a
-    boundary stay exact). `chunk_cache`: a dict the caller keeps for repeated reads of ONE
-    record (chunk index -> inflated bytes), so consecutive items of a patient inflate each
-    chunk once."""
-    names = list(EVENT_DTYPES) if columns is None else list(columns)
-    unknown = [c for c in names if c not in EVENT_DTYPES]
+                chunk_cache: dict | None = None, columns=None, rule: str = "known") -> dict:
+    """Event columns (column -> read-only array; `columns`, default the stored ones; also
+    DERIVED's `known_time`) of the events known at ``cut`` (all when None), only the ``last``
+    of them when given, inflating only the chunks that hold them.
+
+    `rule` says what a cut keeps: "known" (default) the events with ``time + known_delta <=
+    cut``, what was known then; "charttime" those with ``time <= cut``, as MEDS and ACES cut
+    (a lab drawn before the cut and resulted after it is in). known_delta is never negative,
+    so the known events are among the charttime ones.
+
+    Events are sorted by time, so chunk k holds times in [t_first[k], t_first[k+1]]: every
+    chunk before the last one with t_first <= cut lies wholly at or before the cut, and only
+    that one is searched (equal times spanning a boundary stay exact). With the known rule
+    the chunks are walked back from there until ``last`` known events are found.
+    `chunk_cache`: a dict the caller keeps for repeated reads of ONE record (chunk index ->
+    inflated bytes), so consecutive items of a patient inflate each chunk once."""
+    names = [c for c in EVENT_DTYPES] if columns is None else list(columns)
+    unknown = [c for c in names if c not in EVENT_DTYPES and c not in DERIVED]
     if unknown:
-        raise ValueError(f"no event column(s) {unknown}; the columns are {list(EVENT_DTYPES)}")
+        raise ValueError(f"no event column(s) {unknown}; the columns are {list(EVENT_DTYPES)} "
+                         f"and the derived {list(DERIVED)}")
+    if rule not in CUT_RULES:
+        raise ValueError(f"rule must be one of {CUT_RULES}, got {rule!r}")
     chunks, d = parse(data)["chunks"], _dctx(dctx)
     cache = {} if chunk_cache is None else chunk_cache
     n = chunks["n"]
 
     def col(k: int, name: str) -> np.ndarray:
+        if name in DERIVED:  # known_time
+            return col(k, "time") + col(k, "known_delta")
         raw = cache.get(k)
         if raw is None:
             raw = cache[k] = d.decompress(chunks["data"][k])
@@ -159,22 +205,43 @@ def read_events(data, cut: int | None = None, last: int | None = None,
     end = starts[k_end]
     if cut is not None and k_end:
         end = starts[k_end - 1] + int(np.searchsorted(col(k_end - 1, "time"), cut, "right"))
-    begin = 0 if last is None else max(0, end - int(last))
-    spans, k = [], bisect_right(starts, begin) - 1  # (chunk, from, to) within the chunk
-    while begin < end and starts[k] < end:
-        spans.append((k, max(begin, starts[k]) - starts[k], min(end, starts[k + 1]) - starts[k]))
-        k += 1
+    if cut is not None and rule == "known":
+        picks = _known_picks(col, starts, end, cut, last)
+    else:
+        begin = 0 if last is None else max(0, end - int(last))
+        picks, k = [], bisect_right(starts, begin) - 1  # (chunk, rows within the chunk)
+        while begin < end and starts[k] < end:
+            picks.append((k, slice(max(begin, starts[k]) - starts[k],
+                                   min(end, starts[k + 1]) - starts[k])))
+            k += 1
     out = {}
     for name in names:
-        if len(spans) == 1:
-            arr = col(spans[0][0], name)[spans[0][1]:spans[0][2]]
-        elif spans:
-            arr = np.concatenate([col(k, name)[lo:hi] for k, lo, hi in spans])
+        if len(picks) == 1:
+            arr = col(picks[0][0], name)[picks[0][1]]
+        elif picks:
+            arr = np.concatenate([col(k, name)[rows] for k, rows in picks])
         else:
-            arr = np.empty(0, EVENT_DTYPES[name])
+            arr = np.empty(0, np.int64 if name in DERIVED else EVENT_DTYPES[name])
         arr.flags.writeable = False
         out[name] = arr
     return out
+
+
+def _known_picks(col, starts: list, end: int, cut: int, last: int | None) -> list:
+    """(chunk, row indexes) of the events before `end` known at `cut`, the last `last` of
+    them, walking the chunks back from the one that holds event end - 1."""
+    picks, need = [], None if last is None else int(last)
+    k = bisect_right(starts, end - 1) - 1 if end else -1
+    while k >= 0 and need != 0:
+        hi = min(end, starts[k + 1]) - starts[k]
+        rows = np.flatnonzero(col(k, "known_time")[:hi] <= cut)
+        if need is not None:
+            rows = rows[max(0, len(rows) - need):]
+            need -= len(rows)
+        if len(rows):
+            picks.append((k, rows))
+        k -= 1
+    return picks[::-1]
 
 
 def unpack(data, decompressor: zstandard.ZstdDecompressor | None = None) -> dict:

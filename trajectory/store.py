@@ -27,19 +27,24 @@ class Patient:
     stays: dict  # column -> list, one entry per ICU stay
     events: dict  # column -> numpy array (see record.EVENT_DTYPES)
     texts: list  # event["text"] indexes this list
-    notes: dict  # {"event": [event index], "note_id": [str]}
+    notes: dict  # {"event": [event index], "note_id": [str]}: notes and their detail rows
     windows: list
     codes: np.ndarray = field(repr=False)  # code string of every event
 
     def __len__(self) -> int:
         return len(self.events["time"])
 
+    @property
+    def known_time(self) -> np.ndarray:
+        """When each event became known (int64 epoch seconds): time + known_delta."""
+        return self.events["time"] + self.events["known_delta"]
+
     def text(self, i: int) -> str | None:
         t = int(self.events["text"][i])
         return None if t < 0 else self.texts[t]
 
     def note_id(self, i: int) -> str | None:
-        """MIMIC-IV note_id of event i, None when it is not a note."""
+        """MIMIC-IV note_id of event i (a note, or a detail row of one), None otherwise."""
         try:
             return self.notes["note_id"][self.notes["event"].index(int(i))]
         except ValueError:

@@ -3,12 +3,14 @@
 Each `Table` names the columns read (with explicit types: nothing is inferred) and the events
 one source row becomes. An `Event` is: a code (a literal prefix joined with "//" to the listed
 columns, a null part written "UNK" as MIMIC_IV_MEDS does), a time (first non-null of the listed
-columns), an optional numeric value and text. Per (table, event) every row read is either
+columns), an optional numeric value and text, and when its content became known (`known`: the
+row's store time where MIMIC-IV has one, else the table's rule, never before the time; a task
+sample at a prediction time keeps only what was known by then). Per (table, event) every row read is either
 written or dropped by a named reason, which `qc_report.json` shows. A detail table (`parent`)
 has no time of its own: its events take their parent row's (emar_detail from emar, ...).
 
 Column types: "int" int64, "float" float64, "str" utf8, "time" timestamp (seconds; a date-only
-column parses as midnight). Column names are matched case-insensitively.
+column parses as midnight), "time_ms" a timestamp written with milliseconds. Column names are matched case-insensitively.
 """
 from __future__ import annotations
 
@@ -34,6 +36,20 @@ class Event:
     # Rows where this column is null give no event of this kind, counted as "null_<column>"
     # (a detail table's rows each fill only some fields: a dose row has no infusion rate).
     require: str | None = None
+    # When the row's content became known (available to a clinician, so to a model): the
+    # first non-null of these columns (a store time), never before `time`; () = at `time`
+    # itself; AT_DISCHARGE = at its admission's dischtime (billing codes). A detail table's
+    # events are known when their parent row is.
+    known: tuple[str, ...] = ()
+    # Where every `known` column is null: "time" (known when it happened) or "never" (the
+    # availability is unknown and cannot be assumed: never known at a prediction time).
+    known_else: str = "time"
+
+
+# `Event.known` of codes assigned for billing after discharge: the admission's dischtime,
+# resolved in the build stage as the diagnoses' time is (MIMIC-IV gives no coding time).
+AT_DISCHARGE = ("@dischtime",)
+KNOWN_ELSE = ("time", "never")
 
 
 @dataclass(frozen=True)
@@ -66,8 +82,22 @@ def _birth_time(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(pl.date(year, 1, 1).cast(pl.Datetime("ms")).alias("birth_time"))
 
 
+def _day_end(column: str):
+    """A date-only column's day end (its midnight + 1 day - 1 s) as `<column>_end`: something
+    dated by the day only is known by that day's end at the latest, never at its midnight."""
+    def add(df: pl.DataFrame) -> pl.DataFrame:
+        end = pl.col(column) + pl.duration(days=1) - pl.duration(seconds=1)
+        return df.with_columns(end.alias(f"{column}_end"))
+    return add
+
+
+def _patients(df: pl.DataFrame) -> pl.DataFrame:
+    return _day_end("dod")(_birth_time(df))
+
+
 # Derived columns a table needs before its events are formed (pure frame -> frame).
-PREPARE = {"patients": _birth_time}
+PREPARE = {"patients": _patients, "microbiologyevents": _day_end("storedate"),
+           "omr": _day_end("chartdate")}
 
 TABLES: tuple[Table, ...] = (
     Table("patients", "hosp", required=True, meta=True,
@@ -78,9 +108,11 @@ TABLES: tuple[Table, ...] = (
               # Gender also sits in `static`; as an event at birth sequence models see it.
               Event("gender", ("GENDER", "gender"), time=("birth_time",)),
               # dod is the out-of-hospital death date from state records (date only) or the
-              # in-hospital deathtime truncated to the day; null for the living.
-              Event("death", ("DEATH",), time=("dod",)),
+              # in-hospital deathtime truncated to the day; null for the living. Known by the
+              # end of that day at the earliest (the death may be at 23:59).
+              Event("death", ("DEATH",), time=("dod",), known=("dod_end",)),
           )),
+    # Admission, transfer, service and ICU stay events are known when they happen: `time`.
     Table("admissions", "hosp", required=True, meta=True,
           columns={"subject_id": "int", "hadm_id": "int", "admittime": "time",
                    "dischtime": "time", "deathtime": "time", "admission_type": "str",
@@ -109,27 +141,38 @@ TABLES: tuple[Table, ...] = (
           events=(Event("service", ("SERVICE", "curr_service"), time=("transfertime",)),)),
     Table("labevents", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "itemid": "int", "charttime": "time",
-                   "value": "str", "valuenum": "float", "valueuom": "str", "comments": "str"},
+                   "storetime": "time", "value": "str", "valuenum": "float", "valueuom": "str",
+                   "comments": "str"},
           events=(
               # The unit is part of the code: MIMIC-IV reports some itemids in several units.
               # Text results (">100", "NEG") and result comments are kept where valuenum is
               # null; numeric rows' `value` text repeats valuenum and is not stored twice.
+              # charttime is when the specimen was drawn, storetime when the result was stored
+              # (demo: median 1.1 h later, 10% over 3 h). A row without storetime (0.9% of the
+              # demo's, nearly all held specimens: "HOLD.", no result) is taken as known when
+              # drawn.
               Event("lab", ("LAB", "itemid", "valueuom"), time=("charttime",), value="valuenum",
                     text=("value", "comments"), unit="valueuom",
-                    label=("d_labitems", ("itemid",))),
+                    label=("d_labitems", ("itemid",)), known=("storetime",)),
           )),
     Table("microbiologyevents", "hosp",
           columns={"microevent_id": "int", "subject_id": "int", "hadm_id": "int",
-                   "chartdate": "time", "charttime": "time", "spec_type_desc": "str", "test_name": "str",
+                   "chartdate": "time", "charttime": "time", "storedate": "time",
+                   "storetime": "time", "spec_type_desc": "str", "test_name": "str",
                    "org_name": "str", "ab_name": "str", "dilution_value": "float",
                    "interpretation": "str", "comments": "str"},
           events=(
               # charttime is null when only the day is known: fall back to chartdate.
               # A row is one (specimen, test, organism, antibiotic); names not itemids because
               # MIMIC-IV 2.x ships no d_micro dictionary.
+              # A result is known when stored (demo: median 73 h after the specimen), or by the
+              # end of its storedate when only the day is given. A row with neither is a
+              # result whose availability is unknown (the demo's 16 are acid-fast cultures,
+              # "NO MYCOBACTERIA ISOLATED", final after weeks): never taken as known.
               Event("micro", ("MICRO", "spec_type_desc", "test_name", "org_name", "ab_name"),
                     time=("charttime", "chartdate"), value="dilution_value",
-                    text=("interpretation", "comments"), ref="microevent_id"),
+                    text=("interpretation", "comments"), ref="microevent_id",
+                    known=("storetime", "storedate_end"), known_else="never"),
           )),
     Table("diagnoses_icd", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "seq_num": "int",
@@ -137,26 +180,34 @@ TABLES: tuple[Table, ...] = (
           events=(
               # Billing diagnoses carry no time: they are known at discharge, so they go at the
               # admission's dischtime (as MIMIC_IV_MEDS); placing them at admittime would leak
-              # the future into models. value = seq_num (1 = principal diagnosis).
+              # the future into models. value = seq_num (1 = principal diagnosis). Known at
+              # that time too: coders finish days after discharge, but MIMIC-IV does not say
+              # when, and a readmission sample at discharge sees them as in MEDS-DEV.
               Event("diagnosis", ("DX//ICD", "icd_version", "icd_code"), value="seq_num",
                     label=("d_icd_diagnoses", ("icd_version", "icd_code"))),
           )),
     Table("procedures_icd", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "seq_num": "int",
                    "chartdate": "time", "icd_code": "str", "icd_version": "int"},
-          events=(Event("procedure", ("PX//ICD", "icd_version", "icd_code"), time=("chartdate",),
-                        value="seq_num",
-                        label=("d_icd_procedures", ("icd_version", "icd_code"))),)),
+          events=(
+              # At the procedure's date; but an ICD procedure code is a billing code, coded
+              # after discharge like the diagnoses: known at the admission's dischtime.
+              Event("procedure", ("PX//ICD", "icd_version", "icd_code"), time=("chartdate",),
+                    value="seq_num", label=("d_icd_procedures", ("icd_version", "icd_code")),
+                    known=AT_DISCHARGE),)),
     Table("hcpcsevents", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "chartdate": "time",
                    "hcpcs_cd": "str", "seq_num": "int"},
-          events=(Event("hcpcs", ("HCPCS", "hcpcs_cd"), time=("chartdate",), value="seq_num",
-                        label=("d_hcpcs", ("hcpcs_cd",))),)),
+          events=(
+              # Billed events (CPT/HCPCS) at their date, coded for billing: known at discharge.
+              Event("hcpcs", ("HCPCS", "hcpcs_cd"), time=("chartdate",), value="seq_num",
+                    label=("d_hcpcs", ("hcpcs_cd",)), known=AT_DISCHARGE),)),
     Table("drgcodes", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "drg_type": "str",
                    "drg_code": "str", "description": "str", "drg_severity": "float"},
           events=(
-              # DRGs are assigned for billing after discharge: admission dischtime, as diagnoses.
+              # DRGs are assigned for billing after discharge: admission dischtime, as diagnoses,
+              # and known then.
               Event("drg", ("DRG", "drg_type", "drg_code"), value="drg_severity",
                     text=("description",), text_always=True),
           )),
@@ -167,6 +218,8 @@ TABLES: tuple[Table, ...] = (
           events=(
               # dose_val_rx is text ("1-2", "0.5-1"): numeric doses become the value, ranges
               # stay as text. The dose unit is part of the code so values are comparable.
+              # No store time: an order is written at or before its start, and its planned
+              # stop is part of it, so each is known at its own time (a safe, late bound).
               Event("start", ("RX_START", "drug", "route", "dose_unit_rx"), time=("starttime",),
                     value="dose_val_rx", text=("dose_val_rx",), unit="dose_unit_rx",
                     ref="pharmacy_id"),
@@ -178,17 +231,24 @@ TABLES: tuple[Table, ...] = (
                    "status": "str", "route": "str", "frequency": "str"},
           events=(
               # starttime is null on some non-administered entries; entertime is always set.
+              # Known when entered (demo: 92% entered before their start, known at the start).
               Event("pharmacy", ("PHARMACY", "medication", "route"),
-                    time=("starttime", "entertime"), text=("frequency",), ref="pharmacy_id"),
+                    time=("starttime", "entertime"), text=("frequency",), ref="pharmacy_id",
+                    known=("entertime",)),
           )),
     Table("emar", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "emar_id": "str",
-                   "charttime": "time", "medication": "str", "event_txt": "str"},
-          events=(Event("emar", ("EMAR", "event_txt", "medication"), time=("charttime",),
-                        ref="emar_id"),)),
+                   "charttime": "time", "storetime": "time", "medication": "str",
+                   "event_txt": "str"},
+          events=(
+              # An administration is known once charted (storetime; demo: 3% stored before
+              # charttime, up to 12 h ahead, known at charttime then).
+              Event("emar", ("EMAR", "event_txt", "medication"), time=("charttime",),
+                    ref="emar_id", known=("storetime",)),)),
     Table("poe", "hosp",
           columns={"subject_id": "int", "hadm_id": "int", "poe_id": "str", "ordertime": "time",
                    "order_type": "str", "order_subtype": "str", "transaction_type": "str"},
+          # An order is known when ordered: its time.
           events=(Event("order", ("POE", "order_type", "order_subtype"), time=("ordertime",),
                         text=("transaction_type",), ref="poe_id"),)),
     Table("omr", "hosp",
@@ -196,9 +256,10 @@ TABLES: tuple[Table, ...] = (
                    "result_name": "str", "result_value": "str"},
           events=(
               # Outpatient measurements with a date only. Blood pressure is "120/80": kept as
-              # text (the numeric part would be misleading as one value).
+              # text (the numeric part would be misleading as one value). Placed at the day's
+              # midnight, known by its end: the visit may be at any hour of it.
               Event("omr", ("OMR", "result_name"), time=("chartdate",), value="result_value",
-                    text=("result_value",)),
+                    text=("result_value",), known=("chartdate_end",)),
           )),
     Table("icustays", "icu", meta=True,
           columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
@@ -210,70 +271,86 @@ TABLES: tuple[Table, ...] = (
           )),
     Table("chartevents", "icu",
           columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
-                   "charttime": "time", "itemid": "int", "value": "str", "valuenum": "float",
-                   "valueuom": "str"},
+                   "charttime": "time", "storetime": "time", "itemid": "int", "value": "str",
+                   "valuenum": "float", "valueuom": "str"},
           events=(
               # About 60% of chartevents rows are text-only (rhythm, alarms): value is null and
-              # the text is kept.
+              # the text is kept. Known when stored: a nurse validates monitor values in
+              # batches (in the shared demo storetime equals charttime: SOURCE.md).
               Event("chart", ("CHART", "itemid", "valueuom"), time=("charttime",),
                     value="valuenum", text=("value",), unit="valueuom",
-                    label=("d_items", ("itemid",))),
+                    label=("d_items", ("itemid",)), known=("storetime",)),
           )),
     Table("datetimeevents", "icu",
           columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
-                   "charttime": "time", "itemid": "int", "value": "str"},
+                   "charttime": "time", "storetime": "time", "itemid": "int", "value": "str"},
           events=(
-              # The value is itself a date (e.g. last dialysis): kept as text, exact.
+              # The value is itself a date (e.g. last dialysis): kept as text, exact. Known
+              # when stored (demo: 10% over 2 h after charttime).
               Event("datetime", ("DATETIME", "itemid"), time=("charttime",), text=("value",),
-                    label=("d_items", ("itemid",))),
+                    label=("d_items", ("itemid",)), known=("storetime",)),
           )),
     Table("inputevents", "icu",
           columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
-                   "starttime": "time", "endtime": "time", "itemid": "int", "amount": "float",
-                   "amountuom": "str", "rate": "float", "rateuom": "str"},
+                   "starttime": "time", "endtime": "time", "storetime": "time", "itemid": "int",
+                   "amount": "float", "amountuom": "str", "rate": "float", "rateuom": "str"},
           events=(
               # Start carries the amount given over the interval, end carries the rate (null for
-              # boluses), as MIMIC_IV_MEDS's INFUSION_START/INFUSION_END.
+              # boluses), as MIMIC_IV_MEDS's INFUSION_START/INFUSION_END. The amount is known
+              # once the row is stored (demo: 10% over 4.3 h after the start); the end, stored
+              # before it for 63% of rows (the planned end), at the end itself.
               Event("start", ("INPUT_START", "itemid", "amountuom"), time=("starttime",),
-                    value="amount", unit="amountuom", label=("d_items", ("itemid",))),
+                    value="amount", unit="amountuom", label=("d_items", ("itemid",)),
+                    known=("storetime",)),
               Event("end", ("INPUT_END", "itemid", "rateuom"), time=("endtime",), value="rate",
-                    unit="rateuom", label=("d_items", ("itemid",))),
+                    unit="rateuom", label=("d_items", ("itemid",)), known=("storetime",)),
           )),
     Table("ingredientevents", "icu",
           columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
-                   "starttime": "time", "itemid": "int", "amount": "float",
+                   "starttime": "time", "storetime": "time", "itemid": "int", "amount": "float",
                    "amountuom": "str"},
+          # The ingredients of an input row: known when stored, as its amount.
           events=(Event("ingredient", ("INGREDIENT", "itemid", "amountuom"),
                         time=("starttime",), value="amount", unit="amountuom",
-                        label=("d_items", ("itemid",))),)),
+                        label=("d_items", ("itemid",)), known=("storetime",)),)),
     Table("outputevents", "icu",
           columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
-                   "charttime": "time", "itemid": "int", "value": "float", "valueuom": "str"},
+                   "charttime": "time", "storetime": "time", "itemid": "int", "value": "float",
+                   "valueuom": "str"},
+          # Known when stored (demo: median 17 min after charttime).
           events=(Event("output", ("OUTPUT", "itemid", "valueuom"), time=("charttime",),
-                        value="value", unit="valueuom", label=("d_items", ("itemid",))),)),
+                        value="value", unit="valueuom", label=("d_items", ("itemid",)),
+                        known=("storetime",)),)),
     Table("procedureevents", "icu",
           columns={"subject_id": "int", "hadm_id": "int", "stay_id": "int",
-                   "starttime": "time", "endtime": "time", "itemid": "int", "value": "float",
-                   "valueuom": "str"},
+                   "starttime": "time", "endtime": "time", "storetime": "time_ms",
+                   "itemid": "int", "value": "float", "valueuom": "str"},
           events=(
-              # value is the duration (min/hour/day) or count, its unit in the code.
+              # value is the duration (min/hour/day) or count, its unit in the code: known
+              # once stored (demo: median 3 h after the start; lines and tubes are charted
+              # when removed, days later).
               Event("start", ("PROCEDURE_START", "itemid", "valueuom"), time=("starttime",),
-                    value="value", unit="valueuom", label=("d_items", ("itemid",))),
+                    value="value", unit="valueuom", label=("d_items", ("itemid",)),
+                    known=("storetime",)),
               Event("end", ("PROCEDURE_END", "itemid"), time=("endtime",),
-                    label=("d_items", ("itemid",))),
+                    label=("d_items", ("itemid",)), known=("storetime",)),
           )),
+    # Notes are known when stored (signed), not when charted: a discharge summary is charted
+    # at the day of discharge and stored up to days later, a radiology report hours after its
+    # exam. A note without storetime is taken as known at its charttime.
     Table("discharge", "note", multiline=True,
           columns={"note_id": "str", "subject_id": "int", "hadm_id": "int", "note_type": "str",
-                   "charttime": "time", "text": "str"},
+                   "charttime": "time", "storetime": "time", "text": "str"},
           events=(Event("note", ("NOTE", "note_type"), time=("charttime",), text=("text",),
-                        text_always=True, ref="note_id"),)),
+                        text_always=True, ref="note_id", known=("storetime",)),)),
     Table("radiology", "note", multiline=True,
           columns={"note_id": "str", "subject_id": "int", "hadm_id": "int", "note_type": "str",
-                   "charttime": "time", "text": "str"},
+                   "charttime": "time", "storetime": "time", "text": "str"},
           events=(Event("note", ("NOTE", "note_type"), time=("charttime",), text=("text",),
-                        text_always=True, ref="note_id"),)),
-    # ---- detail tables: events of their parent's rows, at the parent's time. Appended after
-    # every other table: `source` is the position in TABLES, and the others keep theirs.
+                        text_always=True, ref="note_id", known=("storetime",)),)),
+    # ---- detail tables: events of their parent's rows, at the parent's time, known when the
+    # parent row is. Appended after every other table: `source` is the position in TABLES,
+    # and the others keep theirs.
     Table("emar_detail", "hosp", parent=Parent("emar", "emar_id", ("parent_field_ordinal",)),
           columns={"subject_id": "int", "emar_id": "str", "parent_field_ordinal": "str",
                    "administration_type": "str", "product_code": "str", "dose_due": "str",
@@ -344,6 +421,12 @@ SOURCE_ID = {t.name: i + 1 for i, t in enumerate(TABLES)}
 # Tables whose events carry the row id a detail table joins on (their ref strings are kept
 # through the build stage), and the detail tables themselves.
 JOINED = frozenset(x for t in TABLES if t.parent for x in (t.name, t.parent.table))
+for _t in TABLES:  # `known` is () for the detail tables (their parent's), a rule value known
+    for _e in _t.events:
+        if _e.known_else not in KNOWN_ELSE or (_t.parent and _e.known):
+            raise ValueError(f"table {_t.name}, event {_e.name}: known_else must be one of "
+                             f"{KNOWN_ELSE} and a detail table's known (), got "
+                             f"{_e.known_else!r}, {_e.known!r}")
 for _t in TABLES:  # a detail table's key must be its parent's first event's ref
     if _t.parent and TABLES_BY_NAME[_t.parent.table].events[0].ref != _t.parent.key:
         raise ValueError(f"table {_t.name}: parent {_t.parent.table}'s first event has ref "

@@ -5,6 +5,7 @@ import datetime as dt
 
 import numpy as np
 
+from .record import KNOWN_NEVER
 from .store import open_version
 
 
@@ -13,6 +14,13 @@ def _when(seconds) -> str:
         return "-"
     return (dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(seconds))).strftime(
         "%Y-%m-%d %H:%M")
+
+
+def _known(delta: int) -> str:
+    """When an event became known, after its time (nothing when at it)."""
+    if delta == KNOWN_NEVER:
+        return " (known: never)"
+    return f" (known +{delta / 3600:.1f} h)" if delta else ""
 
 
 def timeline(version_dir, subject_id: int, limit: int = 200) -> str:
@@ -28,7 +36,7 @@ def timeline(version_dir, subject_id: int, limit: int = 200) -> str:
              f"died {_when(s['dod'])[:10] if s['dod'] is not None else 'no'}; "
              f"{len(p.admissions.get('hadm_id', []))} admissions, "
              f"{len(p.stays.get('stay_id', []))} ICU stays, {len(p)} events, "
-             f"{len(p.notes['event'])} notes"]
+             f"{len(set(p.notes['note_id']))} notes"]
     for i in range(min(len(p), limit)):
         e = {k: a[i] for k, a in p.events.items()}
         value = "" if np.isnan(e["value"]) else f" = {e['value']:.6g}"
@@ -38,7 +46,7 @@ def timeline(version_dir, subject_id: int, limit: int = 200) -> str:
             value += f" '{text[:60]}{'…' if len(text) > 60 else ''}'"
         flags = f" flags={e['flags']:#04x}" if e["flags"] else ""
         lines.append(f"{_when(e['time'])}  {sources[str(e['source'])]:<18} {p.codes[i]}"
-                     f"{value}{flags}")
+                     f"{value}{flags}{_known(int(e['known_delta']))}")
     if len(p) > limit:
         lines.append(f"... {len(p) - limit} more events (--limit)")
     return "\n".join(lines)

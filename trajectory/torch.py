@@ -10,7 +10,8 @@ Conventions
 * An item is one patient: a dict with ``subject_id`` (int), ``length`` (int) and 1-D tensors
   ``time`` int64 (epoch seconds), ``code`` int64 (row of codes.parquet), ``value`` float32
   (NaN when none), ``source`` uint8, ``flags`` uint8, ``concept`` int64 (-1 when none),
-  ``concept_value`` float32 (NaN when none); ``text`` (list of str | None, one per event) when
+  ``concept_value`` float32 (NaN when none), ``known_time`` int64 (epoch seconds the event
+  became known: a lab's result, a note's signature; >= ``time``); ``text`` (list of str | None, one per event) when
   ``with_text``; ``windows`` (list of dicts: ``data`` float32 tensor [T, F, S], ``start``,
   ``step``, ``features``, ``stats``, ``kind``, ``id``) when ``with_windows``.
   Tensors own writable memory (one copy out of the decoded record).
@@ -22,15 +23,19 @@ Conventions
   MEDS label schema: ``subject_id`` integer, ``prediction_time`` datetime, and exactly one of
   ``boolean_value`` / ``integer_value`` / ``float_value`` / ``categorical_value`` holding
   values, e.g. ACES' output over a MEDS export) an item is one LABEL ROW, not one patient. It
-  holds the patient's events with ``time <= prediction_time`` (inclusive: an event at the
-  prediction time is known then; ``prediction_time`` is floored to whole seconds, the
-  events' resolution), only the window rows that END at or before it (row ``w`` of a block
-  is kept when ``start + (w+1)*step <= prediction_time``; a block whose first window ends
-  later is dropped whole), ``label`` (0-d tensor: bool, int64, float32, or int64 index into
+  holds the patient's events KNOWN at the prediction time, ``known_time <= prediction_time``
+  (inclusive: an event known at the prediction time is usable then; ``prediction_time`` is
+  floored to whole seconds, the events' resolution), only the window rows that END at or
+  before it (row ``w`` of a block is kept when ``start + (w+1)*step <= prediction_time``; a
+  block whose first window ends later is dropped whole), each row counting only the values
+  known by its own end (record.window_block), ``label`` (0-d tensor: bool, int64, float32, or int64 index into
   ``dataset.label_classes`` for categorical labels) and ``prediction_time`` (int, epoch
   seconds), plus ``hadm_id``/``stay_id`` (int, -1 when null) when the labels file, or its
   ``<name>.ids.parquet`` sidecar from the tasks command, has those columns. The cut comes first, then ``stay``, ``time_range`` and ``max_events`` (the LAST N
-  events before the cut). ``split`` still goes by subject: a row is in the split of its
+  events before the cut). ``cut_rule="charttime"`` cuts as MEDS, ACES and the benchmarks
+  do instead, to compare with them: events with ``time <= prediction_time`` (a lab drawn
+  before it and resulted after it is in) and window rows counting every value charted in
+  them; README "What was known when" measures the difference. ``split`` still goes by subject: a row is in the split of its
   ``subject_id``, so no patient's rows straddle train and test.
 * Splits come from :func:`trajectory.splits.split_of` (a stable hash of subject_id and
   ``split_seed``), so they never depend on the process or on which other subjects exist.
@@ -82,6 +87,7 @@ EVENT_FIELDS = {
     "flags": np.uint8,
     "concept": np.int64,
     "concept_value": np.float32,
+    "known_time": np.int64,
 }
 _TORCH_DTYPES = {np.int64: torch.int64, np.float32: torch.float32, np.uint8: torch.uint8}
 # MEDS label value columns -> the polars dtypes they may have
@@ -173,8 +179,11 @@ class _Source:
     def __init__(self, version_dir, split=None, subjects=None, transform=None,
                  max_events=None, time_range=None, stay=None, with_text=False,
                  with_windows=True, split_seed=0, split_fractions=(0.8, 0.1, 0.1),
-                 task=None, labels=None):
+                 task=None, labels=None, cut_rule="known"):
         self.version_dir = Path(version_dir)
+        if cut_rule not in record.CUT_RULES:
+            raise ValueError(f"cut_rule must be one of {record.CUT_RULES}, got {cut_rule!r}")
+        self.cut_rule = cut_rule
         if not (self.version_dir / "dataset.json").exists():
             raise ValueError(f"{self.version_dir}: not a finished trajectory version "
                              "(no dataset.json)")
@@ -274,7 +283,7 @@ class _Source:
         columns = [*EVENT_FIELDS, *(("text",) if self.with_text else ()),
                    *(("stay_id",) if self.stay is not None else ())]
         return record.read_events(rec["outer"], cut, self.max_events if plain else None,
-                                  self._dctx, rec["chunks"], columns)
+                                  self._dctx, rec["chunks"], columns, self.cut_rule)
 
     def _part(self, rec: dict, key: str):
         if key not in rec:
@@ -350,7 +359,7 @@ class _Source:
                     keep = min(len(data), max(0, (cut - int(w["start"])) // int(w["step"])))
                     if keep == 0:
                         continue
-                    data = data[:keep]
+                    data = record.window_block(w, self.cut_rule)[:keep]
                 wins.append({"data": torch.from_numpy(data.copy()),
                              "start": w["start"], "step": w["step"],
                              "features": list(w["features"]), "stats": list(w["stats"]),
@@ -373,12 +382,13 @@ class TrajectoryDataset(_Source, Dataset):
                  max_events: int | None = None, time_range: tuple[int, int] | None = None,
                  stay: int | None = None, with_text: bool = False, with_windows: bool = True,
                  split_seed: int = 0, split_fractions=(0.8, 0.1, 0.1),
-                 task: str | None = None, labels: str | Path | None = None):
+                 task: str | None = None, labels: str | Path | None = None,
+                 cut_rule: str = "known"):
         _Source.__init__(self, version_dir, split=split, subjects=subjects,
                          transform=transform, max_events=max_events, time_range=time_range,
                          stay=stay, with_text=with_text, with_windows=with_windows,
                          split_seed=split_seed, split_fractions=split_fractions, task=task,
-                         labels=labels)
+                         labels=labels, cut_rule=cut_rule)
 
     def __len__(self) -> int:
         return self._n_items()

@@ -39,14 +39,17 @@ def _array(name: str, x, kinds: str, dtype, what: str) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def compute_windows(time, feature, value, valid, start, step, n_windows, n_features) -> np.ndarray:
+def compute_windows(time, feature, value, valid, start, step, n_windows, n_features,
+                    known=None) -> np.ndarray:
     """Statistics of each feature over fixed windows: float32 array [n_windows, n_features, S].
 
     time: epoch seconds, sorted ascending (integers). feature: ids in [0, n_features), or -1
     for an event that is not a windowed feature. value: NaN = no value. valid: bool, False =
-    left out (grids.py: flagged by a WINDOW_EXCLUDE rule). Window w covers
-    [start + w*step, start + (w+1)*step); the last axis follows STAT_NAMES. NaN values,
-    invalid rows and feature -1 are skipped.
+    left out (grids.py: flagged by a WINDOW_EXCLUDE rule). known: epoch seconds each value
+    became known (integers), or None: known when charted. Window w covers
+    [start + w*step, start + (w+1)*step) and counts the values charted in it and known by
+    its end; the last axis follows STAT_NAMES. NaN values, invalid rows and feature -1 are
+    skipped.
     """
     start, step = _int("start", start), _int("step", step)
     n_windows, n_features = _int("n_windows", n_windows), _int("n_features", n_features)
@@ -64,8 +67,10 @@ def compute_windows(time, feature, value, valid, start, step, n_windows, n_featu
     # means flagged, i.e. the opposite of valid.
     valid = _array("valid", valid, "b", np.bool_, "bool (True = keep)")
 
+    known = time if known is None else _array("known", known, "iu", np.int64,
+                                              "integer epoch seconds")
     n = time.shape[0]
-    for name, a in (("feature", feature), ("value", value), ("valid", valid)):
+    for name, a in (("feature", feature), ("value", value), ("valid", valid), ("known", known)):
         if a.shape[0] != n:
             raise ValueError(f"compute_windows: {name!r} has length {a.shape[0]}, 'time' has {n}")
     if n:
@@ -81,7 +86,7 @@ def compute_windows(time, feature, value, valid, start, step, n_windows, n_featu
                              f"got {feature[i]} at index {i}")
 
     out = np.empty((n_windows, n_features, N_STATS), dtype=np.float32)
-    window_stats(time, feature, value, valid, np.int64(start), np.int64(step),
+    window_stats(time, known, feature, value, valid, np.int64(start), np.int64(step),
                  np.int64(n_windows), out)
     return out
 
