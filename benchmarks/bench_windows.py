@@ -62,7 +62,7 @@ def main() -> None:
         # The inputs already have the kernel's dtypes; this is the floor without validation.
         for t, f, v, ok, start, n_win in stays:
             out = np.empty((n_win, a.features, N_STATS), np.float32)
-            window_stats(t, f, v, ok, start, a.step, n_win, out)
+            window_stats(t, t, f, v, ok, start, a.step, n_win, out)  # known = time
 
     print(f"{a.stays} stays x {a.windows} windows x {a.features} features, {n_ev:,} events")
     for name, fn in (("compute_windows (validated)", wrapper), ("window_stats kernel only", kernel_only)):

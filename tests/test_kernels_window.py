@@ -33,13 +33,31 @@ def make_events(rng, n, start, step, n_windows, n_features):
     return t.astype(np.int64), feature, value, valid
 
 
-def reference(time, feature, value, valid, start, step, n_windows, n_features):
-    """The obvious loop: select each (window, feature)'s events and compute every stat."""
+def make_known(rng, time, step):
+    """When each event became known: at its time (half), minutes to a few steps later, or
+    before its time (a planned end: the kernel then takes its time)."""
+    n = len(time)
+    late = rng.integers(0, 3 * step + 1, size=n)
+    late[rng.random(n) < 0.5] = 0
+    early = rng.random(n) < 0.05
+    late[early] = -rng.integers(1, step + 1, size=int(early.sum()))
+    edge = rng.random(n) < 0.05  # known exactly at a window end
+    late[edge] = 0
+    known = time + late
+    known[edge] = (time[edge] // step + rng.integers(1, 3, size=int(edge.sum()))) * step
+    return known.astype(np.int64)
+
+
+def reference(time, feature, value, valid, start, step, n_windows, n_features, known=None):
+    """The obvious loop: select each (window, feature)'s events and compute every stat. A
+    window counts the events charted in it and known by its end (`known`; None: when
+    charted); time_since_last looks back to the latest one charted and known by its end."""
+    known = time if known is None else known
     out = np.full((n_windows, n_features, N_STATS), np.nan)
     use = (feature >= 0) & valid & ~np.isnan(value)
     for w, f in itertools.product(range(n_windows), range(n_features)):
         w0, w1 = start + w * step, start + (w + 1) * step
-        sel = use & (feature == f) & (time >= w0) & (time < w1)
+        sel = use & (feature == f) & (time >= w0) & (time < w1) & (known <= w1)
         t, v = time[sel], value[sel].astype(np.float64)
         out[w, f, S["count"]] = len(v)
         if len(v):
@@ -50,7 +68,7 @@ def reference(time, feature, value, valid, start, step, n_windows, n_features):
             out[w, f, S["std"]] = v.std()  # ddof=0
             if len(v) >= 2 and t.min() != t.max():
                 out[w, f, S["slope"]] = np.polyfit((t - w0) / 3600.0, v, 1)[0]
-        before = time[use & (feature == f) & (time < w1)]
+        before = time[use & (feature == f) & (time < w1) & (known <= w1)]
         if len(before):
             out[w, f, S["time_since_last"]] = (w1 - before.max()) / 3600.0
     return out
@@ -74,6 +92,39 @@ def test_matches_reference(step, n_windows, n_features, n):
     ev = make_events(rng, n, START, step, n_windows, n_features)
     got = compute_windows(*ev, START, step, n_windows, n_features)
     assert_stats_close(got, reference(*ev, START, step, n_windows, n_features))
+    # known = time is the charttime rule, to the bit
+    same = compute_windows(*ev, START, step, n_windows, n_features, known=ev[0])
+    assert same.tobytes() == got.tobytes()
+
+
+@pytest.mark.parametrize("step,n_windows,n_features,n", CASES)
+def test_known_rule_matches_reference(step, n_windows, n_features, n):
+    rng = np.random.default_rng([step, n_windows, n_features, n, 1])
+    ev = make_events(rng, n, START, step, n_windows, n_features)
+    known = make_known(rng, ev[0], step)
+    got = compute_windows(*ev, START, step, n_windows, n_features, known=known)
+    assert_stats_close(got, reference(*ev, START, step, n_windows, n_features, known))
+
+
+def test_known_rule_by_hand():
+    """A lab drawn at 0:50 and resulted at 2:10 is in no window's statistics (its window ended
+    at 1:00 before it was known) and counts for time_since_last from the window ending at 3:00;
+    one known exactly at its window's end counts in that window."""
+    h = 3600
+    time = np.array([10, 50 * 60, 2 * h + 30 * 60], np.int64)
+    known = np.array([10, 2 * h + 10 * 60, 3 * h], np.int64)
+    out = compute_windows(time, np.zeros(3, np.int32), np.array([1, 2, 3], np.float32),
+                          np.ones(3, bool), 0, h, 4, 1, known=known)
+    assert out[:, 0, S["count"]].tolist() == [1, 0, 1, 0]
+    assert out[0, 0, S["mean"]] == 1 and out[2, 0, S["mean"]] == 3
+    tsl = out[:, 0, S["time_since_last"]]
+    assert tsl[0] == pytest.approx((h - 10) / h)  # only the first value known by 1:00
+    assert tsl[1] == pytest.approx((2 * h - 10) / h)  # the 0:50 lab is not known by 2:00
+    assert tsl[2] == pytest.approx(0.5)  # by 3:00: the value at 2:30
+    assert tsl[3] == pytest.approx(1.5)
+    plain = compute_windows(time, np.zeros(3, np.int32), np.array([1, 2, 3], np.float32),
+                            np.ones(3, bool), 0, h, 4, 1)
+    assert plain[:, 0, S["count"]].tolist() == [2, 0, 1, 0]
 
 
 def test_hand_computed():
@@ -155,7 +206,7 @@ def test_polars_cross_check():
 def test_kernel_direct_guards_feature_range():
     out = np.empty((1, 1, N_STATS), np.float32)
     with pytest.raises(ValueError):
-        window_stats(np.array([0], np.int64), np.array([1], np.int32),
+        window_stats(np.array([0], np.int64), np.array([0], np.int64), np.array([1], np.int32),
                      np.array([1], np.float32), np.array([True]), 0, 60, 1, out)
 
 
@@ -175,6 +226,8 @@ def _good(n=3):
     ({"valid": np.ones(3, np.uint8)}, r"'valid' must be bool"),
     ({"time": np.arange(3, dtype=np.float64)}, r"'time' must be integer"),
     ({"time": np.zeros((3, 1), np.int64)}, r"'time' must be 1-D"),
+    ({"known": np.zeros(2, np.int64)}, r"'known' has length 2, 'time' has 3"),
+    ({"known": np.zeros(3, np.float64)}, r"'known' must be integer epoch seconds"),
 ])
 def test_wrapper_errors(patch, match):
     time, feature, value, valid = _good()

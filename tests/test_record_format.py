@@ -1,5 +1,6 @@
-"""Record format 2: pack/unpack round trip, partial event reads against a full decode,
-foreign formats refused, and docs/FORMAT.md's snippet decoding a record on its own."""
+"""Record format 3: pack/unpack round trip, partial event reads (both cut rules) against a full
+decode, window blocks under both rules, foreign formats refused (format 2 with the rebuild
+hint), and docs/FORMAT.md's snippet decoding a record on its own."""
 import re
 from pathlib import Path
 
@@ -18,11 +19,14 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md"
 def make_record(times, texts=("a note",), windows=True) -> dict:
     n = len(times)
     rng = np.random.default_rng(n)
+    # known after the time by 0 (half), a few steps, or never
+    delta = np.where(rng.random(n) < 0.5, 0, rng.integers(1, 6, n)).astype(np.int64)
+    delta[rng.random(n) < 0.05] = record.KNOWN_NEVER
     cols = {"time": np.asarray(times, np.int64), "code": rng.integers(0, 50, n),
             "value": rng.normal(size=n), "text": np.where(rng.random(n) < 0.1, 0, -1),
             "hadm_id": np.full(n, 7), "stay_id": rng.integers(-1, 3, n),
             "source": rng.integers(0, 9, n), "flags": np.zeros(n), "concept": np.full(n, -1),
-            "concept_value": np.full(n, np.nan)}
+            "concept_value": np.full(n, np.nan), "known_delta": delta}
     block = np.arange(12, dtype="<f4").reshape(2, 3, 2)
     return {"format": record.FORMAT, "subject_id": 5, "static": {"gender": "F", "dod": None},
             "admissions": {"hadm_id": [7], "admittime": [0]}, "stays": {},
@@ -30,7 +34,8 @@ def make_record(times, texts=("a note",), windows=True) -> dict:
             "notes": {"event": [], "note_id": []},
             "windows": [{"kind": "stay", "id": 1, "start": 0, "step": 3600, "features": [1, 2, 3],
                          "stats": ["count", "mean"], "shape": [2, 3, 2],
-                         "data": block.tobytes()}] if windows else []}
+                         "data": block.tobytes(), "known_rows": [1],
+                         "known_data": (-block[1:]).tobytes()}] if windows else []}
 
 
 def assert_same(rec: dict, back: dict):
@@ -62,28 +67,71 @@ def test_round_trip_and_partial_reads(times, monkeypatch):
     full = record.unpack(data, DCTX)
     assert_same(rec, full)
     t = full["events"]["time"]
-    for cut in [None, *range(min(times, default=0) - 1, max(times, default=0) + 2)]:
-        end = len(t) if cut is None else int((t <= cut).sum())
-        for last in (None, 0, 1, 3, 4, 5, 9, len(t), len(t) + 1):
-            got = record.read_events(data, cut, last, DCTX)
-            begin = 0 if last is None else max(0, end - last)
-            for c in EVENT_DTYPES:
-                np.testing.assert_array_equal(got[c], full["events"][c][begin:end],
-                                              err_msg=f"cut={cut} last={last} {c}")
-                assert got[c].dtype == full["events"][c].dtype and not got[c].flags.writeable
+    known = t + full["events"]["known_delta"]
+    for cut in [None, *range(min(times, default=0) - 1, max(times, default=0) + 7)]:
+        for rule in record.CUT_RULES:
+            # the reference: every event the rule keeps at the cut, by a plain mask
+            keep = np.ones(len(t), bool) if cut is None else (
+                (known if rule == "known" else t) <= cut)
+            for last in (None, 0, 1, 3, 4, 5, 9, len(t), len(t) + 1):
+                rows = np.flatnonzero(keep)
+                if last is not None:
+                    rows = rows[max(0, len(rows) - last):]
+                got = record.read_events(data, cut, last, DCTX, rule=rule,
+                                         columns=[*EVENT_DTYPES, "known_time"])
+                for c in EVENT_DTYPES:
+                    np.testing.assert_array_equal(got[c], full["events"][c][rows],
+                                                  err_msg=f"cut={cut} last={last} {rule} {c}")
+                    assert got[c].dtype == full["events"][c].dtype
+                    assert not got[c].flags.writeable
+                np.testing.assert_array_equal(got["known_time"], known[rows])
+                assert got["known_time"].dtype == np.int64
 
 
 def test_only_needed_chunks_are_inflated(monkeypatch):
     monkeypatch.setattr(record, "CHUNK_EVENTS", 4)
     data = record.pack(make_record(list(range(20))), CCTX)  # chunks of times 0-3, 4-7, ...
     cache = {}
-    got = record.read_events(data, cut=9, last=2, chunk_cache=cache)
+    got = record.read_events(data, cut=9, last=2, chunk_cache=cache, rule="charttime")
     assert got["time"].tolist() == [8, 9] and set(cache) == {2}
-    got = record.read_events(data, cut=9, last=3, chunk_cache=cache)
+    got = record.read_events(data, cut=9, last=3, chunk_cache=cache, rule="charttime")
     assert got["time"].tolist() == [7, 8, 9] and set(cache) == {1, 2}
     cache.clear()
     assert record.read_events(data, cut=-1, chunk_cache=cache)["time"].tolist() == []
     assert cache == {}
+
+
+def test_known_rule_walks_back_only_as_far_as_needed(monkeypatch):
+    """Events 8-11 known late: the last 2 known at 11 are 6 and 7 (chunk 1), and chunks 0 and
+    3 stay compressed."""
+    monkeypatch.setattr(record, "CHUNK_EVENTS", 4)
+    rec = make_record(list(range(16)))
+    delta = np.zeros(16, np.int64)
+    delta[8:12] = 100
+    rec["events"]["known_delta"] = delta.astype("<u4").tobytes()
+    data = record.pack(rec, CCTX)
+    cache = {}
+    got = record.read_events(data, cut=11, last=2, chunk_cache=cache)
+    assert got["time"].tolist() == [6, 7] and set(cache) == {1, 2}
+    got = record.read_events(data, cut=11, last=2, chunk_cache=cache, rule="charttime")
+    assert got["time"].tolist() == [10, 11]
+    assert record.read_events(data, cut=111, last=5)["time"].tolist() == [11, 12, 13, 14, 15]
+    with pytest.raises(ValueError, match="rule must be one of"):
+        record.read_events(data, cut=3, rule="storetime")
+    with pytest.raises(ValueError, match="no event column.*known_time"):
+        record.read_events(data, columns=["knowntime"])
+
+
+def test_window_block_rules():
+    w = record.read_windows(record.pack(make_record([1, 2]), CCTX))[0]
+    block = np.arange(12, dtype="<f4").reshape(2, 3, 2)
+    assert record.window_block(w, "charttime") is w["data"]
+    np.testing.assert_array_equal(record.window_block(w), np.stack([block[0], -block[1]]))
+    np.testing.assert_array_equal(w["data"], block)  # the stored block is not changed
+    stored = make_record([1])["windows"][0]  # bytes, as pack takes them
+    np.testing.assert_array_equal(record.window_block(stored), np.stack([block[0], -block[1]]))
+    with pytest.raises(ValueError, match="rule must be one of"):
+        record.window_block(w, "stored")
 
 
 def test_real_chunk_size_and_empty_parts():
@@ -95,9 +143,10 @@ def test_real_chunk_size_and_empty_parts():
         assert outer["texts"] is None and outer["windows"] is None  # nothing to inflate
         assert len(outer["chunks"]["data"]) == -(-len(times) // n)
         assert_same(rec, record.unpack(data))
-        assert record.read_events(data, cut=7, last=3)["time"].tolist() == \
+        assert record.read_events(data, cut=7, last=3, rule="charttime")["time"].tolist() == \
             [t for t in times if t <= 7][-3:]
-        assert record.read_events(data, cut=n, last=2)["time"].tolist() == times[-2:]
+        assert record.read_events(data, cut=n, last=2, rule="charttime")["time"].tolist() == \
+            times[-2:]
     head = record.read_head(data)
     assert head == {k: rec[k] for k in ("format", "subject_id", "static", "admissions", "stays",
                                         "notes")}
@@ -107,8 +156,15 @@ def test_other_formats_refused():
     old = CCTX.compress(msgpack.packb({"format": 1, "subject_id": 5}))
     with pytest.raises(ValueError, match="record format 1.*rebuild"):
         record.unpack(old)
-    with pytest.raises(ValueError, match="record format 3"):
-        record.read_events(msgpack.packb({"format": 3, "chunks": {}}))
+    # format 2 (no known_delta): refused with the rebuild hint, never read as format 3
+    two = msgpack.packb({"format": 2, "head": CCTX.compress(msgpack.packb({})), "texts": None,
+                         "windows": None, "chunks": {"n": [], "t_first": [], "data": []}})
+    for read in (record.unpack, record.read_head, record.read_events, record.read_windows):
+        with pytest.raises(ValueError, match="record format 2, this reader knows 3: rebuild "
+                                             "the version"):
+            read(two)
+    with pytest.raises(ValueError, match="record format 4, this reader knows 3$"):
+        record.read_events(msgpack.packb({"format": 4, "chunks": {}}))
     with pytest.raises(ValueError, match="record format None"):
         record.read_head(msgpack.packb([1, 2]))
 
