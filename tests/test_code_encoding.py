@@ -14,6 +14,7 @@ def _batch(rows):
               "valuenum": pl.String, "valueuom": pl.String}
     df = pl.DataFrame(rows, schema=schema, orient="row")
     return df.with_columns(pl.col("charttime").str.to_datetime(),
+                           pl.col("charttime").str.to_datetime().alias("storetime"),
                            pl.col("valuenum").cast(pl.Float64))
 
 

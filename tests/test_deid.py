@@ -21,6 +21,7 @@ from trajectory import deid, synth
 from trajectory.grids import GridSpec, patient_windows
 from trajectory.record import unpack
 from trajectory.store import open_version
+from trajectory.tables import SOURCE_ID
 from trajectory.torch import TrajectoryDataset
 
 from .conftest import REPO, make_cfg
@@ -222,7 +223,8 @@ def test_intervals_counts_and_shapes_preserved(synth_version, shared):
             same_windows += bool(old["windows"])
         assert len(new["notes"]["event"]) == len(old["notes"]["event"])
         assert {copy.meta["sources"][str(new["events"]["source"][e])]
-                for e in new["notes"]["event"]} <= {"discharge", "radiology"}
+                for e in new["notes"]["event"]} <= {"discharge", "radiology",
+                                                    "discharge_detail", "radiology_detail"}
         row = copy.manifest.filter(pl.col("subject_id") == sid)
         assert row["first_time"][0] == t_new[0] and row["last_time"][0] == t_new[-1]
         assert row["path"][0] == f"patients/{row['shard'][0]:05d}.pack"
@@ -283,8 +285,11 @@ def test_keep_text_keeps_notes(synth_version, tmp_path):
     n = 0
     for sid in copy.subject_ids:
         p, o = copy.patient(sid), originals[sid]
-        old = sorted(o["texts"][o["events"]["text"][e]] for e in o["notes"]["event"])
-        assert sorted(p.text(e) for e in p.notes["event"]) == old
+        body = {SOURCE_ID["discharge"], SOURCE_ID["radiology"]}  # not their detail rows
+        old = sorted(o["texts"][o["events"]["text"][e]] for e in o["notes"]["event"]
+                     if o["events"]["source"][e] in body)
+        assert sorted(p.text(e) for e in p.notes["event"] if p.events["source"][e] in body) \
+            == old
         n += len(old)
     assert n > 100
     report = json.loads((out / "deid_report.json").read_text())
@@ -362,7 +367,8 @@ def _tiny_record(age=95):
           "hadm_id": np.array([-1, -1, 7, 7, 7]), "stay_id": np.array([-1, -1, -1, 8, -1]),
           "source": np.array([1, 40, 18, 17, 23], np.uint8),
           "flags": np.zeros(5, np.uint8), "concept": np.full(5, -1, np.int16),
-          "concept_value": np.full(5, np.nan, np.float32)}
+          "concept_value": np.full(5, np.nan, np.float32),
+          "known_delta": np.array([0, 0, 0, 600, 86400], np.uint32)}
     return {"format": 1, "subject_id": 123,
             "static": {"gender": "F", "anchor_age": age, "anchor_year": 2096,
                        "anchor_year_group": "2008 - 2010", "dod": T0 + day,
@@ -396,6 +402,8 @@ def test_rewrite_one_record_ages_ids_texts():
     assert rec["static"]["anchor_year"] == deid.year_of(last)
     assert counts["birth_time_capped"] == 1 and counts["events_at_birth"] == 2
     assert list(t[2:]) == [T0 + off, T0 + 3600 + off, T0 + 7200 + off]
+    # known times move with their events: the delta to `time` is kept
+    assert np.frombuffer(rec["events"]["known_delta"], "<u4").tolist() == [0, 0, 0, 600, 86400]
     assert rec["texts"] == [] and counts["text_dropped"] == {"datetimeevents": 1,
                                                              "discharge": 1, "my_registry": 1}
     assert rec["admissions"]["hadm_id"] == [deid.keyed_id(KEY, "hadm_id", 7)]

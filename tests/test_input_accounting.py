@@ -102,12 +102,14 @@ def test_place_details_takes_parent_time_and_counts_orphans():
         "subject_id": [1, 1, 1, 1, 1, 1], "time": [100, 200, None, None, None, 50],
         "code_id": [0, 0, 1, 2, 2, 3], "hadm_id": [7, 8, None, None, None, None],
         "source": [emar, emar, detail, detail, detail, SOURCE_ID["labevents"]],
-        "kind": [0, 0, 0, 1, 1, 0], "ref": [0, 1, 2, 3, 4, -1]},
+        "kind": [0, 0, 0, 1, 1, 0], "ref": [0, 1, 2, 3, 4, -1],
+        "known_delta": [30, 0, 0, 0, 0, 5]},
         schema_overrides={"source": pl.UInt8, "kind": pl.UInt8, "ref": pl.Int32})
     counts = {}
     got = place_details(ev, refs, counts)
     assert got["time"].to_list() == [100, 200, 100, 100, 50]
     assert got["hadm_id"].to_list() == [7, 8, 7, 7, None]
+    assert got["known_delta"].to_list() == [30, 0, 30, 30, 5]  # known when the parent is
     assert counts == {"emar_detail": {"dose_given": {"dropped": {"parent_not_found": 1}}}}
 
 
@@ -157,21 +159,31 @@ def test_detail_rows_reconcile_and_orphans_are_named(synth_build):
 
 
 def test_detail_events_sit_at_their_parents_time(synth_build):
-    """Every detail event has the time and admission of a parent event of its patient, and
-    note details are not notes (no note_id in the record)."""
+    """Every detail event has the time, admission and known time of a parent event of its
+    patient; every note detail row is listed in `notes` with its own note's id, whose note
+    event has its time, admission and known time."""
     cfg, _ = synth_build
     v = open_version(cfg.version_dir)
     parent = {SOURCE_ID[t.name]: SOURCE_ID[t.parent.table] for t in TABLES if t.parent}
+    note_src = [SOURCE_ID[t.name] for t in TABLES if t.module == "note"]
     seen = defaultdict(int)
     for p in v:
         src, time, hadm = p.events["source"], p.events["time"], p.events["hadm_id"]
+        known = p.known_time
         for d, s in parent.items():
             mine = src == d
             seen[d] += int(mine.sum())
-            at = set(zip(time[src == s].tolist(), hadm[src == s].tolist()))
-            assert set(zip(time[mine].tolist(), hadm[mine].tolist())) <= at
+            at = set(zip(time[src == s].tolist(), hadm[src == s].tolist(),
+                         known[src == s].tolist()))
+            assert set(zip(time[mine].tolist(), hadm[mine].tolist(),
+                           known[mine].tolist())) <= at
         notes = np.asarray(p.notes["event"], np.int64)
-        assert np.isin(src[notes], [SOURCE_ID["discharge"], SOURCE_ID["radiology"]]).all()
+        assert sorted(notes.tolist()) == np.flatnonzero(np.isin(src, note_src)).tolist()
+        body = {n: e for e, n in zip(p.notes["event"], p.notes["note_id"])
+                if src[e] in (SOURCE_ID["discharge"], SOURCE_ID["radiology"])}
+        for e, n in zip(p.notes["event"], p.notes["note_id"]):
+            b = body[n]  # a detail row's note is one of the patient's notes
+            assert (time[e], hadm[e], known[e]) == (time[b], hadm[b], known[b])
     assert all(seen[d] > 0 for d in parent), seen
 
 
@@ -213,7 +225,8 @@ def test_other_tables_unchanged_by_the_details(synth_build, tmp_path):
             assert np.array_equal(pa.events[col], pb.events[col][keep], equal_nan=True), col
         assert pa.codes.tolist() == pb.codes[keep].tolist()
         assert [pa.text(i) for i in range(len(pa))] == [pb.text(i) for i in np.flatnonzero(keep)]
-        assert pa.notes["note_id"] == pb.notes["note_id"]
+        body = [n for e, n in zip(pb.notes["event"], pb.notes["note_id"]) if keep[e]]
+        assert pa.notes["note_id"] == body  # the details' own rows aside
         assert len(pa.windows) == len(pb.windows)
         for x, y in zip(pa.windows, pb.windows):
             assert {k: v for k, v in x.items() if k != "data"} == {

@@ -87,11 +87,13 @@ def _record(dod=None, deathtimes=()):
           "text": np.array([-1, -1, 0, -1], "<i4"), "hadm_id": np.array([-1, -1, 7, 7], "<i8"),
           "stay_id": np.full(4, -1, "<i8"), "flags": np.array([0, 0, 2, 0], "|u1"),
           "concept": np.array([-1, -1, 0, -1], "<i2"),
-          "concept_value": np.array([np.nan, np.nan, 1.5, np.nan], "<f4")}
+          "concept_value": np.array([np.nan, np.nan, 1.5, np.nan], "<f4"),
+          "known_delta": np.array([0, 0, 3600, 0], "<u4")}
     adms = {"hadm_id": [7] * len(deathtimes), "admittime": [50] * len(deathtimes),
             "dischtime": [200] * len(deathtimes), "deathtime": list(deathtimes)}
     return codes, {"format": 1, "subject_id": 5, "static": {"dod": dod}, "admissions": adms,
-                   "stays": {}, "events": ev, "texts": ["NEG"]}
+                   "stays": {}, "events": ev, "texts": ["NEG"],
+                   "notes": {"event": [], "note_id": []}}
 
 
 @pytest.mark.parametrize("dod, deathtimes, death", [
@@ -107,6 +109,10 @@ def test_patient_rows_order_and_death(dod, deathtimes, death):
     assert got == want
     assert rows["time"][0] == STATIC_TIME and sorted(rows["time"]) == list(rows["time"])
     assert (rows["time"][np.array(got) == "MEDS_DEATH"] == ([death] if death else [])).all()
+    # known: the lab an hour after its time, the added death at its own, static rows none
+    known = dict(zip(got, rows["known"].tolist()))
+    assert known["LAB//1//x"] == 3700 and known["GENDER//F"] == STATIC_TIME
+    assert known.get("MEDS_DEATH", death) == death
 
 
 # ---- the real demo ------------------------------------------------------------------------

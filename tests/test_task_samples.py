@@ -1,8 +1,11 @@
-"""Task-cut samples (TrajectoryDataset(task=..., labels=...)): no item holds anything from after
-its prediction time, on the real demo and on a synthetic build; one item per label row of the
-split; any MEDS label file; clear errors. The reference cut is recomputed here from the raw
-record (events with time <= prediction time; window rows ending at or before it), not from
-trajectory.torch."""
+"""Task-cut samples (TrajectoryDataset(task=..., labels=...)): no item holds anything not known
+at its prediction time, on the real demo and on a synthetic build with notes, under both cut
+rules; one item per label row of the split; any MEDS label file; clear errors. The reference
+cut is recomputed here from the raw record, not from trajectory.torch: the events with
+time + known_delta <= prediction time (rule "known", the default; time <= prediction time for
+"charttime"), the window rows ending at or before it, and in each row every concept's
+`count` recounted from the raw events charted in the window (and, under the known rule,
+known by the window's end)."""
 import numpy as np
 import polars as pl
 import pytest
@@ -13,6 +16,8 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from jobs.tasks import run_tasks  # noqa: E402
 from trajectory import open_version  # noqa: E402
+from trajectory.cleaning import rule_mask  # noqa: E402
+from trajectory.record import window_block  # noqa: E402
 from trajectory.splits import split_of  # noqa: E402
 from trajectory.tasks import TASKS  # noqa: E402
 from trajectory.torch import (TrajectoryDataset, TrajectoryIterableDataset,  # noqa: E402
@@ -45,20 +50,44 @@ def seconds(frame: pl.DataFrame) -> np.ndarray:
     return frame["prediction_time"].dt.epoch("s").to_numpy()
 
 
-def check_item(v, item, pt: int, max_events=None):
-    """The item holds exactly what was known at `pt`: reference from the raw record."""
+def window_counts(raw, w: dict, n: int, rule: str, exclude: int) -> np.ndarray:
+    """[n, F] observations of each feature in the first n windows of grid `w`, recounted from
+    the raw events: concept events with a value, not flagged by an excluded rule, charted in
+    the window and (rule "known") known by its end."""
+    ev = raw["events"]
+    t, k = ev["time"], ev["time"] + ev["known_delta"]
+    col = {c: i for i, c in enumerate(w["features"])}
+    use = ((ev["flags"] & exclude) == 0) & ~np.isnan(ev["concept_value"]) & np.isin(
+        ev["concept"], list(col))
+    row = (t - w["start"]) // w["step"]
+    use &= (row >= 0) & (row < n)
+    if rule == "known":
+        use &= k <= w["start"] + (row + 1) * w["step"]
+    out = np.zeros((n, len(col)), np.int64)
+    np.add.at(out, (row[use], [col[c] for c in ev["concept"][use].tolist()]), 1)
+    return out
+
+
+def check_item(v, item, pt: int, max_events=None, rule="known"):
+    """The item holds exactly what was known at `pt` (rule "known"; charted by it for
+    "charttime"): reference from the raw record. Returns the window rows checked."""
     assert item["prediction_time"] == pt
     raw = v.raw(item["subject_id"])
     t = raw["events"]["time"]
-    known = np.flatnonzero(t <= pt)
+    known_time = t + raw["events"]["known_delta"]
+    known = np.flatnonzero((known_time if rule == "known" else t) <= pt)
     if max_events is not None:
         known = known[len(known) - max_events:] if len(known) > max_events else known
     got = item["time"].numpy()
     assert item["length"] == len(known) == len(got)
     assert (got <= pt).all()
+    if rule == "known":
+        assert (item["known_time"].numpy() <= pt).all()
     np.testing.assert_array_equal(got, t[known])
     np.testing.assert_array_equal(item["code"].numpy(), raw["events"]["code"][known])
+    np.testing.assert_array_equal(item["known_time"].numpy(), known_time[known])
     full = {(w["kind"], w["id"]): w for w in raw["windows"]}
+    exclude = rule_mask(v.meta["windows"]["exclude"])
     seen = set()
     rows = 0
     for w in item["windows"]:
@@ -66,7 +95,9 @@ def check_item(v, item, pt: int, max_events=None):
         assert n >= 1 and w["start"] + n * w["step"] <= pt  # every kept row ends by pt
         ref = full[(w["kind"], w["id"])]
         assert n == min(len(ref["data"]), (pt - ref["start"]) // ref["step"])  # none lost
-        np.testing.assert_array_equal(w["data"].numpy(), ref["data"][:n])
+        counts = w["data"].numpy()[:, :, w["stats"].index("count")]
+        np.testing.assert_array_equal(counts, window_counts(raw, ref, n, rule, exclude))
+        np.testing.assert_array_equal(w["data"].numpy(), window_block(ref, rule)[:n])
         seen.add((w["kind"], w["id"]))
         rows += n
     for key, ref in full.items():  # a block left out is one whose first row ends after pt
@@ -75,42 +106,76 @@ def check_item(v, item, pt: int, max_events=None):
     return rows
 
 
-def check_version(vdir):
+def check_version(vdir, rule="known"):
+    """Every sample of every task and split; returns (items, items whose events or window
+    rows the known rule changes)."""
     v = open_version(vdir)
-    items = window_rows = 0
+    items = window_rows = changed = 0
     for name in TASKS:
         labels = pl.read_parquet(vdir / "tasks" / f"{name}.parquet")
         for split in ("train", "val", "test"):
             rows = labels.filter(pl.Series(split_of(labels["subject_id"].to_numpy())) == split)
-            ds = TrajectoryDataset(vdir, task=name, split=split)
+            ds = TrajectoryDataset(vdir, task=name, split=split, cut_rule=rule)
+            other = TrajectoryDataset(vdir, task=name, split=split,
+                                      cut_rule="charttime" if rule == "known" else "known")
             assert len(ds) == rows.height
             for i, (sid, pt, y) in enumerate(zip(rows["subject_id"].to_list(), seconds(rows),
                                                  rows["boolean_value"].to_list())):
                 item = ds[i]
                 assert item["subject_id"] == sid and bool(item["label"]) == y
                 assert item["label"].dtype == torch.bool and item["label"].dim() == 0
-                window_rows += check_item(v, item, int(pt))
+                window_rows += check_item(v, item, int(pt), rule=rule)
+                alt = other[i]
+                changed += alt["length"] != item["length"] or any(
+                    not torch.equal(a["data"], b["data"]) for a, b in
+                    zip(item["windows"], alt["windows"]))
                 items += 1
     assert window_rows > 1000  # the windows were there to leak
-    return items
+    return items, changed
 
 
-def test_no_leakage_on_demo(demo_tasks):
-    assert check_version(demo_tasks) > 500  # 5 tasks, ~600 samples
+@pytest.mark.parametrize("rule", ["known", "charttime"])
+def test_no_leakage_on_demo(demo_tasks, rule):
+    items, changed = check_version(demo_tasks, rule)
+    assert items > 500  # 5 tasks, ~600 samples
+    assert changed > 100  # the rules differ: there was something to leak
 
 
-def test_no_leakage_on_synthetic(synth_tasks):
-    assert check_version(synth_tasks) > 50
+@pytest.mark.parametrize("rule", ["known", "charttime"])
+def test_no_leakage_on_synthetic(synth_tasks, rule):
+    items, changed = check_version(synth_tasks, rule)
+    assert items > 50 and changed > 20
 
 
 def test_check_catches_a_leak(demo_tasks):
-    """The reference check fails on an uncut item (so it can fail at all)."""
+    """The reference check fails on an uncut item (so it can fail at all), and the known
+    rule's check fails on an item cut on charttime: a lab drawn before the prediction time and
+    resulted after it, or a window row counting one, is caught."""
     v = open_version(demo_tasks)
     labels = pl.read_parquet(demo_tasks / "tasks" / "mortality_in_icu_first_24h.parquet")
     item = TrajectoryDataset(demo_tasks, subjects=[labels["subject_id"][0]])[0]
     item["prediction_time"] = int(seconds(labels)[0])
     with pytest.raises(AssertionError):
         check_item(v, item, int(seconds(labels)[0]))
+    chart = TrajectoryDataset(demo_tasks, task="mortality_in_icu_first_24h",
+                              cut_rule="charttime")
+    known = TrajectoryDataset(demo_tasks, task="mortality_in_icu_first_24h")
+    caught = 0
+    for i in range(len(chart)):
+        pt = int(seconds(labels)[i])
+        check_item(v, known[i], pt)
+        try:
+            check_item(v, chart[i], pt)
+        except AssertionError:
+            caught += 1
+    assert caught > 30
+    # a window row alone: the known item's events with the charttime item's windows
+    i = next(i for i in range(len(chart))
+             if known[i]["length"] and any(not torch.equal(a["data"], b["data"]) for a, b in
+                                           zip(known[i]["windows"], chart[i]["windows"])))
+    mixed = {**known[i], "windows": chart[i]["windows"]}
+    with pytest.raises(AssertionError):
+        check_item(v, mixed, int(seconds(labels)[i]))
 
 
 def test_max_events_keeps_last_before_cut(demo_tasks):

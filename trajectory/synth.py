@@ -1064,6 +1064,12 @@ class _Synth:
             else:
                 seq += r.integers(0, 30, self.n)[pat]  # MIMIC-IV-Note RR numbering has gaps
                 t = self.during(na) // MIN * MIN
+                # An admission's 2nd (5th, ...) report is a second study ordered with the one
+                # before it (a CT chest with a CT abdomen): the same charttime, as
+                # MIMIC-IV-Note has. No draw: every other value stays as it was.
+                k = _cumcount(na)
+                same = np.flatnonzero((k > 0) & (k % 3 == 1))
+                t[same] = t[same - 1]
                 exam = self.pick(len(EXAMS), N)
                 text = [radiology(a, e) for a, e in zip(na.tolist(), exam.tolist())]
                 store = t + r.integers(HOUR // 2, 8 * HOUR, N)

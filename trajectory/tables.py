@@ -84,8 +84,11 @@ def _birth_time(df: pl.DataFrame) -> pl.DataFrame:
 
 def _day_end(column: str):
     """A date-only column's day end (its midnight + 1 day - 1 s) as `<column>_end`: something
-    dated by the day only is known by that day's end at the latest, never at its midnight."""
+    dated by the day only is known by that day's end at the latest, never at its midnight.
+    A frame without the column (the header tables' lookups) is left as it is."""
     def add(df: pl.DataFrame) -> pl.DataFrame:
+        if column not in df.columns:
+            return df
         end = pl.col(column) + pl.duration(days=1) - pl.duration(seconds=1)
         return df.with_columns(end.alias(f"{column}_end"))
     return add
