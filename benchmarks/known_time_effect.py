@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     for vdir in versions:
         meta = json.loads((vdir / "dataset.json").read_text())
         lut = group_of(meta["sources"])
-        name = Path(meta["config"]["DATA_DIR"]).name if "config" in meta else vdir.name
+        name = vdir.parent.name  # build() puts each version under the input's name
         t0 = time.perf_counter()
         for task in TASKS:
             r = task_effect(vdir, task, lut)
