@@ -243,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                             help="meds, share: the output folder; windows: the output parquet "
                                  "[VERSION_DIR/windows.parquet]")
         parser.add_argument("--out", default=None, help="windows: the output parquet")
-        parser.add_argument("--window-rule", choices=["known", "charttime"], default="known",
-                            help="windows: what a window counts: known, the values known by "
-                                 "its end (a row ending by a prediction time holds nothing "
-                                 "resulted later); charttime, every value charted in it, as "
-                                 "MEDS tools aggregate [known]")
+        parser.add_argument("--window-rule", choices=["charttime", "known"],
+                            default="charttime",
+                            help="windows: what a window counts: charttime, every value "
+                                 "charted in it, whenever resulted, as MEDS tools aggregate; "
+                                 "known, only the values known by its end [charttime]")
         parser.add_argument("--key-file", default=None,
                             help="share: a file holding the secret key for ids and time shifts")
         from trajectory.deid import KEEP_TEXT

@@ -1,16 +1,15 @@
-"""What the availability time costs in record bytes: format 3's `known_delta` column and the
-windows' known-rule rows, against the same records without them, per event.
+"""What the availability time costs in record bytes: format 3's `known_delta` column against the
+same records without it, per event.
 
     python -m trajectory.replicate ../shared/data/mimic-iv-demo /tmp/known/demo_x20 --times 20
     python build_patient_files.py --data-dir /tmp/known/demo_x20 --out-dir /tmp/known/x20
     python benchmarks/bench_known_size.py /tmp/known/x20/v1 [--old /tmp/known/x20_fmt2/v1]
 
-Every record of the version is re-compressed part by part at the version's ZSTD_LEVEL (the
-same bytes the build wrote, which is checked): each event chunk as stored, without its
-`known_delta` column (format 2's columns), and with an absolute `<i8` known time instead of
-the delta (the alternative the delta was chosen over); the windows frame as stored and
-without `known_rows`/`known_data`. `--old`: a format-2 version of the same input (built by
-the code before format 3) whose total record bytes are printed beside.
+Every event chunk of the version is re-compressed at the version's ZSTD_LEVEL (the same bytes
+the build wrote, which is checked): as stored, without its `known_delta` column (format 2's
+columns), and with an absolute `<i8` known time instead of the delta (the alternative the
+delta was chosen over). `--old`: a format-2 version of the same input (built by the code
+before format 3) whose record bytes are printed beside.
 """
 from __future__ import annotations
 
@@ -47,23 +46,12 @@ def chunk_variants(raw: bytes, n: int, cctx) -> dict:
             "absolute": len(cctx.compress(base + absolute))}
 
 
-def windows_variants(frame: bytes | None, dctx, cctx) -> dict:
-    if frame is None:
-        return {"stored": 0, "without": 0}
-    windows = msgpack.unpackb(dctx.decompress(frame), raw=False)
-    bare = [{k: v for k, v in w.items() if k not in ("known_rows", "known_data")}
-            for w in windows]
-    return {"stored": len(cctx.compress(msgpack.packb(windows, use_bin_type=True))),
-            "without": len(cctx.compress(msgpack.packb(bare, use_bin_type=True)))}
-
-
 def measure(version: Path) -> dict:
     meta = json.loads((version / "dataset.json").read_text())
-    level = int(meta["config"]["ZSTD_LEVEL"])
+    level = int(meta["config"]["zstd_level"])
     cctx, dctx = zstandard.ZstdCompressor(level=level), zstandard.ZstdDecompressor()
     m = pl.read_parquet(version / "manifest.parquet")
-    tot = {"records": 0, "events": 0, "chunks": 0, "chunks_without": 0, "chunks_absolute": 0,
-           "windows": 0, "windows_without": 0, "window_rows": 0, "known_rows": 0}
+    tot = {"records": 0, "events": 0, "chunks": 0, "chunks_without": 0, "chunks_absolute": 0}
     for path, offset, size in zip(m["path"], m["offset"], m["bytes"]):
         with open(version / path, "rb") as f:
             f.seek(offset)
@@ -78,13 +66,6 @@ def measure(version: Path) -> dict:
             tot["chunks"] += v["stored"]
             tot["chunks_without"] += v["without"]
             tot["chunks_absolute"] += v["absolute"]
-        w = windows_variants(outer["windows"], dctx, cctx)
-        tot["windows"] += w["stored"]
-        tot["windows_without"] += w["without"]
-        if outer["windows"] is not None:
-            for g in msgpack.unpackb(dctx.decompress(outer["windows"]), raw=False):
-                tot["window_rows"] += g["shape"][0]
-                tot["known_rows"] += len(g["known_rows"])
     return tot
 
 
@@ -103,13 +84,8 @@ def main(argv=None) -> None:
           f"(+{100 * (t['chunks'] / t['chunks_without'] - 1):.1f}% of the chunks)")
     print(f"absolute known_time <i8 instead: +{(t['chunks_absolute'] - t['chunks_without']) / e:.3f}"
           f" B/event")
-    print(f"known-rule window rows ({t['known_rows']:,} of {t['window_rows']:,} rows, "
-          f"{100 * t['known_rows'] / max(t['window_rows'], 1):.0f}%): windows "
-          f"{t['windows_without']:,} -> {t['windows']:,} bytes: "
-          f"+{(t['windows'] - t['windows_without']) / e:.3f} B/event")
-    extra = t["chunks"] - t["chunks_without"] + t["windows"] - t["windows_without"]
-    print(f"together: +{extra / e:.3f} B/event, +{100 * extra / (t['records'] - extra):.1f}% "
-          "of the records")
+    extra = t["chunks"] - t["chunks_without"]
+    print(f"of the records: +{100 * extra / (t['records'] - extra):.1f}%")
     if args.old is not None:
         old = pl.read_parquet(args.old / "manifest.parquet")
         ob, oe = int(old["bytes"].sum()), int(old["n_events"].sum())

@@ -1,6 +1,6 @@
 """Record format 3: pack/unpack round trip, partial event reads (both cut rules) against a full
-decode, window blocks under both rules, foreign formats refused (format 2 with the rebuild
-hint), and docs/FORMAT.md's snippet decoding a record on its own."""
+decode, foreign formats refused (format 2 with the rebuild hint), and docs/FORMAT.md's
+snippet decoding a record on its own."""
 import re
 from pathlib import Path
 
@@ -34,8 +34,7 @@ def make_record(times, texts=("a note",), windows=True) -> dict:
             "notes": {"event": [], "note_id": []},
             "windows": [{"kind": "stay", "id": 1, "start": 0, "step": 3600, "features": [1, 2, 3],
                          "stats": ["count", "mean"], "shape": [2, 3, 2],
-                         "data": block.tobytes(), "known_rows": [1],
-                         "known_data": (-block[1:]).tobytes()}] if windows else []}
+                         "data": block.tobytes()}] if windows else []}
 
 
 def assert_same(rec: dict, back: dict):
@@ -120,36 +119,6 @@ def test_known_rule_walks_back_only_as_far_as_needed(monkeypatch):
         record.read_events(data, cut=3, rule="storetime")
     with pytest.raises(ValueError, match="no event column.*known_time"):
         record.read_events(data, columns=["knowntime"])
-
-
-def test_window_block_rules():
-    w = record.read_windows(record.pack(make_record([1, 2]), CCTX))[0]
-    block = np.arange(12, dtype="<f4").reshape(2, 3, 2)
-    assert record.window_block(w, "charttime") is w["data"]
-    np.testing.assert_array_equal(record.window_block(w), np.stack([block[0], -block[1]]))
-    np.testing.assert_array_equal(w["data"], block)  # the stored block is not changed
-    stored = make_record([1])["windows"][0]  # bytes, as pack takes them
-    np.testing.assert_array_equal(record.window_block(stored), np.stack([block[0], -block[1]]))
-    with pytest.raises(ValueError, match="rule must be one of"):
-        record.window_block(w, "stored")
-
-
-def test_real_chunk_size_and_empty_parts():
-    n = record.CHUNK_EVENTS
-    for times in ([7] * n, list(range(n + 1))):
-        rec = make_record(times, texts=(), windows=False)
-        data = record.pack(rec, CCTX)
-        outer = msgpack.unpackb(data, raw=False)
-        assert outer["texts"] is None and outer["windows"] is None  # nothing to inflate
-        assert len(outer["chunks"]["data"]) == -(-len(times) // n)
-        assert_same(rec, record.unpack(data))
-        assert record.read_events(data, cut=7, last=3, rule="charttime")["time"].tolist() == \
-            [t for t in times if t <= 7][-3:]
-        assert record.read_events(data, cut=n, last=2, rule="charttime")["time"].tolist() == \
-            times[-2:]
-    head = record.read_head(data)
-    assert head == {k: rec[k] for k in ("format", "subject_id", "static", "admissions", "stays",
-                                        "notes")}
 
 
 def test_other_formats_refused():

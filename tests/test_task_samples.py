@@ -5,7 +5,7 @@ cut is recomputed here from the raw record, not from trajectory.torch: the event
 time + known_delta <= prediction time (rule "known", the default; time <= prediction time for
 "charttime"), the window rows ending at or before it, and in each row every concept's
 `count` recounted from the raw events charted in the window (and, under the known rule,
-known by the window's end)."""
+known at the prediction time: the rows aggregate the item's own events)."""
 import numpy as np
 import polars as pl
 import pytest
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from jobs.tasks import run_tasks  # noqa: E402
 from trajectory import open_version  # noqa: E402
 from trajectory.cleaning import rule_mask  # noqa: E402
-from trajectory.record import window_block  # noqa: E402
+from trajectory.windows import compute_windows  # noqa: E402
 from trajectory.splits import split_of  # noqa: E402
 from trajectory.tasks import TASKS  # noqa: E402
 from trajectory.torch import (TrajectoryDataset, TrajectoryIterableDataset,  # noqa: E402
@@ -50,10 +50,15 @@ def seconds(frame: pl.DataFrame) -> np.ndarray:
     return frame["prediction_time"].dt.epoch("s").to_numpy()
 
 
-def window_counts(raw, w: dict, n: int, rule: str, exclude: int) -> np.ndarray:
+def same_block(a, b) -> bool:
+    """Bit for bit (NaN, an empty window's statistic, equals NaN)."""
+    return torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def window_counts(raw, w: dict, n: int, rule: str, exclude: int, pt: int) -> np.ndarray:
     """[n, F] observations of each feature in the first n windows of grid `w`, recounted from
     the raw events: concept events with a value, not flagged by an excluded rule, charted in
-    the window and (rule "known") known by its end."""
+    the window and (rule "known") known at `pt`."""
     ev = raw["events"]
     t, k = ev["time"], ev["time"] + ev["known_delta"]
     col = {c: i for i, c in enumerate(w["features"])}
@@ -62,10 +67,24 @@ def window_counts(raw, w: dict, n: int, rule: str, exclude: int) -> np.ndarray:
     row = (t - w["start"]) // w["step"]
     use &= (row >= 0) & (row < n)
     if rule == "known":
-        use &= k <= w["start"] + (row + 1) * w["step"]
+        use &= k <= pt
     out = np.zeros((n, len(col)), np.int64)
     np.add.at(out, (row[use], [col[c] for c in ev["concept"][use].tolist()]), 1)
     return out
+
+
+def reference_rows(raw, w: dict, n: int, rule: str, exclude: int, pt: int) -> np.ndarray:
+    """The first n rows of grid `w`: stored (charttime), or (known) the plain kernel over
+    only the events known at `pt`, as a block of the build would be without the others."""
+    if rule == "charttime":
+        return w["data"][:n]
+    ev = raw["events"]
+    m = ev["time"] + ev["known_delta"] <= pt
+    feats = {c: i for i, c in enumerate(w["features"])}
+    feature = np.array([feats.get(c, -1) for c in ev["concept"][m].tolist()], np.int32)
+    return compute_windows(ev["time"][m], feature, ev["concept_value"][m],
+                           (ev["flags"][m] & exclude) == 0, w["start"], w["step"], n,
+                           len(feats))
 
 
 def check_item(v, item, pt: int, max_events=None, rule="known"):
@@ -96,8 +115,9 @@ def check_item(v, item, pt: int, max_events=None, rule="known"):
         ref = full[(w["kind"], w["id"])]
         assert n == min(len(ref["data"]), (pt - ref["start"]) // ref["step"])  # none lost
         counts = w["data"].numpy()[:, :, w["stats"].index("count")]
-        np.testing.assert_array_equal(counts, window_counts(raw, ref, n, rule, exclude))
-        np.testing.assert_array_equal(w["data"].numpy(), window_block(ref, rule)[:n])
+        np.testing.assert_array_equal(counts, window_counts(raw, ref, n, rule, exclude, pt))
+        np.testing.assert_array_equal(w["data"].numpy(), reference_rows(raw, ref, n, rule,
+                                                                        exclude, pt))
         seen.add((w["kind"], w["id"]))
         rows += n
     for key, ref in full.items():  # a block left out is one whose first row ends after pt
@@ -127,7 +147,7 @@ def check_version(vdir, rule="known"):
                 window_rows += check_item(v, item, int(pt), rule=rule)
                 alt = other[i]
                 changed += alt["length"] != item["length"] or any(
-                    not torch.equal(a["data"], b["data"]) for a, b in
+                    not same_block(a["data"], b["data"]) for a, b in
                     zip(item["windows"], alt["windows"]))
                 items += 1
     assert window_rows > 1000  # the windows were there to leak
@@ -171,7 +191,7 @@ def test_check_catches_a_leak(demo_tasks):
     assert caught > 30
     # a window row alone: the known item's events with the charttime item's windows
     i = next(i for i in range(len(chart))
-             if known[i]["length"] and any(not torch.equal(a["data"], b["data"]) for a, b in
+             if known[i]["length"] and any(not same_block(a["data"], b["data"]) for a, b in
                                            zip(known[i]["windows"], chart[i]["windows"])))
     mixed = {**known[i], "windows": chart[i]["windows"]}
     with pytest.raises(AssertionError):

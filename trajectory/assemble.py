@@ -301,8 +301,7 @@ def patient_records(ev: pl.DataFrame, patients: pl.DataFrame, admissions: pl.Dat
         t = time.perf_counter()
         windows = [] if grid is None else patient_windows(
             mine["time"], mine["concept"], mine["concept_value"], mine["flags"],
-            icu.get(s, {}), adm.get(s, {}), grid,
-            mine["time"] + mine["known_delta"].astype(np.int64))
+            icu.get(s, {}), adm.get(s, {}), grid)
         if timers is not None:
             timers["windows"] = timers.get("windows", 0.0) + time.perf_counter() - t
         yield s, lo, hi, {

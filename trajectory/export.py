@@ -2,11 +2,13 @@
 concept x statistic, for scikit-learn-style models. Streams patient by patient and writes a
 row group every `batch_rows` rows, so memory is one batch whatever the version's size.
 
-Which values a window counts is the `rule` (record.window_block): "known" (default), those
-charted in it and known by its end, so the rows that end by a prediction time are features
-of what was known then; "charttime", every value charted in it (a lab drawn in the window and
-resulted hours later included), as MEDS tools aggregate. The rule is said in the file's
-schema metadata (`window_rule`) and in the result."""
+Which values a window counts is the `rule`, said in the file's schema metadata
+(`window_rule`, `window_rule_text`) and in the result: "charttime" (default), every value
+charted in it, whenever resulted: the rows as the record stores them, as MEDS tools
+aggregate; "known", only the values charted in it and known by its end, recounted from the
+record's events (grids.recount_rows), so no row holds anything resulted after it ended. There
+is no prediction time here: a task-cut sample (trajectory.torch) recounts its rows from what
+was known at its own."""
 from __future__ import annotations
 
 import os
@@ -16,23 +18,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .record import CUT_RULES, window_block
+from .cleaning import rule_mask
+from .grids import recount_rows
+from .record import CUT_RULES
 from .store import open_version
 
 RULE_TEXT = {
+    "charttime": "window rule charttime: a window counts every value charted in it, whenever "
+                 "it was resulted (a lab drawn in the window and resulted after a prediction "
+                 "time is in it; TrajectoryDataset(task=...) recounts a sample's rows from "
+                 "what was known at its prediction time)",
     "known": "window rule known: a window counts the values charted in it and known by its "
-             "end (a lab resulted after the window ended is not in it)",
-    "charttime": "window rule charttime: a window counts every value charted in it, "
-                 "whenever it was known (a lab resulted after the window ended is in it)",
+             "end (no row holds a value resulted after it ended; with hourly windows most "
+             "labs are resulted after their hour and count in no row)",
 }
 
 
 def export_windows(version_dir, out_path=None, batch_rows: int = 65536,
-                   rule: str = "known") -> dict:
+                   rule: str = "charttime") -> dict:
     if rule not in CUT_RULES:
         raise ValueError(f"export windows: rule must be one of {CUT_RULES}, got {rule!r}")
     v = open_version(version_dir)
     concepts, stats = v.meta["concepts"], v.meta["windows"]["stats"]
+    exclude = rule_mask(v.meta["windows"]["exclude"])
     n_f, n_s = len(concepts), len(stats)
     count = stats.index("count")
     out = Path(out_path) if out_path else Path(version_dir) / "windows.parquet"
@@ -55,11 +63,15 @@ def export_windows(version_dir, out_path=None, batch_rows: int = 65536,
 
     with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for sid in v.subject_ids:
-            for w in v.raw(sid)["windows"]:
+            raw = v.raw(sid)
+            ev = raw["events"]
+            for w in raw["windows"]:
                 t = w["shape"][0]
                 block = np.full((t, n_f, n_s), np.nan, np.float32)
                 block[:, :, count] = 0  # a concept never seen has count 0, not NaN
-                block[:, w["features"], :] = window_block(w, rule)
+                block[:, w["features"], :] = w["data"] if rule == "charttime" else \
+                    recount_rows(w, ev["time"], ev["time"] + ev["known_delta"], ev["concept"],
+                                 ev["concept_value"], ev["flags"], exclude, t)
                 blocks.append(block)
                 keys.append((np.full(t, sid, np.int64), np.full(t, w["kind"], object),
                              np.full(t, w["id"], np.int64), np.arange(t, dtype=np.int32),

@@ -8,13 +8,6 @@ SpO2 of hypoxaemia, the creatinine of renal failure), the signal a mortality mod
 while a heart rate of 9999 (`range`) or a repeated row (`duplicate`) never is. A grid keeps only
 the concepts the patient has, so a stay's block is [T, F_observed, S]; `features` names them
 by concept id (dataset.json "concepts").
-
-Two rules, one grid: `data` counts every value charted in a window (the retrospective view,
-what MEDS tools compute); a task-cut sample uses the rows that end by its prediction time,
-where a value charted in the window but resulted after its end (a lab drawn at 10:50, known
-at 12:10) would leak. So each grid also carries the rows that differ when a window counts
-only the values known by its end (`known_rows`, `known_data`): few rows, since a value is
-late only for the windows between its charting and its result.
 """
 from __future__ import annotations
 
@@ -34,27 +27,11 @@ class GridSpec:
     exclude: int  # `flags` bits whose events are left out (cleaning.rule_mask(WINDOW_EXCLUDE))
 
 
-def known_rows(charted: np.ndarray, known: np.ndarray) -> tuple[list, bytes]:
-    """The rows of two [T, F, S] blocks that differ (bit for bit: NaN equals NaN), and the
-    second block's bytes of those rows."""
-    rows = np.flatnonzero((charted.view(np.uint32) != known.view(np.uint32))
-                          .reshape(len(charted), -1).any(axis=1))
-    return rows.tolist(), np.ascontiguousarray(known[rows]).tobytes()
-
-
-def _late(time: np.ndarray, known: np.ndarray, use: np.ndarray, start: int, step: int) -> bool:
-    """Whether any used value is known after the end of the window it is charted in (then
-    the known rule gives another block)."""
-    t, k = time[use], known[use]
-    return bool((k > start + ((t - start) // step + 1) * step).any())
-
-
 def patient_windows(time: np.ndarray, concept: np.ndarray, value: np.ndarray,
-                    flags: np.ndarray, stays: dict, admissions: dict, spec: GridSpec,
-                    known: np.ndarray | None = None) -> list:
-    """The patient's grids: per ICU stay (and admission), `data` under the charttime rule
-    and the rows that differ under the known rule (`known` epoch seconds per event; None:
-    known when charted, no rows differ)."""
+                    flags: np.ndarray, stays: dict, admissions: dict, spec: GridSpec) -> list:
+    """The patient's grids, per ICU stay (and admission): every value charted in a window
+    counts, whenever it became known (a task-cut sample recounts the rows it holds from its
+    own events: trajectory.torch)."""
     valid = (flags & np.uint8(spec.exclude)) == 0
     observed = np.unique(concept[(concept >= 0) & valid & ~np.isnan(value)])
     remap = np.full(spec.n_concepts, -1, np.int32)
@@ -74,13 +51,36 @@ def patient_windows(time: np.ndarray, concept: np.ndarray, value: np.ndarray,
         start, n = grid_for_stay(begin, begin if end is None else end, spec.step,
                                  spec.max_windows)
         block = compute_windows(time, feature, value, valid, start, spec.step, n, observed.size)
-        late_rows, late_data = [], b""
-        if known is not None and _late(time, known, (feature >= 0) & valid & ~np.isnan(value),
-                                       start, spec.step):
-            late_rows, late_data = known_rows(block, compute_windows(
-                time, feature, value, valid, start, spec.step, n, observed.size, known))
         grids.append({"kind": kind, "id": ident, "start": start, "step": spec.step,
                       "features": observed.astype(int).tolist(), "stats": list(STAT_NAMES),
-                      "shape": list(block.shape), "data": block.tobytes(),
-                      "known_rows": late_rows, "known_data": late_data})
+                      "shape": list(block.shape), "data": block.tobytes()})
     return grids
+
+
+# A known time after every grid: an event given it counts in no window (kernels_window).
+NEVER_COUNTED = np.iinfo(np.int64).max // 2
+
+
+def recount_rows(w: dict, time: np.ndarray, known: np.ndarray, concept: np.ndarray,
+                 value: np.ndarray, flags: np.ndarray, exclude: int, n: int) -> np.ndarray:
+    """The first `n` rows [n, F, S] of grid `w` (a window map of the record) recounted from
+    the patient's events (the record's time, concept, concept_value and flags; `exclude` the
+    WINDOW_EXCLUDE bits): a row counts the values charted in it and known, by `known`, at its
+    end. With known = time these are the stored rows, bit for bit."""
+    features = np.asarray(w["features"], np.int64)
+    pos = np.clip(np.searchsorted(features, concept), 0, max(len(features) - 1, 0))
+    hit = (features[pos] == concept) if len(features) else np.zeros(len(concept), bool)
+    feature = np.where(hit & (concept >= 0), pos, -1).astype(np.int32)
+    valid = (flags & np.uint8(exclude)) == 0
+    return compute_windows(time, feature, value, valid, int(w["start"]), int(w["step"]), n,
+                           len(features), known=known)
+
+
+def rows_known_at(w: dict, ev: dict, cut: int, exclude: int, n: int) -> np.ndarray:
+    """The first `n` rows of grid `w` as they stood at `cut`: a row counts the values charted
+    in it and known by `cut` (time + known_delta <= cut), so its statistics are those of a
+    sample's own events; `ev`: the record's event columns (at least every event with time <=
+    cut)."""
+    known = ev["time"] + ev["known_delta"]
+    return recount_rows(w, ev["time"], np.where(known <= cut, ev["time"], NEVER_COUNTED),
+                        ev["concept"], ev["concept_value"], ev["flags"], exclude, n)

@@ -9,9 +9,8 @@ prediction time: it inflates the chunks that hold them, never the patient's whol
 Event columns travel as raw little-endian bytes so a reader gets numpy arrays with one
 `np.frombuffer` each, never a per-element decode.
 
-Format 3 adds when each event became known (`known_delta`, seconds after `time`), the note
-id of every note detail row, and per window block the rows that differ when a window counts
-only the values known by its end (`known_rows`, `known_data`).
+Format 3 adds when each event became known (`known_delta`, seconds after `time`) and the note
+id of every note detail row.
 """
 from __future__ import annotations
 
@@ -135,32 +134,12 @@ def read_texts(data, dctx: zstandard.ZstdDecompressor | None = None) -> list:
 
 
 def read_windows(data, dctx: zstandard.ZstdDecompressor | None = None) -> list:
-    """The window maps, each `data` a read-only float32 array of its `shape` (every value
-    charted in a window counts); `known_rows` and `known_data` stay as stored (window_block
-    puts them together), so a map packs back unchanged once `data` is bytes again."""
+    """The window maps, each `data` a read-only float32 array of its `shape`."""
     frame = parse(data)["windows"]
     windows = [] if frame is None else _unpackb(_dctx(dctx).decompress(frame))
     for w in windows:
         w["data"] = np.frombuffer(w["data"], "<f4").reshape(w["shape"])
     return windows
-
-
-def window_block(w: dict, rule: str = "known") -> np.ndarray:
-    """One grid's [T, F, S] block (a map of read_windows) under a cut rule: "charttime",
-    every value charted in a window counts (`data`); "known", only the values known by the
-    window's end: `data` with the rows of `known_rows` replaced by `known_data`. Read-only
-    when it is `data` itself."""
-    if rule not in CUT_RULES:
-        raise ValueError(f"rule must be one of {CUT_RULES}, got {rule!r}")
-    data = w["data"]
-    if isinstance(data, (bytes, bytearray, memoryview)):  # a map as stored (pack's input)
-        data = np.frombuffer(data, "<f4").reshape(w["shape"])
-    if rule == "charttime" or not len(w["known_rows"]):
-        return data
-    block = np.array(data, np.float32)
-    block[np.asarray(w["known_rows"], np.int64)] = np.frombuffer(
-        w["known_data"], "<f4").reshape([len(w["known_rows"]), *w["shape"][1:]])
-    return block
 
 
 def read_events(data, cut: int | None = None, last: int | None = None,

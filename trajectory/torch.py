@@ -28,7 +28,9 @@ Conventions
   floored to whole seconds, the events' resolution), only the window rows that END at or
   before it (row ``w`` of a block is kept when ``start + (w+1)*step <= prediction_time``; a
   block whose first window ends later is dropped whole), each row counting only the values
-  known by its own end (record.window_block), ``label`` (0-d tensor: bool, int64, float32, or int64 index into
+  known at the prediction time, so the rows aggregate the item's own events
+  (grids.rows_known_at: a block is recounted only when a value of it was charted before the
+  prediction time and known after), ``label`` (0-d tensor: bool, int64, float32, or int64 index into
   ``dataset.label_classes`` for categorical labels) and ``prediction_time`` (int, epoch
   seconds), plus ``hadm_id``/``stay_id`` (int, -1 when null) when the labels file, or its
   ``<name>.ids.parquet`` sidecar from the tasks command, has those columns. The cut comes first, then ``stay``, ``time_range`` and ``max_events`` (the LAST N
@@ -56,6 +58,7 @@ Conventions
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -72,6 +75,7 @@ import polars as pl
 import zstandard
 
 from . import record
+from .grids import rows_known_at
 from .splits import SPLIT_NAMES, split_of
 from .store import RecordReader
 
@@ -187,6 +191,10 @@ class _Source:
         if not (self.version_dir / "dataset.json").exists():
             raise ValueError(f"{self.version_dir}: not a finished trajectory version "
                              "(no dataset.json)")
+        meta = json.loads((self.version_dir / "dataset.json").read_text())
+        # the flags whose events no window counts (WINDOW_EXCLUDE), for recounted rows
+        self._window_exclude = sum(1 << meta["flags"][r] for r in set(
+            meta["windows"]["exclude"]))
         if task is not None and labels is not None:
             raise ValueError("give task= or labels=, not both")
         if task is not None:
@@ -285,6 +293,27 @@ class _Source:
         return record.read_events(rec["outer"], cut, self.max_events if plain else None,
                                   self._dctx, rec["chunks"], columns, self.cut_rule)
 
+    def _rows_known_at(self, rec: dict, w: dict, cut: int, keep: int, data: np.ndarray):
+        """The first `keep` rows of grid `w` as they stood at `cut`: counting only the values
+        known by then, as the item's events. The stored rows count every value charted in
+        them; they differ only when a value of the grid charted before the cut was known
+        after it (a lab drawn at 23:10 and resulted at 24:40, for a cut at 24:00), and only
+        then is the block recounted from the record's events up to the cut."""
+        late = rec.get("late")
+        if late is None or late[0] != cut:
+            cols = ["time", "known_delta", "concept", "concept_value", "flags"]
+            ev = record.read_events(rec["outer"], cut, None, self._dctx, rec["chunks"], cols,
+                                    "charttime")
+            usable = ((ev["concept"] >= 0) & ~np.isnan(ev["concept_value"])
+                      & ((ev["flags"] & np.uint8(self._window_exclude)) == 0))
+            after = usable & (ev["time"] + ev["known_delta"] > cut)
+            late = rec["late"] = (cut, ev, ev["concept"][after], ev["time"][after])
+        _, ev, concepts, times = late
+        end = int(w["start"]) + keep * int(w["step"])
+        if not np.isin(concepts[times < end], w["features"]).any():
+            return data
+        return rows_known_at(w, ev, cut, self._window_exclude, keep)
+
     def _part(self, rec: dict, key: str):
         if key not in rec:
             read = record.read_texts if key == "texts" else record.read_windows
@@ -359,7 +388,9 @@ class _Source:
                     keep = min(len(data), max(0, (cut - int(w["start"])) // int(w["step"])))
                     if keep == 0:
                         continue
-                    data = record.window_block(w, self.cut_rule)[:keep]
+                    data = data[:keep]
+                    if self.cut_rule == "known":
+                        data = self._rows_known_at(rec, w, cut, keep, data)
                 wins.append({"data": torch.from_numpy(data.copy()),
                              "start": w["start"], "step": w["step"],
                              "features": list(w["features"]), "stats": list(w["stats"]),
