@@ -121,6 +121,23 @@ def test_known_rule_walks_back_only_as_far_as_needed(monkeypatch):
         record.read_events(data, columns=["knowntime"])
 
 
+def test_known_max_bounds_the_chunks_a_cut_searches(monkeypatch):
+    """known_max: the latest known_time of a chunk's events with a concept value, nil when
+    it has none; read_chunk reads one chunk's columns."""
+    monkeypatch.setattr(record, "CHUNK_EVENTS", 4)
+    rec = make_record(list(range(12)))
+    concept = np.array([-1, 3, 3, -1, -1, -1, -1, -1, 2, 2, 2, 2], "<i2")
+    value = np.where(np.arange(12) == 9, np.nan, 1.0).astype("<f4")
+    delta = np.array([900, 5, 7, 0, 0, 0, 0, 0, 1, 50, 2, 3], "<u4")
+    rec["events"].update(concept=concept.tobytes(), concept_value=value.tobytes(),
+                         known_delta=delta.tobytes())
+    data = record.pack(rec, CCTX)
+    assert msgpack.unpackb(data, raw=False)["chunks"]["known_max"] == [2 + 7, None, 11 + 3]
+    got = record.read_chunk(data, 2, ["time", "known_time", "concept"])
+    assert got["time"].tolist() == [8, 9, 10, 11]
+    assert got["known_time"].tolist() == [9, 59, 12, 14] and got["concept"].tolist() == [2] * 4
+
+
 def test_other_formats_refused():
     old = CCTX.compress(msgpack.packb({"format": 1, "subject_id": 5}))
     with pytest.raises(ValueError, match="record format 1.*rebuild"):

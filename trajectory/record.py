@@ -34,8 +34,9 @@ EVENT_DTYPES = {
     "concept": "<i2",  # canonical variable (dataset.json "concepts"), -1 when none
     "concept_value": "<f4",  # value in the concept's unit (converted, maybe clipped), else NaN
     # seconds from `time` to when the content became known (a lab's result, a note's
-    # signature); KNOWN_NEVER: never. A delta, not a second time: 0 for most events, so it
-    # costs ~0.1 byte an event compressed where an absolute time would cost ~1 (demo x20).
+    # signature); KNOWN_NEVER: never. A delta, not a second time: on demo x20 it costs 0.222
+    # bytes an event compressed (+4.9% of the records), an absolute <i8 time 0.274
+    # (benchmarks/bench_known_size.py).
     "known_delta": "<u4",
 }
 KNOWN_NEVER = 0xFFFF_FFFF  # known_delta of an event whose availability is unknown
@@ -74,8 +75,16 @@ def pack(record: dict, compressor: zstandard.ZstdCompressor) -> bytes:
         raise ValueError(f"record of subject {record.get('subject_id')}: event columns of "
                          f"different lengths {[len(c) for c in cols]}")
     starts = range(0, n, CHUNK_EVENTS)
+    by = dict(zip(EVENT_DTYPES, cols))
+    windowed = (by["concept"] >= 0) & ~np.isnan(by["concept_value"])
+    known = by["time"] + by["known_delta"]
     chunks = {"n": [min(CHUNK_EVENTS, n - s) for s in starts],
               "t_first": [int(cols[0][s]) for s in starts],
+              # the latest known_time of the chunk's events with a concept value (what
+              # windows count), nil when none: a cut at P need look for values charted
+              # before P and known after it only in chunks whose known_max > P
+              "known_max": [int(known[s:s + CHUNK_EVENTS][windowed[s:s + CHUNK_EVENTS]].max())
+                            if windowed[s:s + CHUNK_EVENTS].any() else None for s in starts],
               "data": [compressor.compress(b"".join(c[s:s + CHUNK_EVENTS].tobytes()
                                                     for c in cols)) for s in starts]}
     head = {k: v for k, v in record.items() if k not in _SPLIT and k != "format"}
@@ -204,6 +213,23 @@ def read_events(data, cut: int | None = None, last: int | None = None,
         arr.flags.writeable = False
         out[name] = arr
     return out
+
+
+def read_chunk(data, k: int, columns, dctx: zstandard.ZstdDecompressor | None = None,
+               chunk_cache: dict | None = None) -> dict:
+    """The columns (stored ones, or DERIVED) of every event of chunk `k`, read-only."""
+    chunks, d = parse(data)["chunks"], _dctx(dctx)
+    cache = {} if chunk_cache is None else chunk_cache
+    raw = cache.get(k)
+    if raw is None:
+        raw = cache[k] = d.decompress(chunks["data"][k])
+    n = chunks["n"][k]
+
+    def col(name):
+        if name in DERIVED:
+            return col("time") + col("known_delta")
+        return np.frombuffer(raw, EVENT_DTYPES[name], n, n * _OFFSET[name])
+    return {name: col(name) for name in columns}
 
 
 def _known_picks(col, starts: list, end: int, cut: int, last: int | None) -> list:

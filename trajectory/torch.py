@@ -297,21 +297,32 @@ class _Source:
         """The first `keep` rows of grid `w` as they stood at `cut`: counting only the values
         known by then, as the item's events. The stored rows count every value charted in
         them; they differ only when a value of the grid charted before the cut was known
-        after it (a lab drawn at 23:10 and resulted at 24:40, for a cut at 24:00), and only
-        then is the block recounted from the record's events up to the cut."""
+        after it (a lab drawn at 23:10 and resulted at 24:40, for a cut at 24:00). Such values
+        lie only in chunks whose `known_max` passes the cut, so only those are searched, and
+        only a grid that has one is recounted, from the record's events up to the cut."""
         late = rec.get("late")
         if late is None or late[0] != cut:
-            cols = ["time", "known_delta", "concept", "concept_value", "flags"]
-            ev = record.read_events(rec["outer"], cut, None, self._dctx, rec["chunks"], cols,
-                                    "charttime")
-            usable = ((ev["concept"] >= 0) & ~np.isnan(ev["concept_value"])
-                      & ((ev["flags"] & np.uint8(self._window_exclude)) == 0))
-            after = usable & (ev["time"] + ev["known_delta"] > cut)
-            late = rec["late"] = (cut, ev, ev["concept"][after], ev["time"][after])
-        _, ev, concepts, times = late
+            chunks = rec["outer"]["chunks"]
+            cols = ["time", "known_time", "concept", "concept_value", "flags"]
+            parts = [record.read_chunk(rec["outer"], k, cols, self._dctx, rec["chunks"])
+                     for k, (t, m) in enumerate(zip(chunks["t_first"], chunks["known_max"]))
+                     if t <= cut and m is not None and m > cut]
+            concepts, times = [], []
+            for ev in parts:
+                after = ((ev["concept"] >= 0) & ~np.isnan(ev["concept_value"])
+                         & ((ev["flags"] & np.uint8(self._window_exclude)) == 0)
+                         & (ev["time"] <= cut) & (ev["known_time"] > cut))
+                concepts.append(ev["concept"][after])
+                times.append(ev["time"][after])
+            late = rec["late"] = (cut, np.concatenate(concepts) if parts else np.empty(0),
+                                  np.concatenate(times) if parts else np.empty(0))
+        _, concepts, times = late
         end = int(w["start"]) + keep * int(w["step"])
         if not np.isin(concepts[times < end], w["features"]).any():
             return data
+        ev = record.read_events(rec["outer"], cut, None, self._dctx, rec["chunks"],
+                                ["time", "known_delta", "concept", "concept_value", "flags"],
+                                "charttime")
         return rows_known_at(w, ev, cut, self._window_exclude, keep)
 
     def _part(self, rec: dict, key: str):
