@@ -239,11 +239,18 @@ def _known_picks(col, starts: list, end: int, cut: int, last: int | None) -> lis
     k = bisect_right(starts, end - 1) - 1 if end else -1
     while k >= 0 and need != 0:
         hi = min(end, starts[k + 1]) - starts[k]
-        rows = np.flatnonzero(col(k, "known_time")[:hi] <= cut)
+        known = col(k, "known_time")[:hi] <= cut
+        if known.all():  # most chunks before a cut: a slice, read as views
+            rows = slice(0 if need is None else max(0, hi - need), hi)
+            n = rows.stop - rows.start
+        else:
+            rows = np.flatnonzero(known)
+            if need is not None:
+                rows = rows[max(0, len(rows) - need):]
+            n = len(rows)
         if need is not None:
-            rows = rows[max(0, len(rows) - need):]
-            need -= len(rows)
-        if len(rows):
+            need -= n
+        if n:
             picks.append((k, rows))
         k -= 1
     return picks[::-1]

@@ -318,7 +318,7 @@ class _Source:
                                   np.concatenate(times) if parts else np.empty(0))
         _, concepts, times = late
         end = int(w["start"]) + keep * int(w["step"])
-        if not np.isin(concepts[times < end], w["features"]).any():
+        if not len(concepts) or not np.isin(concepts[times < end], w["features"]).any():
             return data
         ev = record.read_events(rec["outer"], cut, None, self._dctx, rec["chunks"],
                                 ["time", "known_delta", "concept", "concept_value", "flags"],
