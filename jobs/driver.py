@@ -53,6 +53,15 @@ def prepare(cfg):
             old = load_plan(cfg)
             named = config.setting_differences(old.config, plan.config) if old.config else None
             problems = same_inputs(old, plan, named)
+            # The keys hash the code that decides stage 1's bytes: a build started by other
+            # code would mix its units with this code's (a resume after an upgrade reused 12
+            # units made by the older code).
+            stale = sorted(t for t, k in cache.table_keys(old).items()
+                           if old.cache_keys and old.cache_keys.get(t) != k)
+            if stale:
+                problems.append("the code or the polars/pyarrow versions that decide stage "
+                                "1's bytes changed since it started (cache keys of "
+                                f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})")
         except ValueError as e:  # a work dir left by an older release of this tool
             problems = [str(e)]
         if problems:

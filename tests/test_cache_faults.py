@@ -343,3 +343,16 @@ def test_leftovers_of_dead_processes_are_listed_then_removed_by_the_next_run(ref
     assert not any(p.exists() for p in planted)
     assert alive.is_dir()
     assert_reference_bytes(cfg, reference)
+
+
+def test_resume_after_a_code_change_is_refused_not_mixed(tmp_path, monkeypatch):
+    """An unfinished build resumed by other stage-1 code would read the old code's units
+    under the keys it planned with; it is refused instead, naming why."""
+    from jobs.driver import prepare
+
+    cfg = make_cfg(demo_dir(), tmp_path / "out")
+    prepare(cfg)
+    monkeypatch.setattr(cache, "code_hash", lambda: "another code")
+    with pytest.raises(ValueError, match=r"unfinished build .*the code or the polars/pyarrow "
+                                         r"versions .* changed since it started"):
+        prepare(cfg)
