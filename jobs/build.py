@@ -30,7 +30,7 @@ from trajectory.record import NONE_ID, pack
 from trajectory.extra_tables import all_tables, streams
 from trajectory.tables import JOINED, PREPARE, TABLES_BY_NAME
 from trajectory.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
-                              shard_reads_path, vocab_ready)
+                              restricted, shard_reads_path, vocab_ready)
 
 from trajectory.atomic import atomic_write_parquet, checksum_bytes, checksum_file, tmp_name
 
@@ -109,13 +109,6 @@ def read_batches(folder: Path, files: list[dict], buckets: list[int]) -> list[pa
                 reader = pa.ipc.open_file(source, options=_IPC_READ)
                 parts += [reader.get_batch(w[0]) for w in wanted]
     return parts
-
-
-def restricted(files: list[dict], buckets) -> list[dict]:
-    """A partition marker's file list cut down to these buckets' batches."""
-    keep = {str(b) for b in buckets}
-    return [{**f, "batches": {b: v for b, v in f["batches"].items() if b in keep}}
-            for f in files]
 
 
 def unit_batches(cfg, plan, m: dict, kind: str, buckets: list[int]) -> list[pa.RecordBatch]:

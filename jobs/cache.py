@@ -197,16 +197,16 @@ def verify_file(folder: Path, name: str, marker: dict) -> Path:
     return path
 
 
-def lookup(cfg, folder: Path, key: str, marker_name: str = "done.json") -> dict | None:
+def lookup(cfg, folder: Path, key: str) -> dict | None:
     """A finished unit's marker if its entry passes the cheap checks (a sealed marker, every
     file present at its size); None for a miss. A damaged unit is set aside first, so the
     caller redoes it. A unit folder without its marker counts as damaged: folders appear
     under their final name only with their marker inside (publish_unit)."""
     try:
-        marker = read_marker(folder / marker_name, key)
+        marker = read_marker(folder / "done.json", key)
         if marker is None:
             if folder.is_dir():
-                raise Damaged(folder / marker_name, "finished cache folder has no marker")
+                raise Damaged(folder / "done.json", "finished cache folder has no marker")
             return None
         check_present(folder, marker)
         return marker

@@ -91,6 +91,14 @@ def shard_reads_path(cfg, shard: int) -> Path:
     return cfg.work_dir / "shard_reads" / f"{shard:05d}.json"
 
 
+def restricted(files: list[dict], buckets) -> list[dict]:
+    """A partition marker's file list (each file's size and checksummed ranges kept) cut down
+    to these buckets' batches: a shard's read list."""
+    keep = {str(b) for b in buckets}
+    return [{**f, "batches": {b: v for b, v in f["batches"].items() if b in keep}}
+            for f in files]
+
+
 def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
                      ) -> list[list[int]]:
     """Buckets of every shard, packed by the partition stage's row counts (all tables, events
@@ -111,15 +119,12 @@ def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
                     rows[int(bucket)] += n
     shards = shards_of_buckets(rows, plan.n_shards)
     for s, buckets in enumerate(shards):
-        keep = {str(b) for b in buckets}
         # each file's size and checksummed ranges go along (the shard verifies what it reads),
         # and the unit's marker and codes checksums (to tell a redone unit from the one read)
         atomic_write_json(shard_reads_path(cfg, s), {name: [
             {"table": m["table"], "part": m["part"], "marker_xxh3": m["marker_xxh3"],
              "codes_xxh3": m["files"]["codes.parquet"]["xxh3"], **{
-                kind: [{**f, "batches": {b: v for b, v in f["batches"].items() if b in keep}}
-                       for f in m[kind]]
-                for kind in ("events", "meta")}}
+                kind: restricted(m[kind], buckets) for kind in ("events", "meta")}}
             for m in parts] for name, parts in markers.items()})
     sizes = [int(rows[b].sum()) for b in shards]
     atomic_write_json(path, {"shards": shards, "rows": sizes})
