@@ -60,6 +60,28 @@ def _named_changes(cfg, marker: dict) -> str:
     return f" ({'; '.join(named)})" if named else ""
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak-RSS count afresh (Linux: "5" to /proc/self/clear_refs resets
+    VmHWM), so that `peak_rss_mb` after a unit is that unit's peak: a worker runs its units
+    one at a time (one thread), and its lifetime peak says nothing of which unit made it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: peak_rss_mb then reports the process's lifetime peak
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory since `reset_peak_rss` (MiB), None where the
+    platform does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def write_done(cfg, stage: str, unit: str, payload: dict) -> dict:
     marker = {"config_hash": cfg.output_hash(), "stage": stage, "unit": unit,
               "finished_at": time.time(), **payload}
