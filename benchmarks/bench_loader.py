@@ -2,6 +2,14 @@
 
     python benchmarks/bench_loader.py [--version-dir trajectories/v1]
     python benchmarks/bench_loader.py --task readmission_30d [--tools-python .venv-meds/bin/python]
+    python benchmarks/bench_loader.py --version-dir A --version-dir B --order random
+
+Random order (`--order random`): every patient once per pass in a seeded random order, bytes
+read from the record files inside each case (no warm list in memory), one untimed pass first,
+then passes enough for `--min-items` items, for each version given:
+the dataset's opening time (manifest and reader), read+inflate (the floor), dataset[i] in one
+process and a DataLoader with 2 workers. Items/s of the versions side by side: a version of
+80,000 record files and a big manifest should load as fast per item as the demo.
 
 Patient cases (default): records/s and events/s for inflating every zstd frame (the floor),
 single-process decode through TrajectoryDataset, and DataLoader with 0, 1 and 2 workers (padded
@@ -104,6 +112,61 @@ def patient_cases(vdir, repeat: int) -> None:
         print(f"{name:<28}{rps:>12,.0f}{eps:>16,.0f}{rps / floor:>10.2f}")
     for workers, mb in peaks.items():
         print(f"peak RSS per loading process, workers={workers}: {mb:,.0f} MB")
+
+
+def random_cases(vdir, min_items: int, seed: int, limit: int | None) -> dict:
+    """Items/s in a seeded random order over all patients (or `limit` of them): as many
+    passes as make `min_items` items (a 100-patient demo is timed over as many items as a
+    big version), after one untimed warm-up pass of each case."""
+    import numpy as np
+    import zstandard
+    from torch.utils.data import DataLoader, Subset
+
+    from trajectory.record import frames
+    from trajectory.store import open_version
+    from trajectory.torch import TrajectoryDataset
+
+    t = time.perf_counter()
+    ds = TrajectoryDataset(vdir, with_windows=True)
+    opened = time.perf_counter() - t
+    v = open_version(vdir)
+    order = np.random.default_rng(seed).permutation(len(ds))[:limit]
+    sids = ds.subject_ids
+    dctx = zstandard.ZstdDecompressor()
+    passes = max(1, -(-min_items // len(order)))
+    out = {"version": str(vdir), "patients": len(ds), "items": len(order) * passes,
+           "open_seconds": round(opened, 3)}
+
+    def case(name, fn):
+        fn()
+        fn_t = time.perf_counter()
+        for _ in range(passes):
+            fn()
+        out[name] = len(order) * passes / (time.perf_counter() - fn_t)
+
+    case("read+inflate (floor)", lambda: drain(
+        dctx.decompress(f) for i in order for f in frames(v.read_bytes(int(sids[i])))))
+    case("dataset[i], 1 process", lambda: drain(ds[int(i)] for i in order))
+    dl = DataLoader(Subset(ds, order.tolist()), batch_size=16, num_workers=2,
+                    collate_fn=collate_with_rss, persistent_workers=True)
+    seen = []
+    case("DataLoader workers=2", lambda: seen.extend(r for _, r in dl))
+    out["peak_worker_mb"] = round(max(seen), 1)
+    return out
+
+
+def print_random(results: list[dict]) -> None:
+    cases = ("read+inflate (floor)", "dataset[i], 1 process", "DataLoader workers=2")
+    print(f"{'random order, items/s':<28}" + "".join(f"{Path(r['version']).parent.name + '/' + Path(r['version']).name:>22}"
+                                            for r in results)
+          + ("  last/first" if len(results) > 1 else ""))
+    for key in ("patients", "items", "open_seconds", *cases, "peak_worker_mb"):
+        vals = [r[key] for r in results]
+        line = f"{key:<28}" + "".join(f"{x:>22,.3f}" if isinstance(x, float) else f"{x:>22,}"
+                                      for x in vals)
+        if len(results) > 1 and key in cases:
+            line += f"  {vals[-1] / vals[0]:>9.2f}"
+        print(line)
 
 
 # ---- one task-cut case, in its own process -------------------------------------------------
@@ -284,7 +347,14 @@ def task_cases(vdir: Path, args) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version-dir", default=None)
+    p.add_argument("--version-dir", action="append", default=None,
+                   help="a built version (repeatable with --order random)")
+    p.add_argument("--order", choices=("file", "random"), default="file",
+                   help="patient cases: manifest order (warm bytes) or a seeded random order")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="random order: this many patients")
+    p.add_argument("--min-items", type=int, default=20_000,
+                   help="random order: passes enough to time at least this many items")
     p.add_argument("--repeat", type=int, default=3, help="passes over the version per case")
     p.add_argument("--task", action="append", default=[],
                    help="task-cut cases for this task (repeatable) instead of patient cases")
@@ -300,7 +370,13 @@ def main() -> int:
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return 0
-    vdir = args.version_dir
+    if args.order == "random":
+        results = [random_cases(Path(v).absolute(), args.min_items, args.seed, args.limit)
+                   for v in args.version_dir or p.error("--order random needs --version-dir")]
+        print_random(results)
+        print(json.dumps(results))
+        return 0
+    vdir = args.version_dir[-1] if args.version_dir else None
     if vdir is None:
         out = Path(args.work)
         demo = os.environ.get("MIMIC_DEMO_DIR", REPO.parent / "shared/data/mimic-iv-demo")

@@ -17,13 +17,16 @@ build and a reader stay within their budgets for one very large record.
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
+import multiprocessing as mp
+import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from isal import igzip
 
 import polars as pl
 
@@ -71,6 +74,54 @@ def copy_frame(df: pl.DataFrame, k: int) -> pl.DataFrame:
             exprs.append(pl.when(t.str.len_chars() == 10).then(day).otherwise(full)
                          .fill_null(t).alias(col))
     return df.with_columns(exprs)
+
+
+def typed(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` (all text) with its id columns as integers and each time column as a datetime or
+    date, where every value round-trips exactly; `copy_typed` then shifts them with integer
+    adds and the CSV writer formats them: ~5x faster per copy than `copy_frame`'s parse of
+    every copy (chartevents of the demo: 1.1 s a copy, 800 copies). A column that does not
+    round-trip stays text and is copied by `copy_frame`'s rules."""
+    out = {}
+    lower = {c.lower(): c for c in df.columns}
+    for name, col in lower.items():
+        s = df[col]
+        if name in ID_COLUMNS:
+            cand = s.cast(pl.Int64, strict=False)
+            back = cand.cast(pl.String)
+        elif _is_time(name):
+            n = s.str.len_chars()
+            if (n.drop_nulls() == 10).all():
+                cand = s.str.to_date("%Y-%m-%d", strict=False)
+                back = cand.dt.strftime("%Y-%m-%d")
+            else:
+                cand = s.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False)
+                back = cand.dt.strftime("%Y-%m-%d %H:%M:%S")
+        else:
+            continue
+        if back.equals(s, check_names=False, null_equal=True):
+            out[col] = cand
+    return df.with_columns(**out) if out else df
+
+
+def copy_typed(df: pl.DataFrame, k: int) -> pl.DataFrame:
+    """The k-th copy of a `typed` frame: the rules of `copy_frame`, typed columns shifted."""
+    if k == 0:
+        return df
+    text = [c for c in df.columns if df.schema[c] == pl.String]
+    # the subject id goes along as text: prefixed ids (emar_id, note_id) are rebuilt from it
+    sid = next((c for c in df.columns if c.lower() == "subject_id"), None)
+    helper = [pl.col(sid).cast(pl.String)] if sid is not None and sid not in text else []
+    rest = (copy_frame(df.select(*text, *helper), k).select(text) if text else None)
+    exprs = []
+    for c in df.columns:
+        dtype = df.schema[c]
+        if dtype == pl.Int64:
+            exprs.append((pl.col(c) + k * ID_STEP).alias(c))
+        elif dtype in (pl.Date, pl.Datetime("us")) or isinstance(dtype, pl.Datetime):
+            exprs.append((pl.col(c) + pl.duration(days=k * SHIFT_DAYS)).alias(c))
+    out = df.with_columns(exprs)
+    return out.with_columns(rest) if rest is not None else out
 
 
 HEAVY_SUBJECT = 90_000_001  # no copy's ids collide: copy k's are k*10^8 + 8-digit real ids
@@ -158,8 +209,35 @@ def _sources(src: Path, scratch: Path, notes: bool, seed: int) -> list[Path]:
     return paths
 
 
+_FRAME = None  # the table a formatting process copies (set once per process)
+
+
+def _set_frame(df: pl.DataFrame) -> None:
+    global _FRAME
+    _FRAME = df
+
+
+def _copy_csv(k: int, df: pl.DataFrame | None = None) -> bytes:
+    buf = io.BytesIO()
+    copy_typed(_FRAME if df is None else df, k).write_csv(
+        buf, include_header=k == 0, null_value="", datetime_format="%Y-%m-%d %H:%M:%S",
+        date_format="%Y-%m-%d")
+    return buf.getvalue()
+
+
+def _copies(df: pl.DataFrame, times: int, workers: int):
+    """The CSV text of copies 0..times-1, in order."""
+    if workers <= 1 or times < 4:
+        yield from (_copy_csv(k, df) for k in range(times))
+        return
+    ctx = mp.get_context("spawn")  # polars is not fork-safe
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_frame,
+                             initargs=(df,)) as ex:
+        yield from ex.map(_copy_csv, range(times), chunksize=1)
+
+
 def replicate(src: Path, dst: Path, times: int, notes: bool = True, heavy_events: int = 0,
-              seed: int = 0) -> Path:
+              seed: int = 0, workers: int = 1) -> Path:
     src, dst = Path(src), Path(dst)
     if times < 1:
         raise ValueError(f"--times must be >= 1, got {times}")
@@ -183,13 +261,14 @@ def replicate(src: Path, dst: Path, times: int, notes: bool = True, heavy_events
             if path.name.startswith("d_") or "subject_id" not in {c.lower() for c in df.columns}:
                 shutil.copyfile(path, out)
                 continue
-            # mtime 0: the same source, K and seed give the same bytes
-            with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1,
-                                                       mtime=0, filename="") as f:
-                for k in range(times):
-                    buf = io.BytesIO()
-                    copy_frame(df, k).write_csv(buf, include_header=k == 0, null_value="")
-                    f.write(buf.getvalue())
+            # ISA-L's level 1 deflate: as small as zlib's level 1 at ~8x its speed (chartevents
+            # of demo x800 is ~47 GB of text). One gzip member, mtime 0: the same source, K
+            # and seed give the same bytes. Copies are formatted by `workers` processes, in
+            # order, and compressed here.
+            with open(out, "wb") as raw, igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1,
+                                                        mtime=0) as f:
+                for text in _copies(typed(df), times, workers):
+                    f.write(text)
                 if name in heavy:
                     buf = io.BytesIO()
                     heavy[name].write_csv(buf, include_header=False, null_value="")
@@ -210,9 +289,11 @@ def main(argv=None) -> int:
     p.add_argument("--heavy-events", type=int, default=0, metavar="N",
                    help="add one patient with N chartevents rows (one long ICU stay)")
     p.add_argument("--seed", type=int, default=0, help="of the generated notes and patient")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes formatting copies (default: every core)")
     args = p.parse_args(argv)
     replicate(Path(args.src), Path(args.dst), args.times, notes=not args.no_notes,
-              heavy_events=args.heavy_events, seed=args.seed)
+              heavy_events=args.heavy_events, seed=args.seed, workers=args.workers)
     print(f"wrote {args.times} copies of {args.src} to {args.dst}"
           + (f", with one patient of {args.heavy_events:,} events" if args.heavy_events else ""))
     return 0
