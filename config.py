@@ -21,7 +21,7 @@ MAX_CPUS = min(20, os.cpu_count() or 1)  # Dask workers; 20 caps the scheduler o
 OUT_DIR = "trajectories"  # where versions are published
 WORK_DIR = ""  # intermediate files; empty means OUT_DIR/_work/<version>
 N_SHARDS = 0  # patient shards; 0 = auto from input size (never from MAX_CPUS)
-SHARD_TARGET_MB = 32  # gzip-equivalent input per shard for the auto plan (~2.5M events, ~1.2 GB RSS to build)
+SHARD_TARGET_MB = 24  # gzip-equivalent input per shard for the auto plan (~1.8M events, ~0.7 GB RSS to build; 32 made demo x800's shards 2.3M events, as heavy as a 2M-event patient's)
 MIN_SHARDS = 4  # even a tiny input gets this many shards so workers have parallel work
 PARTITION_UNIT_MB = 0.0  # gzip-equivalent input per partition unit (big tables are cut); 0 = auto from PLAN_WORKERS
 PLAN_WORKERS = 0  # workers the plan is cut for (units, shards); 0 = MAX_CPUS; never changes the output

@@ -35,7 +35,7 @@ from trajectory.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
 from trajectory.atomic import atomic_write_parquet, checksum_bytes, checksum_file, tmp_name
 
 from . import cache
-from .common import peak_rss_mb, publish_dir, read_done, reset_peak_rss, write_done
+from .common import peak_rss_mb, publish_dir, read_done, fresh_unit_memory, write_done
 
 STAGE = "build"
 RECORD_SUFFIX = ".msgpack.zst"
@@ -276,7 +276,7 @@ def run(shard: int, cfg) -> dict:
     if done is not None:
         return done
     t0 = time.perf_counter()
-    reset_peak_rss()
+    start_rss = fresh_unit_memory()
     plan = load_plan(cfg)
     cache.hold(cfg, *(cache.entry_dir(cfg, plan, t) for t in plan.cache_keys))
     vocab, thresholds, luts = ensure_vocab(
@@ -344,7 +344,7 @@ def run(shard: int, cfg) -> dict:
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),
         "counts": counts, "code_ids": code_ids.tolist(), "code_counts": code_counts.tolist(),
         "seconds": round(time.perf_counter() - t0, 3), "phase_seconds": phase,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
     })
 
 

@@ -17,7 +17,7 @@ from trajectory.read import iter_batches
 from trajectory.tables import DICTIONARIES
 
 from . import cache
-from .common import peak_rss_mb, reset_peak_rss
+from .common import peak_rss_mb, fresh_unit_memory
 
 STAGE = "dictionaries"
 UNIT = "all"
@@ -74,7 +74,7 @@ def run(unit: str, cfg) -> dict:
 
 def _make(unit: str, cfg, plan) -> dict:
     t0, cpu0 = time.perf_counter(), time.process_time()
-    reset_peak_rss()
+    start_rss = fresh_unit_memory()
     final = entry(cfg, plan)
     tmp = cache.new_unit_folder(final)
     with cache.cleaned_on_error(tmp):
@@ -84,7 +84,7 @@ def _make(unit: str, cfg, plan) -> dict:
             "stage": STAGE, "unit": unit, "rows": labels.height,
             "files": cache.file_sums(tmp, ["labels.parquet"]),
             "seconds": round(time.perf_counter() - t0, 3),
-            "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb()})
+            "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss})
 
 
 def labels(cfg) -> pl.DataFrame:

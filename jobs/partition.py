@@ -33,7 +33,7 @@ from trajectory.atomic import atomic_write_parquet, tmp_name
 from .extra_keys import row_mapper
 
 from . import cache, scan
-from .common import peak_rss_mb, reset_peak_rss
+from .common import peak_rss_mb, fresh_unit_memory
 
 STAGE = "partition"
 
@@ -172,7 +172,7 @@ def ensure(unit: str, cfg, plan) -> dict:
 
 def _make(unit: str, cfg, plan, table_name: str, k: int) -> dict:
     t0, cpu0 = time.perf_counter(), time.process_time()
-    reset_peak_rss()
+    start_rss = fresh_unit_memory()
     table = table_of(plan, table_name)  # built in, or one of EXTRA_TABLES
     to_events = row_mapper(cfg, table)  # a user table's key is resolved first
     path = Path(plan.tables[table_name]["path"])
@@ -226,5 +226,5 @@ def _make(unit: str, cfg, plan, table_name: str, k: int) -> dict:
                       **cache.file_sums(out, [f["path"] for f in events.files
                                               + (meta.files if meta else [])], whole=False)},
             "counts": counts, "seconds": round(time.perf_counter() - t0, 3),
-            "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(),
+            "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
         })

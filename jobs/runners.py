@@ -17,11 +17,14 @@ from tqdm.auto import tqdm
 
 # pyarrow keeps its pool: its CSV parser is the one place a lone big table (chartevents) can
 # use cores the other workers left idle at the end of the partition stage.
-# polars' jemalloc keeps freed pages for 30 s instead of handing them back at once: a shard
-# reallocates the same few hundred MB many times, and re-faulting them cost ~0.5 s of system
-# time per demo x20 shard (sys 1.6 s -> 0.9 s); the peak, which is what the budget bounds, is
-# unchanged.
-ALLOCATOR_ENV = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:30000,muzzy_decay_ms:30000"}
+# polars' jemalloc keeps freed pages 2 s instead of handing them back at once: a shard
+# reallocates the same few hundred MB many times, and re-faulting them all cost ~0.5 s of
+# system time per demo x20 shard. Not 30 s, as before: a worker runs units back to back, and
+# the pages a unit freed in its last 30 s stayed resident under the next unit, which jemalloc
+# alone can hand back (no mallctl from Python; jobs.common.fresh_unit_memory releases the
+# others). Demo x1 plus a 2,000,000-event patient, that patient's shard in a Dask worker: peak
+# 932 MB at 30 s, 779 at 2 s, 769 at 0 (a fresh process: 897 at 30 s).
+ALLOCATOR_ENV = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:2000,muzzy_decay_ms:2000"}
 # Dask's nanny exports MALLOC_TRIM_THRESHOLD_=65536 to its workers. Setting that variable at
 # all turns off glibc's adaptive mmap threshold, so every large numpy array is a fresh mmap
 # that page-faults in and is unmapped on free: a demo x20 shard took 2.2 s in a Dask worker

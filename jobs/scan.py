@@ -24,7 +24,7 @@ from trajectory.extra_tables import table_of
 from trajectory.atomic import atomic_write_json
 
 from . import cache
-from .common import peak_rss_mb, reset_peak_rss
+from .common import peak_rss_mb, fresh_unit_memory
 
 STAGE = "scan"
 REBUILDS = 3  # passes a unit makes over a missing index before it gives up
@@ -88,7 +88,7 @@ def _damaged_again(index: Path, fp: dict, why: str) -> ValueError:
 
 def run(table_name: str, cfg) -> dict:
     t0, cpu0 = time.perf_counter(), time.process_time()
-    reset_peak_rss()
+    start_rss = fresh_unit_memory()
     plan = load_plan(cfg)
     cache.hold(cfg, cache.entry_dir(cfg, plan, table_name))
     cache.touch(cache.entry_dir(cfg, plan, table_name))
@@ -128,7 +128,7 @@ def run(table_name: str, cfg) -> dict:
         "cuts": [start, *cuts, size], "index": str(index) if index else None,
         "index_cached": cached, "index_seconds": round(t_index, 3),
         "seconds": round(time.perf_counter() - t0, 3),
-        "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
     })
     atomic_write_json(cache.scan_marker_path(cfg, plan, table_name), marker)
     return marker
