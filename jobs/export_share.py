@@ -9,7 +9,7 @@ shard, so the driver has all pairs of every rare code), and the keyed hadm, stay
 for the collision check. The driver then generalises rare codes and places each patient in
 the copy's shard `keyed subject_id mod n_shards` (the source's shards follow the original ids).
 `write` (one unit per shard of the copy) rewrites its patients' records
-(`trajectory.deid.rewrite`) in keyed-id order and publishes the shard by renaming. The
+(`trajectory.use.deid.rewrite`) in keyed-id order and publishes the shard by renaming. The
 driver writes manifest, codes, QC report, deid_report.json, then dataset.json last.
 
 Nothing holding the key or an original id is written: the passes return keyed ids in memory
@@ -33,14 +33,14 @@ import polars as pl
 import zstandard
 
 import config as config_module
-from trajectory import deid
+from trajectory.use import deid
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_bytes
-from trajectory.cleaning import rule_mask
-from trajectory.grids import GridSpec
+from trajectory.cleaning.flags import rule_mask
+from trajectory.windows.grids import GridSpec
 from trajectory.record import pack
-from trajectory.tables import TABLES
+from trajectory.events.tables import TABLES
 from .runners import IN_PROCESS_BELOW, version_runner
-from trajectory.store import RecordReader
+from trajectory.use.store import RecordReader
 
 from .build import FileSink, PackSink, shard_name
 

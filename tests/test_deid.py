@@ -17,11 +17,12 @@ import pytest
 import zstandard
 
 from jobs.export_share import export_share, grid_spec
-from trajectory import deid, synth
-from trajectory.grids import GridSpec, patient_windows
+from trajectory import synth
+from trajectory.use import deid
+from trajectory.windows.grids import GridSpec, patient_windows
 from trajectory.record import unpack
-from trajectory.store import open_version
-from trajectory.tables import SOURCE_ID
+from trajectory.use.store import open_version
+from trajectory.events.tables import SOURCE_ID
 from trajectory.torch import TrajectoryDataset
 
 from .conftest import REPO, make_cfg

@@ -11,7 +11,7 @@ import pytest
 
 from trajectory import open_version
 from trajectory.record import FORMAT
-from trajectory.tables import SOURCE_ID, TABLES
+from trajectory.events.tables import SOURCE_ID, TABLES
 
 from .conftest import demo_dir
 

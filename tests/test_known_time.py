@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from trajectory import synth
-from trajectory.events import CodeBook, map_rows
+from trajectory.events.map_rows import CodeBook, map_rows
 from trajectory.record import KNOWN_NEVER
-from trajectory.store import open_version
-from trajectory.tables import AT_DISCHARGE, PREPARE, SOURCE_ID, TABLES, TABLES_BY_NAME
+from trajectory.use.store import open_version
+from trajectory.events.tables import AT_DISCHARGE, PREPARE, SOURCE_ID, TABLES, TABLES_BY_NAME
 
 from .conftest import demo_dir, make_cfg
 
@@ -170,7 +170,7 @@ def test_meds_export_columns(built, tmp_path):
 
 def test_share_shifts_known_times_with_their_events(built, tmp_path):
     from jobs.export_share import export_share
-    from trajectory import deid
+    from trajectory.use import deid
 
     key = b"a-test-key-of-32-bytes-0123456789"
     (tmp_path / "key").write_bytes(key)
@@ -195,8 +195,8 @@ def test_recounted_rows_are_the_stored_rows(built):
     """Recounting a grid from the record's events with every value known when charted gives
     the stored block bit for bit, for every grid of the version: the rows a known-cut sample
     recounts differ from the stored ones only by the values known after its cut."""
-    from trajectory.cleaning import rule_mask
-    from trajectory.grids import recount_rows
+    from trajectory.cleaning.flags import rule_mask
+    from trajectory.windows.grids import recount_rows
 
     v = open_version(built)
     exclude = rule_mask(v.meta["windows"]["exclude"])
@@ -213,8 +213,8 @@ def test_recounted_rows_are_the_stored_rows(built):
 
 
 def test_export_windows_says_its_rule(built, tmp_path):
-    from trajectory.cleaning import rule_mask
-    from trajectory.export import export_windows
+    from trajectory.cleaning.flags import rule_mask
+    from trajectory.use.windows_table import export_windows
 
     chart = export_windows(built, tmp_path / "c.parquet")
     known = export_windows(built, tmp_path / "k.parquet", rule="known")
@@ -266,7 +266,7 @@ def test_format_2_refused_with_the_rebuild_hint(built, tmp_path):
 
 
 def test_inspect_shows_when_known(built):
-    from trajectory.timeline import timeline
+    from trajectory.use.timeline import timeline
 
     sid = open_version(built).subject_ids[0]
     text = timeline(built, sid, limit=5000)

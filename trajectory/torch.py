@@ -75,9 +75,9 @@ import polars as pl
 import zstandard
 
 from . import record
-from .grids import rows_known_at
+from .windows.grids import rows_known_at
 from .splits import SPLIT_NAMES, split_of
-from .store import RecordReader
+from .use.store import RecordReader
 
 __all__ = ["TrajectoryDataset", "TrajectoryIterableDataset", "collate_trajectories",
            "collate_packed", "read_labels", "EVENT_FIELDS", "LABEL_COLUMNS"]

@@ -47,7 +47,7 @@ DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")  # datetimeevents.value as 
 # tables whose texts carry ids, names or times: dropped with or without --keep-text
 ID_TEXT_TABLES = ("radiology_detail", "discharge_detail", "poe_detail")
 # the `flags` bits computed from an event's original code: `range` from its concept's
-# plausible range, `outlier` from the code's own thresholds (trajectory/cleaning.py BITS)
+# plausible range, `outlier` from the code's own thresholds (trajectory/cleaning/flags.py BITS)
 RANGE_BIT, OUTLIER_BIT = 1 << 0, 1 << 1
 # What --keep-text keeps, said once for the CLI, the report and SHARE.md
 KEEP_TEXT = ("MIMIC-IV's own texts verbatim (note bodies, text results, comments, dose "
@@ -367,8 +367,8 @@ def rewrite(rec: dict, key: bytes, codes: CodeMap, keep_text: bool, sources: dic
     `record.pack`) and what was changed, by rule. `sources`: source id -> table name;
     `grid`: the version's window settings (`grids.GridSpec`), with which the windows are
     made again on the copy's events."""
-    from .grids import patient_windows
-    from .record import events_to_bytes
+    from ..windows.grids import patient_windows
+    from ..record import events_to_bytes
 
     sid = int(rec["subject_id"])
     new_sid = keyed_id(key, "subject_id", sid)
@@ -475,7 +475,7 @@ def _recode(ev: dict, codes: CodeMap) -> dict:
 
 def user_tables(sources: dict) -> list[str]:
     """The names of `sources` that are not MIMIC-IV tables of the build: EXTRA_TABLES'."""
-    from .tables import SOURCE_ID
+    from ..events.tables import SOURCE_ID
 
     return [n for n in sources.values() if n not in SOURCE_ID]
 
