@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from trajectory import synth
+from trajectory.synth.catalog import HEADERS
 from trajectory.events.map_rows import CodeBook, map_rows
 from trajectory.record import KNOWN_NEVER
 from trajectory.use.store import open_version
@@ -77,7 +78,7 @@ def test_each_tables_rule():
 def test_every_store_time_of_mimic_is_read():
     """A table whose MIMIC-IV header (the demo's, and MIMIC-IV-Note's) has a storetime reads it
     for every event; a table without one has a rule of its own or is known at its time."""
-    headers = dict(synth.HEADERS)
+    headers = dict(HEADERS)
     demo = demo_dir()
     for t in TABLES:
         path = demo / t.module / f"{t.name}.csv.gz"
@@ -281,7 +282,7 @@ def test_demo_notes_shape(tmp_path):
     out = write_note_module(demo_dir(), tmp_path / "d")
     for t in ("discharge", "radiology", "discharge_detail", "radiology_detail"):
         with gzip.open(out / "note" / f"{t}.csv.gz", "rt") as f:
-            assert f.readline().strip() == synth.HEADERS[f"note/{t}"]
+            assert f.readline().strip() == HEADERS[f"note/{t}"]
     ds = pl.read_csv(out / "note" / "discharge.csv.gz", try_parse_dates=True)
     adm = pl.read_csv(out / "hosp" / "admissions.csv.gz", try_parse_dates=True)
     j = ds.join(adm.select("hadm_id", "dischtime"), on="hadm_id")
