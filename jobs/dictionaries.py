@@ -13,8 +13,8 @@ import polars as pl
 
 from trajectory.atomic import atomic_write_parquet
 from trajectory.events.plan import load_plan
-from trajectory.raw.read import iter_batches
 from trajectory.events.tables import DICTIONARIES
+from trajectory.raw.read import iter_batches
 
 from . import cache
 

@@ -33,14 +33,14 @@ import polars as pl
 import zstandard
 
 import config as config_module
-from trajectory.use import deid, deid_codes
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_bytes
 from trajectory.cleaning.flags import rule_mask
-from trajectory.windows.grids import GridSpec
-from trajectory.record import pack
 from trajectory.events.tables import TABLES
-from .runners import IN_PROCESS_BELOW, version_runner
+from trajectory.record import pack
+from trajectory.use import deid, deid_codes
 from trajectory.use.store import RecordReader
+from trajectory.windows.grids import GridSpec
+from .runners import IN_PROCESS_BELOW, version_runner
 
 from .build import FileSink, PackSink, shard_name
 

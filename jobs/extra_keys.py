@@ -18,11 +18,11 @@ from pathlib import Path
 import polars as pl
 
 from trajectory.atomic import atomic_write_parquet
-from trajectory.events.map_rows import map_rows
 from trajectory.events.extra_tables import Keys, UserTable, key_frames, map_user_rows, user_tables
+from trajectory.events.map_rows import map_rows
 from trajectory.events.plan import load_plan
-from trajectory.raw.read import iter_batches
 from trajectory.events.tables import TABLES_BY_NAME
+from trajectory.raw.read import iter_batches
 
 from .common import read_done, write_done
 

@@ -22,11 +22,11 @@ import pyarrow as pa
 import xxhash
 
 from trajectory.cleaning.flags import merge_sketches, value_sketch
+from trajectory.events.extra_tables import table_of
 from trajectory.events.map_rows import CodeBook, merge_code_stats, merge_counts
 from trajectory.events.plan import bucket_of, load_plan, split_unit, unit_name
-from trajectory.raw.read import iter_batches, prefetch
 from trajectory.raw.csv_ranges import Part
-from trajectory.events.extra_tables import table_of
+from trajectory.raw.read import iter_batches, prefetch
 
 from trajectory.atomic import atomic_write_parquet, tmp_name
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from trajectory.raw.gzindex import (GzRange, IndexDamaged, Point, build_index, point_before,
-                                    verify_table)
+from trajectory.events.extra_tables import table_of
 from trajectory.events.plan import load_plan
 from trajectory.raw.csv_ranges import FileRange, header_end, line_cuts, record_cuts, targets
-from trajectory.events.extra_tables import table_of
+from trajectory.raw.gzindex import (GzRange, IndexDamaged, Point, build_index, point_before,
+                                    verify_table)
 
 from trajectory.atomic import atomic_write_json
 

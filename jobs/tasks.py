@@ -25,10 +25,11 @@ import polars as pl
 import zstandard
 
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_file
-from .runners import IN_PROCESS_BELOW, version_runner
 from trajectory.use.store import RecordReader
-from trajectory.use.tasks import CANDIDATE, EVENT_TIMES, Task, funnel, read_header, resolve, \
-    timeline
+from trajectory.use.tasks import (CANDIDATE, EVENT_TIMES, Task, funnel, read_header, resolve,
+                                  timeline)
+
+from .runners import IN_PROCESS_BELOW, version_runner
 
 STAGE = "tasks"
 WORK = ".work"  # under VERSION_DIR/tasks/; removed once the merge has written every task

@@ -18,12 +18,12 @@ import zstandard
 
 from jobs.export_share import export_share, grid_spec
 from trajectory import synth
-from trajectory.use import deid, deid_codes
-from trajectory.windows.grids import GridSpec, patient_windows
-from trajectory.record import unpack
-from trajectory.use.store import open_version
 from trajectory.events.tables import SOURCE_ID
+from trajectory.record import unpack
 from trajectory.torch import TrajectoryDataset
+from trajectory.use import deid, deid_codes
+from trajectory.use.store import open_version
+from trajectory.windows.grids import GridSpec, patient_windows
 
 from .conftest import REPO, make_cfg
 

@@ -23,10 +23,10 @@ import pytest
 
 from jobs.export_share import export_share
 from trajectory import synth
-from trajectory.use import deid
 from trajectory.cleaning.flags import rule_mask
-from trajectory.windows.grids import GridSpec, patient_windows
+from trajectory.use import deid
 from trajectory.use.store import open_version
+from trajectory.windows.grids import GridSpec, patient_windows
 
 from .conftest import REPO, demo_dir, make_cfg
 

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 
 from trajectory import open_version, synth
-from trajectory.events.extra_tables import MAX_SOURCE, plan_spec
 from trajectory.assembly.kernels_sort import SOURCE_BITS
+from trajectory.events.extra_tables import MAX_SOURCE, plan_spec
 from trajectory.events.plan import make_plan
 from trajectory.events.tables import TABLES
 

@@ -12,9 +12,9 @@ import zlib
 import pytest
 
 from trajectory.raw import csv_ranges, gzindex
+from trajectory.raw.csv_ranges import FileRange, line_cuts, record_cuts, targets
 from trajectory.raw.gzindex import (GzRange, IndexDamaged, build_index, point_before,
                                     read_points, scan_points)
-from trajectory.raw.csv_ranges import FileRange, line_cuts, record_cuts, targets
 
 SPACING = 64 << 10  # small seek-point spacing, so a few MB of text gets many points
 

@@ -20,9 +20,9 @@ import xxhash
 from jobs import scan
 from jobs.driver import run_build
 from trajectory import synth
+from trajectory.events.plan import load_plan
 from trajectory.raw import gzindex
 from trajectory.raw.gzindex import read_points
-from trajectory.events.plan import load_plan
 
 from .conftest import make_cfg
 

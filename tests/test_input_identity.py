@@ -16,8 +16,8 @@ import pytest
 
 from jobs import cache
 from trajectory import synth
-from trajectory.raw import read
 from trajectory.events.plan import hash_memo_dir, input_differences, make_plan
+from trajectory.raw import read
 
 from .conftest import make_cfg
 

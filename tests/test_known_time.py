@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from trajectory import synth
-from trajectory.synth.catalog import HEADERS
 from trajectory.events.map_rows import CodeBook, map_rows
-from trajectory.record import KNOWN_NEVER
-from trajectory.use.store import open_version
 from trajectory.events.tables import AT_DISCHARGE, PREPARE, SOURCE_ID, TABLES, TABLES_BY_NAME
+from trajectory.record import KNOWN_NEVER
+from trajectory.synth.catalog import HEADERS
+from trajectory.use.store import open_version
 
 from .conftest import demo_dir, make_cfg
 

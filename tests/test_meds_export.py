@@ -16,8 +16,8 @@ import pytest
 
 from jobs.export_meds import export_meds
 from trajectory import open_version
-from trajectory.use.meds import STATIC_TIME, code_lookup, meds_code, parent_codes, patient_rows
 from trajectory.splits import split_of
+from trajectory.use.meds import STATIC_TIME, code_lookup, meds_code, parent_codes, patient_rows
 
 from .conftest import REPO, demo_dir, make_cfg
 

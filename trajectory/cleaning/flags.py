@@ -13,8 +13,8 @@ from importlib import resources
 import numpy as np
 import polars as pl
 
-from . import kernels_qc as k
 from ..events.tables import SOURCE_ID
+from . import kernels_qc as k
 
 # Bit of `flags` set by each rule (dataset.json "flags" repeats this map).
 BITS = {"range": 0, "outlier": 1, "duplicate": 2, "before_birth": 3, "after_death": 4,

@@ -15,9 +15,9 @@ import numpy as np
 import polars as pl
 
 from ..atomic import atomic_write_json, atomic_write_parquet, tmp_name
-from .flags import global_thresholds, merge_sketches
 from ..events.map_rows import merge_code_stats
 from ..events.plan import shards_of_buckets
+from .flags import global_thresholds, merge_sketches
 
 
 def vocab_path(cfg) -> Path:

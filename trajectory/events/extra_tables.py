@@ -31,8 +31,8 @@ from pathlib import Path
 
 import polars as pl
 
-from .map_rows import map_rows
 from ..raw.read import SUFFIXES, fingerprint, iter_batches, read_header, resolve_columns
+from .map_rows import map_rows
 from .tables import PREPARE, SOURCE_ID, TABLES, TABLES_BY_NAME, Event, Table
 
 KEYS = ("subject_id", "hadm_id", "stay_id")

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..cleaning.flags import rule_mask
-from ..windows.grids import recount_rows
 from ..record import CUT_RULES
+from ..windows.grids import recount_rows
 from .store import open_version
 
 RULE_TEXT = {
