@@ -130,8 +130,9 @@ def parse_entry(raw: dict, index: int, spec: Path, source: int) -> tuple[UserTab
         raise _fail(spec, where, f"name must be a lower-case identifier ([a-z][a-z0-9_]*), "
                                  f"got {name!r}")
     if name in TABLES_BY_NAME or name in RESERVED:
-        raise _fail(spec, where, f"name {name!r} is a built-in table's (trajectory/events/tables.py) "
-                                 "or a stage-1 unit's; choose another")
+        raise _fail(spec, where, f"name {name!r} is a built-in table's "
+                                 "(trajectory/events/tables.py) or a stage-1 unit's; "
+                                 "choose another")
     key = raw.get("key")
     if key not in KEYS:
         raise _fail(spec, where, f"key must be one of {', '.join(KEYS)}, got {key!r}")

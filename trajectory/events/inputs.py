@@ -1,7 +1,7 @@
 """Every file under DATA_DIR/{hosp,icu,note}, accounted for: read as events (a table of
-trajectory/events/tables.py), or not read, with the reason. Nothing in DATA_DIR is ignored in silence:
-the list goes into dataset.json (`not_read`) and the build's printed summary, and a file this
-build does not know is also a warning.
+trajectory/events/tables.py), or not read, with the reason. Nothing in DATA_DIR is ignored in
+silence: the list goes into dataset.json (`not_read`) and the build's printed summary, and a
+file this build does not know is also a warning.
 """
 from __future__ import annotations
 
