@@ -76,7 +76,8 @@ def cmd_build(args) -> int:
     from jobs.driver import describe, run_build
 
     if args.demo:
-        from trajectory import extra_tables, synth
+        from trajectory import synth
+        from trajectory.events import extra_tables
 
         demo_dir = Path(args.demo_dir or Path(args.OUT_DIR or config.OUT_DIR) / "_demo_data")
         if not (demo_dir / "hosp" / "patients.csv.gz").exists():
@@ -100,7 +101,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from trajectory.timeline import timeline
+    from trajectory.use.timeline import timeline
 
     print(timeline(args.version_dir, args.subject, limit=args.limit))
     return 0
@@ -108,7 +109,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_export(args) -> int:
     if args.what == "windows":
-        from trajectory.export import export_windows
+        from trajectory.use.windows_table import export_windows
 
         result = export_windows(args.version_dir, args.out or args.out_dir,
                                 rule=args.window_rule)
@@ -250,14 +251,14 @@ def main(argv: list[str] | None = None) -> int:
                                  "known, only the values known by its end [charttime]")
         parser.add_argument("--key-file", default=None,
                             help="share: a file holding the secret key for ids and time shifts")
-        from trajectory.deid import KEEP_TEXT
+        from trajectory.use.deid import KEEP_TEXT
 
         parser.add_argument("--keep-text", action="store_true",
                             help=f"share: keep {KEEP_TEXT} (docs/SHARE.md)")
         _settings_parser(parser)
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
     elif command == "tasks":
-        from trajectory.tasks import TASKS
+        from trajectory.use.tasks import TASKS
 
         parser.add_argument("version_dir", help="a finished version, e.g. trajectories/v1")
         parser.add_argument("--task", action="append", default=None, metavar="NAME",

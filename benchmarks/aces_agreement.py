@@ -31,8 +31,8 @@ import polars as pl
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trajectory.store import open_version  # noqa: E402
-from trajectory.tasks import HOUR, timeline  # noqa: E402
+from trajectory.use.store import open_version  # noqa: E402
+from trajectory.use.tasks import HOUR, timeline  # noqa: E402
 
 # our task -> MEDS-DEV's task config (relative to the installed MEDS_DEV package)
 TASK_CONFIGS = {

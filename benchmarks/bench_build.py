@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))
 import config  # noqa: E402
 from jobs.schedule import longest_first, makespan  # noqa: E402
 from jobs.driver import partition_tasks, run_build, stage1_marker  # noqa: E402
-from trajectory.plan import load_plan  # noqa: E402
+from trajectory.events.plan import load_plan  # noqa: E402
 from trajectory.record import frames  # noqa: E402
 from trajectory.replicate import replicate  # noqa: E402
-from trajectory.store import open_version  # noqa: E402
+from trajectory.use.store import open_version  # noqa: E402
 
 
 def _parse(path: str) -> int:

@@ -1,4 +1,4 @@
-"""What whole-file input identity (trajectory.read.fingerprint) costs: the first hash of every
+"""What whole-file input identity (trajectory.raw.read.fingerprint) costs: the first hash of every
 input, and a later build's stat-only memo hit, against the plan step before the change.
 
     python benchmarks/bench_identity.py DATA_DIR [--old-repo ../main] [--drop-caches]
@@ -26,13 +26,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trajectory.read import fingerprints  # noqa: E402
+from trajectory.raw.read import fingerprints  # noqa: E402
 
 PLAN_SNIPPET = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import config
-from trajectory.plan import make_plan
+from trajectory.events.plan import make_plan
 cfg = config.load({"DATA_DIR": sys.argv[2], "OUT_DIR": sys.argv[3]}, environ={})
 t = time.perf_counter()
 make_plan(cfg)

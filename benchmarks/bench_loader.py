@@ -73,7 +73,7 @@ def patient_cases(vdir, repeat: int) -> None:
     from torch.utils.data import DataLoader
 
     from trajectory.record import frames
-    from trajectory.store import open_version
+    from trajectory.use.store import open_version
     from trajectory.torch import TrajectoryDataset
 
     v = open_version(vdir)

@@ -46,7 +46,7 @@ if pw:
 cfg = config.load(over, environ={})
 if not (cfg.work_dir / "plan.json").exists():
     run_build(cfg, progress=False)  # plan, outputs to measure over, warm numba caches
-from trajectory.plan import load_plan
+from trajectory.events.plan import load_plan
 plan = load_plan(cfg)
 tables = sorted(plan.tables) if tables == "*" else tables.split(",")
 cpu = lambda: sum(os.times()[:2])
@@ -54,7 +54,7 @@ scans = 0.0
 cut = hasattr(plan, "parts")  # the pre-cut code reads every table as one unit
 if cut:
     from jobs import cache, scan
-    from trajectory.plan import unit_name
+    from trajectory.events.plan import unit_name
     for t in tables:
         if plan.parts[t] > 1 and t not in plan.row_groups:
             marker = scan.read(cfg, plan, t)

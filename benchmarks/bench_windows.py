@@ -17,8 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trajectory.kernels_window import N_STATS, window_stats  # noqa: E402
-from trajectory.windows import compute_windows, grid_for_stay  # noqa: E402
+from trajectory.windows.aggregate import compute_windows, grid_for_stay  # noqa: E402
+from trajectory.windows.kernels_window import N_STATS, window_stats  # noqa: E402
 
 
 def make_stays(rng, n_stays, n_windows, n_features, n_events, step):

@@ -36,8 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trajectory.tables import SOURCE_ID  # noqa: E402
-from trajectory.tasks import TASKS  # noqa: E402
+from trajectory.events.tables import SOURCE_ID  # noqa: E402
+from trajectory.use.tasks import TASKS  # noqa: E402
 
 # source table -> the column it is counted in
 GROUPS = {"labevents": "labs", "microbiologyevents": "micro", "discharge": "notes",
@@ -114,7 +114,7 @@ def detail_links(version_dir: Path) -> dict:
     """Note detail rows of the version; how many a (subject, time, admission) match leaves
     without exactly one note (how a reader had to link them before format 3), and how many
     have their own note's id now."""
-    from trajectory.store import open_version
+    from trajectory.use.store import open_version
 
     v = open_version(version_dir)
     details = {SOURCE_ID["discharge_detail"], SOURCE_ID["radiology_detail"]}

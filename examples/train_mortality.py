@@ -15,7 +15,7 @@ number of positives on small sets). Splits go by subject (`trajectory.splits.spl
 Features, per concept of `dataset.json["concepts"]`, from the window `mean` statistic of the
 sample's stay (rows up to the prediction time): the last observed value, the mean over the
 stay so far, and last minus first observed value (the trend: the synthetic generator's
-planted signal is a falling mean arterial pressure and a rising lactate, trajectory/synth.py),
+planted signal is a falling mean arterial pressure and a rising lactate, trajectory/synth/),
 plus the number of observations. Missing values are filled with the training mean after
 standardising (so 0). A few seconds on a laptop CPU for the MIMIC-IV demo; minutes for full
 MIMIC-IV (reading the samples dominates).

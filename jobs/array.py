@@ -51,7 +51,7 @@ def load_config(path) -> "object":
 
 
 def run_task(stage: str, task: int, per_task: int, cfg) -> list:
-    from trajectory.plan import load_plan
+    from trajectory.events.plan import load_plan
 
     if per_task < 1 or task < 0:
         raise ValueError(f"--task must be >= 0 and --per-task >= 1, got {task}, {per_task}")

@@ -18,19 +18,19 @@ import pyarrow as pa
 import xxhash
 import zstandard
 
-from trajectory.assemble import (count_cleaning_drops, encode_strings, index_texts,
-                                 merge_string_ids, order_events, patient_records, place_details,
-                                 place_events)
-from trajectory.cleaning import clean_events, code_tables, load_concepts, rule_mask
-from trajectory.grids import GridSpec
-from trajectory.events import EVENT_SCHEMA
-from trajectory.plan import load_plan, unit_name
-from trajectory.read import POLARS_TYPES
+from trajectory.assembly.assemble import (count_cleaning_drops, encode_strings, index_texts,
+                                          merge_string_ids, order_events, patient_records,
+                                          place_details, place_events)
+from trajectory.cleaning.flags import clean_events, code_tables, load_concepts, rule_mask
+from trajectory.cleaning.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
+                                       restricted, shard_reads_path, vocab_ready)
+from trajectory.events.extra_tables import all_tables, streams
+from trajectory.events.map_rows import EVENT_SCHEMA
+from trajectory.events.plan import load_plan, unit_name
+from trajectory.events.tables import JOINED, PREPARE, TABLES_BY_NAME
+from trajectory.raw.read import POLARS_TYPES
 from trajectory.record import NONE_ID, pack
-from trajectory.extra_tables import all_tables, streams
-from trajectory.tables import JOINED, PREPARE, TABLES_BY_NAME
-from trajectory.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
-                              restricted, shard_reads_path, vocab_ready)
+from trajectory.windows.grids import GridSpec
 
 from trajectory.atomic import atomic_write_parquet, checksum_bytes, checksum_file, tmp_name
 

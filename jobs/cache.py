@@ -52,7 +52,7 @@ import pyarrow as pa
 import xxhash
 
 from trajectory.atomic import atomic_write_json, xxh3_file
-from trajectory.plan import identity
+from trajectory.events.plan import identity
 
 from . import lease
 
@@ -61,15 +61,15 @@ DICTIONARIES = "dictionaries"
 # Modules whose code decides the bytes of stage 1's outputs (relative to the repository root).
 # Editing any of them gives every entry a new key: a stale entry is never read.
 STAGE1_SOURCES = (
-    "trajectory/tables.py", "trajectory/events.py", "trajectory/read.py", "trajectory/split.py",
-    "trajectory/gzindex.py", "trajectory/cleaning.py", "trajectory/kernels_qc.py",
-    "trajectory/plan.py", "jobs/partition.py", "jobs/scan.py", "jobs/dictionaries.py",
-    "jobs/cache.py",
+    "trajectory/events/tables.py", "trajectory/events/map_rows.py", "trajectory/raw/read.py",
+    "trajectory/raw/csv_ranges.py", "trajectory/raw/gzindex.py", "trajectory/cleaning/flags.py",
+    "trajectory/cleaning/kernels_qc.py", "trajectory/events/plan.py", "jobs/partition.py",
+    "jobs/scan.py", "jobs/dictionaries.py", "jobs/cache.py",
 )
 # What decides a shard's events up to the sort (before cleaning, which OUTLIER_K and the other
 # cleaning settings change): the stage-1 sources, and these.
-SORTED_SOURCES = ("trajectory/assemble.py", "trajectory/vocab.py", "trajectory/extra_tables.py",
-                  "jobs/build.py")
+SORTED_SOURCES = ("trajectory/assembly/assemble.py", "trajectory/cleaning/vocab.py",
+                  "trajectory/events/extra_tables.py", "jobs/build.py")
 _ROOT = Path(__file__).resolve().parent.parent
 
 

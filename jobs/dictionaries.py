@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 
 from trajectory.atomic import atomic_write_parquet
-from trajectory.plan import load_plan
-from trajectory.read import iter_batches
-from trajectory.tables import DICTIONARIES
+from trajectory.events.plan import load_plan
+from trajectory.events.tables import DICTIONARIES
+from trajectory.raw.read import iter_batches
 
 from . import cache
 from .common import peak_rss_mb, fresh_unit_memory

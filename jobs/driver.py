@@ -7,11 +7,11 @@ import shutil
 import time
 
 import config
-from trajectory import extra_tables
 from trajectory.atomic import atomic_write_json
-from trajectory.plan import (input_differences, load_plan, make_plan, plan_path,
-                             same_inputs, split_unit)
-from trajectory.vocab import ensure_shard_map
+from trajectory.cleaning.vocab import ensure_shard_map
+from trajectory.events import extra_tables
+from trajectory.events.plan import (input_differences, load_plan, make_plan, plan_path,
+                                    same_inputs, split_unit)
 
 from . import build, cache, dictionaries, extra_keys, finalize, lease, partition, scan
 from .runners import open_runner

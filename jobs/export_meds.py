@@ -3,7 +3,7 @@
     python build_patient_files.py export meds trajectories/v1 meds/v1
 
 One unit per shard (the manifest's `shard` column): decode that shard's records in
-subject_id order, turn each into MEDS rows (`trajectory.meds`) and append it to the buffer of
+subject_id order, turn each into MEDS rows (`trajectory.use.meds`) and append it to the buffer of
 its split; a buffer that would pass `rows_per_file` rows is written first, so a file holds at
 most `rows_per_file` rows (or one subject, when that subject alone has more) and a unit at
 most three buffers: memory is flat in the number of patients. Parts go to
@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trajectory.atomic import atomic_write_json, tmp_name
-from trajectory.meds import COLUMNS, CodeLookup, code_lookup, code_metadata, data_schema, \
+from trajectory.use.meds import COLUMNS, CodeLookup, code_lookup, code_metadata, data_schema, \
     dataset_metadata, patient_rows, rows_table, split_names
 from .runners import IN_PROCESS_BELOW, version_runner
-from trajectory.store import RecordReader
+from trajectory.use.store import RecordReader
 
 STAGE = "export_meds"
 WORK = ".work"

@@ -9,7 +9,7 @@ shard, so the driver has all pairs of every rare code), and the keyed hadm, stay
 for the collision check. The driver then generalises rare codes and places each patient in
 the copy's shard `keyed subject_id mod n_shards` (the source's shards follow the original ids).
 `write` (one unit per shard of the copy) rewrites its patients' records
-(`trajectory.deid.rewrite`) in keyed-id order and publishes the shard by renaming. The
+(`trajectory.use.deid.rewrite`) in keyed-id order and publishes the shard by renaming. The
 driver writes manifest, codes, QC report, deid_report.json, then dataset.json last.
 
 Nothing holding the key or an original id is written: the passes return keyed ids in memory
@@ -33,14 +33,14 @@ import polars as pl
 import zstandard
 
 import config as config_module
-from trajectory import deid
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_bytes
-from trajectory.cleaning import rule_mask
-from trajectory.grids import GridSpec
+from trajectory.cleaning.flags import rule_mask
+from trajectory.events.tables import TABLES
 from trajectory.record import pack
-from trajectory.tables import TABLES
+from trajectory.use import deid, deid_codes
+from trajectory.use.store import RecordReader
+from trajectory.windows.grids import GridSpec
 from .runners import IN_PROCESS_BELOW, version_runner
-from trajectory.store import RecordReader
 
 from .build import FileSink, PackSink, shard_name
 
@@ -90,7 +90,7 @@ class ShareJob:
     n_shards: int
     sources: dict  # source id -> table name
     grid: GridSpec  # the version's window settings: the copy's windows are made again
-    codes: deid.CodeMap | None = field(default=None, repr=False)  # by old code id
+    codes: deid_codes.CodeMap | None = field(default=None, repr=False)  # by old code id
     out_shard: np.ndarray | None = field(default=None, repr=False)  # manifest row -> shard
 
 
@@ -264,10 +264,10 @@ def export_share(version_dir, out_dir, cfg=None, key_file=None, keep_text: bool 
         pairs = pl.DataFrame({"patient": np.concatenate([c["pair_patient"] for c in counted]),
                               "code_id": np.concatenate([c["pair_code"] for c in counted])})
         pairs = pairs.filter(pl.col("code_id").is_in(np.flatnonzero(per_code < k).tolist()))
-        targets, code_report = deid.generalise(codes["code"].to_list(), per_code, pairs, k)
-        new_codes, lut = deid.vocabulary(codes, targets)
-        code_rules, concept_report = deid.code_map(codes["code"].to_list(), targets, lut,
-                                                   concepts)
+        targets, code_report = deid_codes.generalise(codes["code"].to_list(), per_code, pairs, k)
+        new_codes, lut = deid_codes.vocabulary(codes, targets)
+        code_rules, concept_report = deid_codes.code_map(codes["code"].to_list(), targets, lut,
+                                                         concepts)
         out_shard = np.zeros(manifest.height, np.int32)
         for c in counted:
             out_shard[c["rows"]] = c["subjects"] % n_shards

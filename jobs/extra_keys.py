@@ -18,17 +18,17 @@ from pathlib import Path
 import polars as pl
 
 from trajectory.atomic import atomic_write_parquet
-from trajectory.events import map_rows
-from trajectory.extra_tables import Keys, UserTable, key_frames, map_user_rows, user_tables
-from trajectory.plan import load_plan
-from trajectory.read import iter_batches
-from trajectory.tables import TABLES_BY_NAME
+from trajectory.events.extra_tables import Keys, UserTable, key_frames, map_user_rows, user_tables
+from trajectory.events.map_rows import map_rows
+from trajectory.events.plan import load_plan
+from trajectory.events.tables import TABLES_BY_NAME
+from trajectory.raw.read import iter_batches
 
 from .common import read_done, write_done
 
 STAGE = "extra_keys"
 UNIT = "all"
-# The columns each lookup needs (types as trajectory/tables.py reads them).
+# The columns each lookup needs (types as trajectory/events/tables.py reads them).
 COLUMNS = {"patients": ("subject_id", "anchor_age", "anchor_year"),
            "admissions": ("subject_id", "hadm_id", "admittime", "dischtime"),
            "icustays": ("subject_id", "hadm_id", "stay_id", "intime", "outtime")}

@@ -13,20 +13,19 @@ import numpy as np
 import polars as pl
 
 import trajectory
-from trajectory.events import merge_counts
-from trajectory.plan import load_plan
-from trajectory.record import EVENT_DTYPES, FORMAT
-from trajectory import extra_tables
-from trajectory.cleaning import BITS, load_concepts
-from trajectory import inputs, qc_html
-from trajectory.qc import cleaning_report, rate_failures
-from trajectory.vocab import thresholds_path, vocab_path
-from trajectory.windows import STAT_NAMES
-
-from . import build, cache, dictionaries, lease, scan
 from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_parquet,
                                checksum_file)
+from trajectory.cleaning import qc_html
+from trajectory.cleaning.flags import BITS, load_concepts
+from trajectory.cleaning.qc_report import cleaning_report, rate_failures
+from trajectory.cleaning.vocab import thresholds_path, vocab_path
+from trajectory.events import extra_tables, inputs
+from trajectory.events.map_rows import merge_counts
+from trajectory.events.plan import load_plan
+from trajectory.record import EVENT_DTYPES, FORMAT
+from trajectory.windows.aggregate import STAT_NAMES
 
+from . import build, cache, dictionaries, lease, scan
 from .common import read_done
 
 STAGE = "finalize"

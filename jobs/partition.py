@@ -21,12 +21,12 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from trajectory.cleaning import merge_sketches, value_sketch
-from trajectory.events import CodeBook, merge_code_stats, merge_counts
-from trajectory.plan import bucket_of, load_plan, split_unit, unit_name
-from trajectory.read import iter_batches, prefetch
-from trajectory.split import Part
-from trajectory.extra_tables import table_of
+from trajectory.cleaning.flags import merge_sketches, value_sketch
+from trajectory.events.extra_tables import table_of
+from trajectory.events.map_rows import CodeBook, merge_code_stats, merge_counts
+from trajectory.events.plan import bucket_of, load_plan, split_unit, unit_name
+from trajectory.raw.csv_ranges import Part
+from trajectory.raw.read import iter_batches, prefetch
 
 from trajectory.atomic import atomic_write_parquet, tmp_name
 

@@ -1,8 +1,8 @@
 """Stage 1a, one unit per CSV table cut into several partition units: where the cuts fall.
 
-For a .csv.gz, first the seek-point index (trajectory.gzindex), kept in INDEX_DIR by the
+For a .csv.gz, first the seek-point index (trajectory.raw.gzindex), kept in INDEX_DIR by the
 file's fingerprint so that every later build of the same input, of any version, reuses it.
-Then the cut points: record starts near equal steps of the text (trajectory.split). The
+Then the cut points: record starts near equal steps of the text (trajectory.raw.csv_ranges). The
 marker, CACHE_DIR/<table>-<key>/scan.json (jobs.cache), lists them; partition unit k of the
 table reads [cuts[k], cuts[k+1]).
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from trajectory.gzindex import (GzRange, IndexDamaged, Point, build_index, point_before,
-                                verify_table)
-from trajectory.plan import load_plan
-from trajectory.split import FileRange, header_end, line_cuts, record_cuts, targets
-from trajectory.extra_tables import table_of
+from trajectory.events.extra_tables import table_of
+from trajectory.events.plan import load_plan
+from trajectory.raw.csv_ranges import FileRange, header_end, line_cuts, record_cuts, targets
+from trajectory.raw.gzindex import (GzRange, IndexDamaged, Point, build_index, point_before,
+                                    verify_table)
 
 from trajectory.atomic import atomic_write_json
 

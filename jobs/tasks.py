@@ -3,7 +3,7 @@
     python build_patient_files.py tasks trajectories/v1 [--task NAME ...]
 
 One unit per shard (the manifest's `shard` column): read that shard's records, only their
-headers (`trajectory.tasks.read_header`), label every patient for every asked task, and write
+headers (`trajectory.use.tasks.read_header`), label every patient for every asked task, and write
 one part per task, `tasks/.work/<task>/<shard>.parquet`. The merge then sorts each task's
 parts into `tasks/<name>.parquet` (MEDS label schema) and writes `tasks/<name>.json`
 (definition, parameters, cohort funnel, the version's config hash). A unit holds one shard's
@@ -25,14 +25,15 @@ import polars as pl
 import zstandard
 
 from trajectory.atomic import atomic_write_json, atomic_write_parquet, checksum_file
+from trajectory.use.store import RecordReader
+from trajectory.use.tasks import (CANDIDATE, EVENT_TIMES, Task, funnel, read_header, resolve,
+                                  timeline)
+
 from .runners import IN_PROCESS_BELOW, version_runner
-from trajectory.store import RecordReader
-from trajectory.tasks import CANDIDATE, EVENT_TIMES, Task, funnel, read_header, resolve, \
-    timeline
 
 STAGE = "tasks"
 WORK = ".work"  # under VERSION_DIR/tasks/; removed once the merge has written every task
-# row tuple position of each id column (trajectory.tasks: subject, time, label, hadm, stay)
+# row tuple position of each id column (trajectory.use.tasks: subject, time, label, hadm, stay)
 ID_POSITION = {"hadm_id": 3, "stay_id": 4}
 
 

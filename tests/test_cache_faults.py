@@ -20,7 +20,7 @@ import pytest
 
 from jobs import build, cache, lease
 from jobs.driver import run_build
-from trajectory.plan import load_plan
+from trajectory.events.plan import load_plan
 
 from .conftest import demo_dir, make_cfg
 
@@ -292,7 +292,7 @@ def test_a_flipped_bit_in_a_seek_point_window_is_not_blamed_on_the_input(referen
     """The gzip index's windows decide where a unit starts inflating: a changed byte there
     once made a unit read wrong rows, counted as `subject_not_in_patients`. Now the index is
     set aside, rebuilt, and the version equals the reference, counts included."""
-    from trajectory import gzindex
+    from trajectory.raw import gzindex
 
     cfg = fresh(reference, tmp_path)
     plan = prepare_plan(cfg)

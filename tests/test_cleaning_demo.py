@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from trajectory import open_version
-from trajectory.cleaning import BITS
+from trajectory.cleaning.flags import BITS
 from jobs.driver import run_build
 
 from .conftest import demo_dir, make_cfg

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from trajectory import open_version
-from trajectory.tables import SOURCE_ID
+from trajectory.events.tables import SOURCE_ID
 
 from .conftest import REPO
 

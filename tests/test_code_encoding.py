@@ -2,8 +2,8 @@
 import numpy as np
 import polars as pl
 
-from trajectory.events import CodeBook, map_rows, merge_code_stats
-from trajectory.tables import TABLES_BY_NAME
+from trajectory.events.map_rows import CodeBook, map_rows, merge_code_stats
+from trajectory.events.tables import TABLES_BY_NAME
 
 CHART = TABLES_BY_NAME["chartevents"]
 
@@ -93,7 +93,7 @@ def test_code_ids_stay_exact_when_two_combinations_share_a_hash(monkeypatch):
 def test_encode_strings_ids_by_first_appearance_from_polars_or_arrow():
     import pyarrow as pa
 
-    from trajectory.assemble import encode_strings, merge_string_ids
+    from trajectory.assembly.assemble import encode_strings, merge_string_ids
     from trajectory.record import NONE_ID
 
     chunked = pa.chunked_array([["b", None, "a"], ["b", "", None, "c"]], pa.large_string())

@@ -60,7 +60,7 @@ def test_window_exclude_parsed_hashed_and_a_flag():
 def test_planner_sizes_shards_by_input_and_memory_budget(tmp_path):
     """More input -> more shards; a smaller worker budget -> more, smaller shards, and the
     estimate it reports fits the budget; a budget with no room is a clear error."""
-    from trajectory.plan import BASE_RSS_MB, MEMORY_SHARE, RSS_PER_GZ_BYTE, shard_count
+    from trajectory.events.plan import BASE_RSS_MB, MEMORY_SHARE, RSS_PER_GZ_BYTE, shard_count
 
     gz = 1300 * 2**20  # demo x100
     big = config.load({"WORKER_MEMORY_GB": 4, "MAX_CPUS": 2}, environ={})

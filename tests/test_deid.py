@@ -17,12 +17,13 @@ import pytest
 import zstandard
 
 from jobs.export_share import export_share, grid_spec
-from trajectory import deid, synth
-from trajectory.grids import GridSpec, patient_windows
+from trajectory import synth
+from trajectory.events.tables import SOURCE_ID
 from trajectory.record import unpack
-from trajectory.store import open_version
-from trajectory.tables import SOURCE_ID
 from trajectory.torch import TrajectoryDataset
+from trajectory.use import deid, deid_codes
+from trajectory.use.store import open_version
+from trajectory.windows.grids import GridSpec, patient_windows
 
 from .conftest import REPO, make_cfg
 
@@ -327,7 +328,7 @@ def test_generalise_counts_patients_as_a_union():
     pairs = pl.DataFrame({"patient": [1, 1, 2, 3, 4, 5, 6, 4, 7],
                           "code_id": [1, 2, 2, 3, 4, 4, 5, 6, 7]})
     patients = np.array([5, 1, 2, 1, 2, 1, 1, 1])
-    out, report = deid.generalise(codes, patients, pairs, 3)
+    out, report = deid_codes.generalise(codes, patients, pairs, 3)
     # LAB//1//g and LAB//1//UNK: patients {1, 2}, 2 < 3; joined in LAB//1 still 2; LAB//1
     # is not a code of >= 3 patients itself, so up to LAB, with LAB//2//mg: {1, 2, 3} = 3
     assert out[0] == "LAB//1//mg"
@@ -337,15 +338,16 @@ def test_generalise_counts_patients_as_a_union():
     assert out[6] == "DX"
     assert out[7] == "DEATH"  # top level, kept below K
     assert report["top_level_below_min"] == {"DEATH": 1, "DX": 1}
-    assert deid.parent("LAB//50912//mg/dL") == "LAB//50912" and deid.parent("LAB") is None
+    assert deid_codes.parent("LAB//50912//mg/dL") == "LAB//50912"
+    assert deid_codes.parent("LAB") is None
     # a union, not a sum: one patient in two rare siblings counts once
-    out, _ = deid.generalise(["X//a", "X//b", "Y"], np.array([1, 1, 5]),
+    out, _ = deid_codes.generalise(["X//a", "X//b", "Y"], np.array([1, 1, 5]),
                              pl.DataFrame({"patient": [9, 9], "code_id": [0, 1]}), 2)
     assert out[:2] == ["X", "X"]
     codes_df = pl.DataFrame({"code_id": [0, 1, 2], "code": ["X//a", "X//b", "Y"],
                              "table": ["t", "t", "u"], "label": ["L", "L", None],
                              "unit": ["mg", "g", None], "count": [2, 3, 7]})
-    table, lut = deid.vocabulary(codes_df, out)
+    table, lut = deid_codes.vocabulary(codes_df, out)
     assert table.to_dicts() == [
         {"code_id": 0, "code": "X", "table": "t", "label": "L", "unit": None, "count": 5},
         {"code_id": 1, "code": "Y", "table": "u", "label": None, "unit": None, "count": 7}]
@@ -387,7 +389,7 @@ def _tiny_record(age=95):
 SOURCES = {1: "patients", 17: "chartevents", 18: "datetimeevents", 23: "discharge",
            40: "my_registry"}
 GRID = GridSpec(step=3600, max_windows=720, admissions=False, n_concepts=1, exclude=0)
-LUT = deid.CodeMap.plain(np.array([0, 1, 2, 3], np.int32))
+LUT = deid_codes.CodeMap.plain(np.array([0, 1, 2, 3], np.int32))
 
 
 def test_rewrite_one_record_ages_ids_texts():
@@ -491,7 +493,7 @@ def test_code_map_drops_a_concept_that_names_a_member():
              "CHART//1//a", "CHART//1//b"]
     out = ["LAB", "LAB//51301//K/uL", "LAB//50912//mg/dL", "LAB", "CHART//1", "CHART//1"]
     concepts = {0: {26}, 1: {26}, 2: {5}, 3: {-1}, 4: {7}, 5: {7}}
-    cm, report = deid.code_map(codes, out, np.arange(6), concepts)
+    cm, report = deid_codes.code_map(codes, out, np.arange(6), concepts)
     assert cm.keep_concept.tolist() == [False, True, True, False, True, True]
     # the outlier flag: kept only on a string that is one original code alone
     assert cm.keep_outlier.tolist() == [False, True, True, False, False, False]
@@ -525,7 +527,7 @@ def test_generalised_codes_are_resorted():
     rec["events"]["time"][2:] = T0
     rec["events"]["source"][2:] = 17
     rec["notes"]["event"] = [2]  # code 1, which becomes 2: sorts after the old code 2
-    out, _ = deid.rewrite(rec, KEY, deid.CodeMap.plain(np.array([0, 2, 1, 3], np.int32)),
+    out, _ = deid.rewrite(rec, KEY, deid_codes.CodeMap.plain(np.array([0, 2, 1, 3], np.int32)),
                           False, SOURCES, GRID)
     code = np.frombuffer(out["events"]["code"], "<i4")
     assert code.tolist() == [0, 3, 1, 2, 2]

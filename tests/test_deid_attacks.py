@@ -22,10 +22,11 @@ import polars as pl
 import pytest
 
 from jobs.export_share import export_share
-from trajectory import deid, synth
-from trajectory.cleaning import rule_mask
-from trajectory.grids import GridSpec, patient_windows
-from trajectory.store import open_version
+from trajectory import synth
+from trajectory.cleaning.flags import rule_mask
+from trajectory.use import deid
+from trajectory.use.store import open_version
+from trajectory.windows.grids import GridSpec, patient_windows
 
 from .conftest import REPO, demo_dir, make_cfg
 

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from trajectory import open_version
+from trajectory.events.tables import SOURCE_ID, TABLES
 from trajectory.record import FORMAT
-from trajectory.tables import SOURCE_ID, TABLES
 
 from .conftest import demo_dir
 

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from trajectory import open_version, synth
-from trajectory.extra_tables import MAX_SOURCE, plan_spec
-from trajectory.kernels_sort import SOURCE_BITS
-from trajectory.plan import make_plan
-from trajectory.tables import TABLES
+from trajectory.assembly.kernels_sort import SOURCE_BITS
+from trajectory.events.extra_tables import MAX_SOURCE, plan_spec
+from trajectory.events.plan import make_plan
+from trajectory.events.tables import TABLES
 
 from .conftest import REPO, make_cfg
 

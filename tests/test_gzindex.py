@@ -1,5 +1,6 @@
-"""Random access into .csv.gz (trajectory.gzindex) and the record-boundary cut finders
-(trajectory.split), on small inline fixtures checked against plain slicing and slow references."""
+"""Random access into .csv.gz (trajectory.raw.gzindex) and the record-boundary cut finders
+(trajectory.raw.csv_ranges), on small inline fixtures checked against plain slicing and slow
+references."""
 import gzip
 import io
 import os
@@ -10,10 +11,10 @@ import zlib
 
 import pytest
 
-from trajectory import gzindex, split
-from trajectory.gzindex import (GzRange, IndexDamaged, build_index, point_before,
-                                read_points, scan_points)
-from trajectory.split import FileRange, line_cuts, record_cuts, targets
+from trajectory.raw import csv_ranges, gzindex
+from trajectory.raw.csv_ranges import FileRange, line_cuts, record_cuts, targets
+from trajectory.raw.gzindex import (GzRange, IndexDamaged, build_index, point_before,
+                                    read_points, scan_points)
 
 SPACING = 64 << 10  # small seek-point spacing, so a few MB of text gets many points
 
@@ -339,12 +340,12 @@ def first_at_or_after(starts: list[int], t: int) -> int:
     return next(s for s in starts if s >= t)
 
 
-@pytest.mark.parametrize("chunk", [61, 997, split.SCAN_CHUNK])
+@pytest.mark.parametrize("chunk", [61, 997, csv_ranges.SCAN_CHUNK])
 def test_record_cuts_match_slow_reference(chunk, monkeypatch):
     """Each cut is the first record start at or after its target (targets that fall in
     distinct records: see test_record_cuts_two_targets_in_one_record), whatever the read
     size: quote parity must carry across chunk ends."""
-    monkeypatch.setattr(split, "SCAN_CHUNK", chunk)
+    monkeypatch.setattr(csv_ranges, "SCAN_CHUNK", chunk)
     checked = 0
     for seed in range(12):
         rng = random.Random(seed)
@@ -433,7 +434,7 @@ def test_line_cuts_match_reference_plain_and_gzip(tmp_path):
 
 def test_system_zlib_finds_the_same_points(tmp_path, monkeypatch):
     """Without zlib-ng the pass falls back to the system zlib, with the same seek points."""
-    from trajectory import gzindex
+    from trajectory.raw import gzindex
 
     rng = random.Random(7)
     text = b"".join(b"%d,%d,%s\n" % (i, rng.randint(0, 10**6), b"x" * rng.randint(0, 40))

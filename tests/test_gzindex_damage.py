@@ -19,9 +19,10 @@ import xxhash
 
 from jobs import scan
 from jobs.driver import run_build
-from trajectory import gzindex, synth
-from trajectory.gzindex import read_points
-from trajectory.plan import load_plan
+from trajectory import synth
+from trajectory.events.plan import load_plan
+from trajectory.raw import gzindex
+from trajectory.raw.gzindex import read_points
 
 from .conftest import make_cfg
 
@@ -198,7 +199,7 @@ HEALER = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
 import config, xxhash
-from trajectory import gzindex
+from trajectory.raw import gzindex
 real = gzindex.scan_points
 gzindex.scan_points = lambda p, spacing=None: real(p, {spacing})
 from jobs import scan

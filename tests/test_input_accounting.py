@@ -11,12 +11,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trajectory import inputs, open_version, synth
-from trajectory.assemble import place_details
+from trajectory import open_version, synth
+from trajectory.assembly.assemble import place_details
+from trajectory.events import inputs
 from jobs.driver import describe, run_build
-from trajectory.events import REF_SEP, CodeBook, map_rows
-from trajectory.read import POLARS_TYPES
-from trajectory.tables import SOURCE_ID, TABLES, TABLES_BY_NAME
+from trajectory.events.map_rows import REF_SEP, CodeBook, map_rows
+from trajectory.events.tables import SOURCE_ID, TABLES, TABLES_BY_NAME
+from trajectory.raw.read import POLARS_TYPES
 
 from .conftest import demo_dir, make_cfg
 

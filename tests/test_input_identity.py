@@ -1,4 +1,4 @@
-"""An input's identity is a hash of its whole content (trajectory.read.fingerprint): any
+"""An input's identity is a hash of its whole content (trajectory.raw.read.fingerprint): any
 same-size in-place edit, plain or gzip, of any size, is a new fingerprint and a new stage-1
 cache key for that table alone. The hash is remembered in INDEX_DIR/_hashes by the file's
 stat (path, size, mtime, ctime, inode), so a later build reads no input to know it; a damaged
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from jobs import cache
-from trajectory import read, synth
-from trajectory.plan import hash_memo_dir, input_differences, make_plan
+from trajectory import synth
+from trajectory.events.plan import hash_memo_dir, input_differences, make_plan
+from trajectory.raw import read
 
 from .conftest import make_cfg
 

@@ -3,7 +3,7 @@ NaNs, empty inputs, single-element groups and codes without observations."""
 import numpy as np
 import pytest
 
-from trajectory import kernels_qc as k
+from trajectory.cleaning import kernels_qc as k
 
 SEEDS = range(5)
 SIZES = [0, 1, 2, 17, 500]

@@ -3,7 +3,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trajectory.assemble import sort_keys
+from trajectory.assembly.assemble import sort_keys
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -39,7 +39,7 @@ def test_too_wide_is_a_clear_error():
 @pytest.mark.parametrize("n_primary", [1, 3, 200])
 def test_sort_order_is_a_stable_lexsort(seed, n, n_primary):
     """Runs short (insertion sort) and long (merge sort), already ordered or not."""
-    from trajectory.kernels_sort import sort_runs_by_secondary
+    from trajectory.assembly.kernels_sort import sort_runs_by_secondary
 
     rng = np.random.default_rng(seed)
     hi = rng.integers(0, n_primary, n).astype(np.uint64)
@@ -54,7 +54,7 @@ def test_sort_order_is_a_stable_lexsort(seed, n, n_primary):
 
 def test_sort_order_matches_keys_over_wide_subject_ids():
     """Subject ids spanning more than 2**24 take the rank path; the order is the same."""
-    from trajectory.assemble import sort_order
+    from trajectory.assembly.assemble import sort_order
 
     rng = np.random.default_rng(3)
     n = 3000

@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trajectory.kernels_window import N_STATS, STAT_NAMES, window_stats
-from trajectory.windows import compute_windows, grid_for_stay
+from trajectory.windows.aggregate import compute_windows, grid_for_stay
+from trajectory.windows.kernels_window import N_STATS, STAT_NAMES, window_stats
 
 S = {name: i for i, name in enumerate(STAT_NAMES)}
 START = 1_700_000_000 - 1_700_000_000 % 7200  # a realistic epoch, on the hour

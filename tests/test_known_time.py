@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from trajectory import synth
-from trajectory.events import CodeBook, map_rows
+from trajectory.events.map_rows import CodeBook, map_rows
+from trajectory.events.tables import AT_DISCHARGE, PREPARE, SOURCE_ID, TABLES, TABLES_BY_NAME
 from trajectory.record import KNOWN_NEVER
-from trajectory.store import open_version
-from trajectory.tables import AT_DISCHARGE, PREPARE, SOURCE_ID, TABLES, TABLES_BY_NAME
+from trajectory.synth.catalog import HEADERS
+from trajectory.use.store import open_version
 
 from .conftest import demo_dir, make_cfg
 
@@ -77,7 +78,7 @@ def test_each_tables_rule():
 def test_every_store_time_of_mimic_is_read():
     """A table whose MIMIC-IV header (the demo's, and MIMIC-IV-Note's) has a storetime reads it
     for every event; a table without one has a rule of its own or is known at its time."""
-    headers = dict(synth.HEADERS)
+    headers = dict(HEADERS)
     demo = demo_dir()
     for t in TABLES:
         path = demo / t.module / f"{t.name}.csv.gz"
@@ -170,7 +171,7 @@ def test_meds_export_columns(built, tmp_path):
 
 def test_share_shifts_known_times_with_their_events(built, tmp_path):
     from jobs.export_share import export_share
-    from trajectory import deid
+    from trajectory.use import deid
 
     key = b"a-test-key-of-32-bytes-0123456789"
     (tmp_path / "key").write_bytes(key)
@@ -195,8 +196,8 @@ def test_recounted_rows_are_the_stored_rows(built):
     """Recounting a grid from the record's events with every value known when charted gives
     the stored block bit for bit, for every grid of the version: the rows a known-cut sample
     recounts differ from the stored ones only by the values known after its cut."""
-    from trajectory.cleaning import rule_mask
-    from trajectory.grids import recount_rows
+    from trajectory.cleaning.flags import rule_mask
+    from trajectory.windows.grids import recount_rows
 
     v = open_version(built)
     exclude = rule_mask(v.meta["windows"]["exclude"])
@@ -213,8 +214,8 @@ def test_recounted_rows_are_the_stored_rows(built):
 
 
 def test_export_windows_says_its_rule(built, tmp_path):
-    from trajectory.cleaning import rule_mask
-    from trajectory.export import export_windows
+    from trajectory.cleaning.flags import rule_mask
+    from trajectory.use.windows_table import export_windows
 
     chart = export_windows(built, tmp_path / "c.parquet")
     known = export_windows(built, tmp_path / "k.parquet", rule="known")
@@ -266,7 +267,7 @@ def test_format_2_refused_with_the_rebuild_hint(built, tmp_path):
 
 
 def test_inspect_shows_when_known(built):
-    from trajectory.timeline import timeline
+    from trajectory.use.timeline import timeline
 
     sid = open_version(built).subject_ids[0]
     text = timeline(built, sid, limit=5000)
@@ -281,7 +282,7 @@ def test_demo_notes_shape(tmp_path):
     out = write_note_module(demo_dir(), tmp_path / "d")
     for t in ("discharge", "radiology", "discharge_detail", "radiology_detail"):
         with gzip.open(out / "note" / f"{t}.csv.gz", "rt") as f:
-            assert f.readline().strip() == synth.HEADERS[f"note/{t}"]
+            assert f.readline().strip() == HEADERS[f"note/{t}"]
     ds = pl.read_csv(out / "note" / "discharge.csv.gz", try_parse_dates=True)
     adm = pl.read_csv(out / "hosp" / "admissions.csv.gz", try_parse_dates=True)
     j = ds.join(adm.select("hadm_id", "dischtime"), on="hadm_id")

@@ -16,8 +16,8 @@ import pytest
 
 from jobs.export_meds import export_meds
 from trajectory import open_version
-from trajectory.meds import STATIC_TIME, code_lookup, meds_code, parent_codes, patient_rows
 from trajectory.splits import split_of
+from trajectory.use.meds import STATIC_TIME, code_lookup, meds_code, parent_codes, patient_rows
 
 from .conftest import REPO, demo_dir, make_cfg
 
@@ -69,7 +69,7 @@ def test_parent_codes(code, want):
 
 def test_constants_are_the_meds_packages_and_the_docs_table_lists_every_rule():
     from jobs.export_meds import SPLIT_DIRS
-    from trajectory.meds import CODE_RULES, DEATH_CODE, SPLITS
+    from trajectory.use.meds import CODE_RULES, DEATH_CODE, SPLITS
 
     assert DEATH_CODE == meds.death_code
     assert meds_code("BIRTH") == (meds.birth_code, False)

@@ -5,9 +5,9 @@ import datetime as dt
 
 import polars as pl
 
-from trajectory.assemble import place_events
-from trajectory.events import EVENT_SCHEMA
-from trajectory.tables import SOURCE_ID
+from trajectory.assembly.assemble import place_events
+from trajectory.events.map_rows import EVENT_SCHEMA
+from trajectory.events.tables import SOURCE_ID
 
 
 def test_place_events_times_and_drops():

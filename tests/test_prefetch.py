@@ -1,7 +1,7 @@
 """prefetch hands over every item in order and re-raises the producer's error."""
 import pytest
 
-from trajectory.read import prefetch
+from trajectory.raw.read import prefetch
 
 
 def test_items_in_order():

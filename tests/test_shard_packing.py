@@ -1,7 +1,7 @@
 """Patient buckets are packed into shards of near-equal size, deterministically."""
 import numpy as np
 
-from trajectory.plan import BUCKETS_PER_SHARD, bucket_of, shards_of_buckets
+from trajectory.events.plan import BUCKETS_PER_SHARD, bucket_of, shards_of_buckets
 
 
 def test_every_bucket_once_and_shards_balanced():

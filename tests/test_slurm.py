@@ -185,7 +185,7 @@ def test_array_task_runs_its_slice(demo_build, tmp_path):
     """jobs.array with a dry-run submit's config.json: task 1 of per-task 2 builds shards 2, 3."""
     from jobs import array
     from jobs.common import done_path
-    from trajectory.plan import load_plan
+    from trajectory.events.plan import load_plan
     from jobs.slurm import submit as slurm_submit
 
     ref_cfg, _ = demo_build

@@ -18,11 +18,11 @@ from jobs import scan
 from trajectory import synth
 from trajectory.atomic import atomic_write_json
 from jobs.driver import partition_tasks, prepare, run_build, stage1_marker
-from trajectory.gzindex import scan_points
-from trajectory.plan import load_plan, make_plan, plan_path, unit_name
-from trajectory.read import ARROW_TYPES, find_table, iter_batches
-from trajectory.split import Part
-from trajectory.tables import TABLES, TABLES_BY_NAME
+from trajectory.events.plan import load_plan, make_plan, plan_path, unit_name
+from trajectory.events.tables import TABLES, TABLES_BY_NAME
+from trajectory.raw.csv_ranges import Part
+from trajectory.raw.gzindex import scan_points
+from trajectory.raw.read import ARROW_TYPES, find_table, iter_batches
 
 from .conftest import demo_dir, make_cfg
 

@@ -17,7 +17,7 @@ import pytest
 from jobs import cache
 from trajectory import synth
 from jobs.driver import run_build
-from trajectory.plan import load_plan
+from trajectory.events.plan import load_plan
 
 from .conftest import make_cfg
 

@@ -10,6 +10,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from trajectory import synth
+from trajectory.synth.catalog import HEADERS
 
 NOTE_HEADER = "note_id,subject_id,hadm_id,note_type,note_seq,charttime,storetime,text"
 NOTE_DETAIL_HEADER = "note_id,subject_id,field_name,field_value,field_ordinal"
@@ -34,8 +35,8 @@ def header(path: Path) -> list[str]:
 
 def test_every_table_written(data):
     written = {f"{p.parent.name}/{p.name[:-7]}" for p in data.glob("*/*.csv.gz")}
-    assert written == set(synth.HEADERS)
-    for table in synth.HEADERS:
+    assert written == set(HEADERS)
+    for table in HEADERS:
         assert read(data, table).height > 0, table
 
 
@@ -44,7 +45,7 @@ def test_headers_match_real_demo(data):
     if not (demo / "hosp" / "patients.csv.gz").exists():
         pytest.skip(f"MIMIC-IV demo not found at {demo} (set MIMIC_DEMO_DIR)")
     compared = 0
-    for table in synth.HEADERS:
+    for table in HEADERS:
         got = header(data / f"{table}.csv.gz")
         if table.startswith("note/"):  # the demo has no note module
             want = NOTE_DETAIL_HEADER if table.endswith("_detail") else NOTE_HEADER
@@ -54,7 +55,7 @@ def test_headers_match_real_demo(data):
         assert real.exists(), real
         assert got == header(real), table
         compared += 1
-    assert compared == len(synth.HEADERS) - 4  # the four note tables
+    assert compared == len(HEADERS) - 4  # the four note tables
     assert header(data / "icu/procedureevents.csv.gz")[-2:] == ["ORIGINALAMOUNT", "ORIGINALRATE"]
 
 
@@ -184,7 +185,7 @@ def test_dictionaries_cover_codes(data):
 
 def test_csv_formatting(data):
     """Nulls are empty (never ""), integers never "12.0", dates and times in MIMIC's format."""
-    for table in synth.HEADERS:
+    for table in HEADERS:
         with gzip.open(data / f"{table}.csv.gz", "rt", encoding="utf-8") as f:
             head = f.read(200_000)
         assert ',"",' not in head and not head.endswith(',""\n'), table

@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from jobs.tasks import run_tasks  # noqa: E402
 from trajectory import open_version  # noqa: E402
-from trajectory.cleaning import rule_mask  # noqa: E402
-from trajectory.windows import compute_windows  # noqa: E402
+from trajectory.cleaning.flags import rule_mask  # noqa: E402
 from trajectory.splits import split_of  # noqa: E402
-from trajectory.tasks import TASKS  # noqa: E402
 from trajectory.torch import (TrajectoryDataset, TrajectoryIterableDataset,  # noqa: E402
                               collate_packed, collate_trajectories)
+from trajectory.use.tasks import TASKS  # noqa: E402
+from trajectory.windows.aggregate import compute_windows  # noqa: E402
 
 from .conftest import make_cfg  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Task labels: every boundary on hand-made patients, then the real demo through the Python API
 and the real CLI, against a slow reference computed here from the raw admissions, patients
-and icustays tables (never from trajectory.tasks)."""
+and icustays tables (never from trajectory.use.tasks)."""
 import calendar
 import csv
 import gzip
@@ -23,7 +23,7 @@ from jobs.tasks import run_tasks
 from trajectory import open_version
 from trajectory.atomic import checksum_file
 from trajectory.record import EVENT_DTYPES, FORMAT, events_to_bytes, pack
-from trajectory.tasks import HEADER_KEYS, TASKS, funnel, read_header, timeline
+from trajectory.use.tasks import HEADER_KEYS, TASKS, funnel, read_header, timeline
 
 from .conftest import REPO, demo_dir, make_cfg
 

@@ -16,9 +16,9 @@ import polars as pl
 import pytest
 
 from trajectory import open_version
-from trajectory.cleaning import BITS, rule_mask
+from trajectory.cleaning.flags import BITS, rule_mask
 from jobs.driver import run_build
-from trajectory.grids import GridSpec, patient_windows
+from trajectory.windows.grids import GridSpec, patient_windows
 
 from .conftest import demo_dir, make_cfg
 

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .synth import EXAM_CODES, EXAMS, HEADERS, _gzip_write
+from .synth.catalog import EXAM_CODES, EXAMS, HEADERS
+from .synth.common import _gzip_write
 
 DAY, HOUR, MIN = 86400, 3600, 60
 

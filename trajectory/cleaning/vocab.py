@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .atomic import atomic_write_json, atomic_write_parquet, tmp_name
-from .cleaning import global_thresholds, merge_sketches
-from .events import merge_code_stats
-from .plan import shards_of_buckets
+from ..atomic import atomic_write_json, atomic_write_parquet, tmp_name
+from ..events.map_rows import merge_code_stats
+from ..events.plan import shards_of_buckets
+from .flags import global_thresholds, merge_sketches
 
 
 def vocab_path(cfg) -> Path:

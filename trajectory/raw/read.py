@@ -25,9 +25,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from isal import igzip
 
-from .atomic import atomic_write_json, tmp_name, xxh3_file
+from ..atomic import atomic_write_json, tmp_name, xxh3_file
+from .csv_ranges import FileRange, Part
 from .gzindex import GzRange
-from .split import FileRange, Part
 
 # "time_ms": a time written with milliseconds (procedureevents' storetime is, on 242 of the
 # demo's 1,468 rows: "2142-08-03 21:06:00.090"), which the seconds parser refuses.

@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .record import KNOWN_NEVER
+from ..record import KNOWN_NEVER
 from .tables import AT_DISCHARGE, PREPARE, SOURCE_ID, Event, Table
 
 EVENT_SCHEMA = {
@@ -98,7 +98,7 @@ def event_exprs(table: Table, kind: int, columns: set[str]) -> dict[str, pl.Expr
         "text": text,
         "hadm_id": optional_id["hadm_id"],
         "stay_id": optional_id["stay_id"],
-        # a user table (trajectory/extra_tables.py) carries its own id, after the built-in ones
+        # a user table (extra_tables.py) carries its own id, after the built-in ones
         "source": pl.lit(SOURCE_ID.get(table.name) or table.source, pl.UInt8),
         "kind": pl.lit(kind, pl.UInt8),  # which of the table's events: exact QC accounting
         "ref": _ref(table, ev),

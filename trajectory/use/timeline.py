@@ -5,7 +5,7 @@ import datetime as dt
 
 import numpy as np
 
-from .record import KNOWN_NEVER
+from ..record import KNOWN_NEVER
 from .store import open_version
 
 

@@ -13,14 +13,14 @@ from importlib import resources
 import numpy as np
 import polars as pl
 
+from ..events.tables import SOURCE_ID
 from . import kernels_qc as k
-from .tables import SOURCE_ID
 
 # Bit of `flags` set by each rule (dataset.json "flags" repeats this map).
 BITS = {"range": 0, "outlier": 1, "duplicate": 2, "before_birth": 3, "after_death": 4,
         "outside_stay": 5, "admission_order": 6}
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
-# Code prefix each concept source's events carry (trajectory/tables.py).
+# Code prefix each concept source's events carry (trajectory/events/tables.py).
 CODE_PREFIX = {"chartevents": "CHART", "labevents": "LAB", "outputevents": "OUTPUT",
                "omr": "OMR"}
 HIST_BINS = 42  # 40 over the plausible range, one below, one above

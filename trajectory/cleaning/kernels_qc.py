@@ -1,7 +1,7 @@
 """Numba kernels for cleaning: arrays in, `out` arrays filled, explicit dtypes, no I/O.
 
 They run inside Dask worker processes: nogil, never parallel=True. Checks and dtype
-conversion live in trajectory/cleaning.py; these trust their inputs.
+conversion live in trajectory/cleaning/flags.py; these trust their inputs.
 NaN is "no value" everywhere: never flagged, never converted.
 """
 import math

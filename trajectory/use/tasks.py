@@ -30,7 +30,7 @@ from typing import Callable
 
 import zstandard
 
-from .record import read_head
+from ..record import read_head
 
 HOUR = 3600
 DAY = 86400

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..raw.read import find_table, fingerprints, read_header, resolve_columns
 from .extra_tables import plan_spec
-from .read import find_table, fingerprints, read_header, resolve_columns
 from .tables import DICTIONARIES, TABLES
 
 PLAN_FORMAT = 4  # 4: stage-1 cache keys (3: big tables cut into units; 2: a unit per table)

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .cleaning import rule_mask
-from .grids import recount_rows
-from .record import CUT_RULES
+from ..cleaning.flags import rule_mask
+from ..record import CUT_RULES
+from ..windows.grids import recount_rows
 from .store import open_version
 
 RULE_TEXT = {

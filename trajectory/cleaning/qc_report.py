@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from .cleaning import BITS
+from .flags import BITS
 
 RULES = list(BITS)
 
@@ -64,7 +64,7 @@ def cleaning_report(qc: pl.DataFrame, vocab: pl.DataFrame, thresholds: pl.DataFr
 
 
 def concept_table_codes(vocab: pl.DataFrame, concepts: pl.DataFrame) -> pl.DataFrame:
-    from .cleaning import concept_table
+    from .flags import concept_table
 
     return concept_table(vocab, concepts)
 

@@ -1,13 +1,13 @@
 """Every file under DATA_DIR/{hosp,icu,note}, accounted for: read as events (a table of
-trajectory/tables.py), or not read, with the reason. Nothing in DATA_DIR is ignored in silence:
-the list goes into dataset.json (`not_read`) and the build's printed summary, and a file this
-build does not know is also a warning.
+trajectory/events/tables.py), or not read, with the reason. Nothing in DATA_DIR is ignored in
+silence: the list goes into dataset.json (`not_read`) and the build's printed summary, and a
+file this build does not know is also a warning.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .read import SUFFIXES, find_table
+from ..raw.read import SUFFIXES, find_table
 from .tables import DICTIONARIES, TABLES
 
 MODULES = ("hosp", "icu", "note")
@@ -64,7 +64,7 @@ def account(data_dir: Path) -> list[dict]:
                                       f"{chosen.relative_to(data_dir).as_posix()} is read"})
             elif key in tables:
                 out.append({"file": rel, "read": "events", "kind": "table",
-                            "reason": "mapped to events (trajectory/tables.py)"})
+                            "reason": "mapped to events (trajectory/events/tables.py)"})
             elif key in dicts:
                 out.append({"file": rel, "read": "labels", "kind": "dictionary",
                             "reason": f"dictionary: labels of {DICTIONARY_USE[name]} in "
@@ -76,7 +76,7 @@ def account(data_dir: Path) -> list[dict]:
                 out.append({"file": rel, "read": None, "kind": "unknown",
                             "reason": "unknown file: not a MIMIC-IV table this build maps "
                                       "(expected <table>.csv.gz, .csv or .parquet of "
-                                      "trajectory/tables.py)"})
+                                      "trajectory/events/tables.py)"})
     return out
 
 

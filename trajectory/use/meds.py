@@ -11,7 +11,7 @@ Codes. Every event keeps the project's code (docs/FORMAT.md) except those `CODE_
 renames: the families that published MEDS tasks (MEDS-DEV's MIMIC-IV predicates, ACES) look
 for, written as the community's MIMIC-IV conversion (MIMIC_IV_MEDS) writes them. The rename
 is of the prefix only: the parts after it are already built as that conversion builds them
-(source columns joined with "//", a null part "UNK": trajectory/tables.py). One row is added
+(source columns joined with "//", a null part "UNK": trajectory/events/tables.py). One row is added
 per patient who died: `MEDS_DEATH` (`ADDED_ROWS`).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .record import KNOWN_NEVER
+from ..record import KNOWN_NEVER
 from .tasks import timeline
 
 SPLITS = {"train": "train", "val": "tuning", "test": "held_out"}  # trajectory.splits -> MEDS
@@ -79,7 +79,7 @@ DEATH_CODE = "MEDS_DEATH"  # meds.death_code
 ADDED_ROWS = {
     # The record keeps both MIMIC-IV death times as events (DEATH: patients.dod, a date;
     # HOSPITAL_DEATH: admissions.deathtime, to the minute); MEDS has one death, chosen by the
-    # rule the project's tasks use (trajectory.tasks.timeline), as MIMIC_IV_MEDS prefers
+    # rule the project's tasks use (trajectory.use.tasks.timeline), as MIMIC_IV_MEDS prefers
     # deathtime over dod.
     DEATH_CODE: "the earliest admissions.deathtime of the patient, else patients.dod at 00:00; "
                 "none for the living",
@@ -104,7 +104,7 @@ EXTRA_MEANING = {
     "concept": "canonical variable of the row (e.g. temperature), null when none",
     "concept_value": "the value in the concept's unit (converted), null when none",
     "known_time": "when the row's content became known (a lab's storetime, a note's storetime, "
-                  "a billing code's discharge; trajectory/tables.py has each table's rule), at "
+                  "a billing code's discharge; trajectory/events/tables.py has each table's rule), at "
                   "or after `time`; null for static rows and where never known. `time` is the "
                   "clinical time: a cut on `known_time <= prediction_time` keeps only what was "
                   "known then",
@@ -238,7 +238,7 @@ def data_schema() -> pa.Schema:
 def split_names(subject_ids) -> np.ndarray:
     """MEDS split of each subject: trajectory.splits' default split (seed 0, 80/10/10),
     the one `trajectory.torch` datasets use, renamed train / tuning / held_out."""
-    from .splits import split_of
+    from ..splits import split_of
 
     ours = split_of(np.asarray(subject_ids, np.int64))
     return np.vectorize(SPLITS.__getitem__, otypes=[object])(ours) if len(ours) else ours

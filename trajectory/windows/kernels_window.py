@@ -2,7 +2,7 @@
 
 They run inside Dask worker processes that are each one core, so they are `nogil` and never
 `parallel=True` (a thread pool per worker would oversubscribe the machine). Callers should go
-through `trajectory.windows.compute_windows`, which validates and converts the inputs.
+through `trajectory.windows.aggregate.compute_windows`, which validates and converts the inputs.
 
 Statistic conventions (the order of the last axis of `out` is STAT_NAMES):
 
@@ -32,7 +32,7 @@ charted in window w but known after w's end is in no window's statistics, and co
 time_since_last from the first window whose end is at or after its known time. With known =
 time (the charttime rule) every value counts in the window it was charted in, and the
 statistics are those of the plain rule above. So a window row that ends by a prediction time
-holds only what was known then, whatever is resulted later (trajectory/grids.py keeps both).
+holds only what was known then, whatever is resulted later (trajectory/windows/grids.py keeps both).
 
 Accumulation is one pass over the events into a float64 scratch block per (window, feature),
 then one pass over the output. Mean, variance and the time/value covariance use Welford's

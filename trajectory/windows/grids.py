@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .windows import STAT_NAMES, compute_windows, grid_for_stay
+from .aggregate import STAT_NAMES, compute_windows, grid_for_stay
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class GridSpec:
     max_windows: int  # per grid
     admissions: bool  # also one grid per hospital admission
     n_concepts: int
-    exclude: int  # `flags` bits whose events are left out (cleaning.rule_mask(WINDOW_EXCLUDE))
+    exclude: int  # `flags` bits whose events are left out (flags.rule_mask(WINDOW_EXCLUDE))
 
 
 def patient_windows(time: np.ndarray, concept: np.ndarray, value: np.ndarray,

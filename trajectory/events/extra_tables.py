@@ -2,7 +2,7 @@
 
 Each `[[table]]` entry names a file (.csv, .csv.gz, .parquet; relative to the spec file), the
 key that finds the patient (`subject_id`, or `hadm_id` / `stay_id` resolved through
-admissions / ICU stays) and its events, with exactly the fields of trajectory/tables.py's
+admissions / ICU stays) and its events, with exactly the fields of trajectory/events/tables.py's
 `Event` (code = a literal prefix then columns, time = first non-null of columns, value, text,
 unit, ref, require); `at` instead of `time` places an event at its admission's or stay's
 start or end, or at birth for static facts. docs/EXTRA_TABLES.md has the format.
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import polars as pl
 
-from .events import map_rows
-from .read import SUFFIXES, fingerprint, iter_batches, read_header, resolve_columns
+from ..raw.read import SUFFIXES, fingerprint, iter_batches, read_header, resolve_columns
+from .map_rows import map_rows
 from .tables import PREPARE, SOURCE_ID, TABLES, TABLES_BY_NAME, Event, Table
 
 KEYS = ("subject_id", "hadm_id", "stay_id")
@@ -130,8 +130,9 @@ def parse_entry(raw: dict, index: int, spec: Path, source: int) -> tuple[UserTab
         raise _fail(spec, where, f"name must be a lower-case identifier ([a-z][a-z0-9_]*), "
                                  f"got {name!r}")
     if name in TABLES_BY_NAME or name in RESERVED:
-        raise _fail(spec, where, f"name {name!r} is a built-in table's (trajectory/tables.py) "
-                                 "or a stage-1 unit's; choose another")
+        raise _fail(spec, where, f"name {name!r} is a built-in table's "
+                                 "(trajectory/events/tables.py) or a stage-1 unit's; "
+                                 "choose another")
     key = raw.get("key")
     if key not in KEYS:
         raise _fail(spec, where, f"key must be one of {', '.join(KEYS)}, got {key!r}")
@@ -233,9 +234,9 @@ def is_set(spec_path) -> bool:
 @functools.lru_cache(maxsize=1)
 def _code_hash() -> str:
     """This module's and the lookup job's source: what turns a user row into events."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     h = hashlib.blake2b(digest_size=8)
-    for rel in ("trajectory/extra_tables.py", "jobs/extra_keys.py"):
+    for rel in ("trajectory/events/extra_tables.py", "jobs/extra_keys.py"):
         h.update((root / rel).read_bytes())
     return h.hexdigest()
 
@@ -360,7 +361,7 @@ def resolve(table: UserTable, df: pl.DataFrame, keys: Keys) -> tuple[pl.DataFram
 
 
 def map_user_rows(table: UserTable, df: pl.DataFrame, book, keys: Keys):
-    """events.map_rows for a user table: the key resolved first, the unmatched rows counted as
+    """map_rows for a user table: the key resolved first, the unmatched rows counted as
     dropped by every event of the table (rows read = written + dropped, per event)."""
     matched, dropped = resolve(table, df, keys)
     ev, st, counts = map_rows(table, matched, book)

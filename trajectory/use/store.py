@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import zstandard
 
-from .record import unpack
+from ..record import unpack
 
 
 @dataclass

@@ -9,13 +9,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .grids import GridSpec, patient_windows
+from ..events.map_rows import parent_key
+from ..events.tables import SOURCE_ID, TABLES
+from ..record import FORMAT, NONE_ID, events_to_bytes
+from ..windows.grids import GridSpec, patient_windows
 from .kernels_sort import (CODE_BITS, SOURCE_BITS, TIME_BITS, event_sort_keys,
                            sort_runs_by_secondary)
 from .kernels_text import first_use_ids
-from .record import FORMAT, NONE_ID, events_to_bytes
-from .events import parent_key
-from .tables import SOURCE_ID, TABLES
 
 SOURCE_NAME = {i + 1: t.name for i, t in enumerate(TABLES)}
 EVENT_NAME = {(i + 1, k): e.name for i, t in enumerate(TABLES) for k, e in enumerate(t.events)}
@@ -39,7 +39,7 @@ def _count_by_stream(dropped: pl.DataFrame, reason: str, counts: dict,
 
 def count_cleaning_drops(qc: pl.DataFrame, counts: dict, streams: dict | None = None) -> None:
     """Add the cleaning rules' drops (qc rows with a reason) to the per-stream counts."""
-    from .cleaning import BITS
+    from ..cleaning.flags import BITS
 
     for rule in BITS:
         part = qc.filter(pl.col(f"dropped_{rule}") > 0)

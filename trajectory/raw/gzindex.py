@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from .atomic import tmp_name
+from ..atomic import tmp_name
 
 SPACING = 4 << 20  # text bytes between seek points: a range inflates at most ~5 MB it skips
 WINDOW = 32768
