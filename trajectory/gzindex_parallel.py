@@ -33,6 +33,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import functools
+import resource
 import struct
 import tempfile
 import time
@@ -95,6 +96,12 @@ class Segment:
     seconds: float = 0.0  # thread time of this segment's inflate
 
 
+def _cpu() -> float:
+    """CPU seconds of this process, every thread (rapidgzip's pool included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 @contextlib.contextmanager
 def rapidgzip_index(path: Path, threads: int, chunk: int = CHUNK, scratch=None,
                     timings: dict | None = None):
@@ -106,13 +113,15 @@ def rapidgzip_index(path: Path, threads: int, chunk: int = CHUNK, scratch=None,
     import rapidgzip
 
     try:
+        t_open = time.perf_counter()
         with rapidgzip.RapidgzipFile(str(path), parallelization=threads,
                                      chunk_size=chunk) as f, \
                 tempfile.TemporaryFile(dir=scratch) as tmp:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu()
             size = f.seek(0, 2)  # decodes every chunk, CRC-32 checked
-            t1 = time.perf_counter()
+            t1, cpu1 = time.perf_counter(), _cpu()
             f.export_index(tmp)
+            t2 = time.perf_counter()
             tmp.seek(0)
             head = tmp.read(_GZIDX_HEAD.size)
             magic, version, _, _, usize, _, wsize, n = _GZIDX_HEAD.unpack(head)
@@ -126,7 +135,8 @@ def rapidgzip_index(path: Path, threads: int, chunk: int = CHUNK, scratch=None,
                 marks.append((cmp * 8 - bits, pos, at if has else -1))
                 at += WINDOW if has else 0
             if timings is not None:
-                timings.update(decode=t1 - t0, export=time.perf_counter() - t1)
+                timings.update(open=t0 - t_open, decode=t1 - t0, decode_cpu=cpu1 - cpu0,
+                               export=t2 - t1, points=n)
 
             def window(offset: int) -> bytes:
                 if offset < 0:
@@ -286,7 +296,9 @@ def scan_points_parallel(path: Path, threads: int, spacing: int, chunk: int = CH
     t0 = time.perf_counter()
     phases: dict = {}
     with rapidgzip_index(path, threads, chunk, scratch, phases) as (size, marks, window):
+        t_read = time.perf_counter()
         segments = segments_of(marks, size, threads, window, per_thread)
+        t_read = time.perf_counter() - t_read
     t1 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
         segments = list(pool.map(lambda s: scan_segment(path, s, spacing), segments))
@@ -304,7 +316,10 @@ def scan_points_parallel(path: Path, threads: int, spacing: int, chunk: int = CH
                        f"{want_crc:08x} / {want_size}")
     points = stitch(segments)
     if timings is not None:
-        timings.update(rapidgzip=phases["decode"], export=t1 - t0 - phases["decode"],
+        # fixed: opening rapidgzip and closing it (its threads join); per point: the export
+        timings.update(rapidgzip=phases["decode"], rapidgzip_cpu=phases["decode_cpu"],
+                       export=phases["export"], rg_points=phases["points"], windows=t_read,
+                       fixed=t1 - t0 - phases["decode"] - phases["export"] - t_read,
                        segments=t2 - t1, rest=time.perf_counter() - t2,
                        segment_seconds=[s.seconds for s in segments])
     return size, points
