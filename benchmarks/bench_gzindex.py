@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import xxhash  # noqa: E402
 
-from jobs.schedule import longest_first  # noqa: E402
+import heapq  # noqa: E402
 from trajectory import gzindex  # noqa: E402
 from trajectory import gzindex_parallel as par  # noqa: E402
 from trajectory.replicate import replicate  # noqa: E402
@@ -55,6 +55,15 @@ def parallel(path: Path, threads: int) -> dict:
                                             per_thread=0)
     return {"wall": time.perf_counter() - t, "cpu": cpu() - c, "points": points, "size": size,
             **timings}
+
+
+def longest_first(seconds: list[float], n: int) -> float:
+    """Longest-first on n threads (jobs.schedule.longest_first without dependencies, in
+    O(k log n): the x800 profile has ~10,000 segments)."""
+    free = [0.0] * n
+    for s in sorted(seconds, reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + s)
+    return max(free)
 
 
 def model(p: dict, n: int) -> float:

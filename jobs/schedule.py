@@ -48,9 +48,10 @@ def longest_first(seconds: list[float], workers: int) -> float:
 # seconds of this 2-core VM: the one zlib-ng pass; rapidgzip's parallel decode (CPU-s, every
 # thread, in its 4 MiB chunks); the zlib-ng re-inflate of its segments (thread-s, one per
 # rapidgzip point); what runs on one thread (rapidgzip's index export, the windows read
-# back, stitching, the trailer check). Filled in from the run in REPORT-26-4 / README.
-INDEX_PROFILE = {"gz_bytes": 89_242_946, "sequential": 0.56, "chunks": 22, "rg_cpu": 1.47,
-                 "segments": 269, "segment_seconds": 0.60, "serial": 0.03, "fixed": 0.0}
+# back, stitching, the trailer check), and what is fixed (opening and closing rapidgzip).
+# Medians of 5 interleaved rounds, 2026-12-04, on a loaded machine (load ~10 on 2 cores).
+INDEX_PROFILE = {"gz_bytes": 89_242_946, "sequential": 0.547, "chunks": 22, "rg_cpu": 1.667,
+                 "segments": 269, "segment_seconds": 0.875, "serial": 0.049, "fixed": 0.042}
 
 
 def index_seconds(sequential: float, gz_bytes: int, threads: int,
