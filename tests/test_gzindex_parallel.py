@@ -140,3 +140,29 @@ def test_missing_rapidgzip_falls_back_to_the_sequential_pass(inputs, tmp_path, m
     index = tmp_path / "x.gzidx"
     assert build_index(path, index, spacing=SPACING, threads=4) == len(text)
     assert read_points(index) == scan_points(path, SPACING)
+
+
+def test_index_threads_setting_and_auto_share():
+    """GZINDEX_THREADS: a given count is used as is; auto gives each scanned .csv.gz its share
+    of MAX_CPUS by compressed size, capped by the cores, and one pass below PARALLEL_FROM
+    threads or for a small file; a negative count is refused at load."""
+    import types
+
+    import config
+    from jobs.scan import PARALLEL_FROM, index_threads
+
+    plan = types.SimpleNamespace(
+        tables={"big": {"bytes": 3 << 30, "path": "/d/icu/big.csv.gz"},
+                "mid": {"bytes": 1 << 30, "path": "/d/hosp/mid.csv.gz"},
+                "small": {"bytes": 1 << 20, "path": "/d/hosp/small.csv.gz"}},
+        scan_tables=lambda: ["big", "mid", "small"])
+    cfg = config.load({"MAX_CPUS": 64}, environ={})
+    assert index_threads(cfg, plan, "big", cores=64) == 48
+    assert index_threads(cfg, plan, "mid", cores=64) == 16
+    assert index_threads(cfg, plan, "big", cores=1) == 1  # one granted CPU: one pass
+    assert index_threads(cfg, plan, "small", cores=64) == 1
+    assert index_threads(config.load({"MAX_CPUS": 8}, environ={}), plan, "big", cores=8) == 1
+    assert PARALLEL_FROM > 2
+    assert index_threads(config.load({"GZINDEX_THREADS": 3}, environ={}), plan, "small") == 3
+    with pytest.raises(ValueError, match="GZINDEX_THREADS"):
+        config.load({"GZINDEX_THREADS": -1}, environ={})
