@@ -25,16 +25,15 @@ import ctypes.util
 import io
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import xxhash
 
 from .atomic import tmp_name
+from .gzpoint import WINDOW, Point, _ZngStream, next_target  # noqa: F401 (re-exported)
 
 SPACING = 4 << 20  # text bytes between seek points: a range inflates at most ~5 MB it skips
-WINDOW = 32768
 _MAGIC = b"TRJGZIX2"
 _OLD_MAGICS = (b"TRJGZIX1",)  # no checksums: treated as damaged, so rebuilt
 _HEADER = struct.Struct("<8sQQ")  # magic, uncompressed size, number of points
@@ -71,13 +70,6 @@ def _expected_size(n: int) -> int:
     return _windows_at(n) + (n - 1) * WINDOW  # the stream's start needs no window
 
 
-@dataclass(frozen=True)
-class Point:
-    cmp: int  # compressed offset of a byte-aligned deflate block (0: the gzip header)
-    out: int  # uncompressed offset of its first byte
-    window: bytes  # the 32 KiB of text before `out` (empty at the stream's start)
-
-
 class _ZStream(ctypes.Structure):  # zlib.h's z_stream (LP64)
     _fields_ = [("next_in", ctypes.c_void_p), ("avail_in", ctypes.c_uint),
                 ("total_in", ctypes.c_ulong), ("next_out", ctypes.c_void_p),
@@ -86,16 +78,6 @@ class _ZStream(ctypes.Structure):  # zlib.h's z_stream (LP64)
                 ("zalloc", ctypes.c_void_p), ("zfree", ctypes.c_void_p),
                 ("opaque", ctypes.c_void_p), ("data_type", ctypes.c_int),
                 ("adler", ctypes.c_ulong), ("reserved", ctypes.c_ulong)]
-
-
-class _ZngStream(ctypes.Structure):  # zlib-ng.h's zng_stream
-    _fields_ = [("next_in", ctypes.c_void_p), ("avail_in", ctypes.c_uint32),
-                ("total_in", ctypes.c_size_t), ("next_out", ctypes.c_void_p),
-                ("avail_out", ctypes.c_uint32), ("total_out", ctypes.c_size_t),
-                ("msg", ctypes.c_char_p), ("state", ctypes.c_void_p),
-                ("zalloc", ctypes.c_void_p), ("zfree", ctypes.c_void_p),
-                ("opaque", ctypes.c_void_p), ("data_type", ctypes.c_int32),
-                ("adler", ctypes.c_uint32), ("reserved", ctypes.c_ulong)]
 
 
 def _inflater():
@@ -131,15 +113,6 @@ def _inflater():
         return strm, lib.inflateInit2_(ctypes.byref(strm), 47, lib.zlibVersion(),
                                        ctypes.sizeof(_ZStream))
     return new, lib.inflate, lib.inflateEnd
-
-
-def next_target(out: int, spacing: int) -> int:
-    """Where the seek point after one at uncompressed offset `out` may start: the next
-    multiple of `spacing` (never inside the first window). A rule that looks only at a
-    point's own offset, not at the chain of points before it (as `out - last >= spacing`
-    did), so that a pass started anywhere in the stream (the parallel builder,
-    trajectory.gzindex_parallel) picks the same points as one pass from the start."""
-    return max((out // spacing + 1) * spacing, WINDOW)
 
 
 def scan_points(path: Path, spacing: int = SPACING) -> tuple[int, list[Point]]:

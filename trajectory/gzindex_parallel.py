@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .gzindex import WINDOW, Point, _ZngStream, next_target
+from .gzpoint import WINDOW, Point, _ZngStream, next_target
 
 CHUNK = 4 << 20  # rapidgzip's chunk (compressed bytes): 1 MiB doubled its CPU on demo x20
 SEGMENTS_PER_THREAD = 4  # enough to even out uneven segments; each costs an inflateInit and
