@@ -36,6 +36,8 @@ SETTINGS = {
     "--plan-workers": ("PLAN_WORKERS", "workers the plan's units and shards are cut for, "
                                        "0 = MAX_CPUS; never changes the output"),
     "--index-dir": ("INDEX_DIR", "gzip seek-point index cache (default OUT_DIR/_index)"),
+    "--gzindex-threads": ("GZINDEX_THREADS", "threads a scan finds a .csv.gz's seek points "
+                                             "with (1: one zlib-ng pass), 0 = auto"),
     "--cache-dir": ("CACHE_DIR", "stage-1 outputs shared by versions of the same inputs "
                                  "(default OUT_DIR/_cache)"),
     "--partition-buffer-mb": ("PARTITION_BUFFER_MB", "events held per partition unit before "

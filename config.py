@@ -26,6 +26,7 @@ MIN_SHARDS = 4  # even a tiny input gets this many shards so workers have parall
 PARTITION_UNIT_MB = 0.0  # gzip-equivalent input per partition unit (big tables are cut); 0 = auto from PLAN_WORKERS
 PLAN_WORKERS = 0  # workers the plan is cut for (units, shards); 0 = MAX_CPUS; never changes the output
 INDEX_DIR = ""  # gzip seek-point indexes, kept across builds; empty means OUT_DIR/_index
+GZINDEX_THREADS = 0  # threads a scan finds a .csv.gz's seek points with; 1 = one zlib-ng pass; 0 = auto: the table's share of MAX_CPUS (idle while cut tables wait for their scans), at least 8, else 1
 CACHE_DIR = ""  # stage-1 outputs shared by versions of the same inputs; empty means OUT_DIR/_cache
 PARTITION_BUFFER_MB = 128  # events a partition unit holds before it flushes a file (peak RSS ~1 GB)
 CSV_BLOCK_MB = 8  # CSV streaming block: with the prefetch thread 8 MiB cut chartevents partition ~4% against 4 MiB; 16 MiB grew the worker by ~500 MB
@@ -97,6 +98,7 @@ class Config:
     partition_unit_mb: float = 0.0  # gzip-equivalent input per partition unit, 0 = auto
     plan_workers: int = 0  # workers the plan is cut for, 0 = max_cpus (never changes output)
     index_dir: Path = Path("")  # gzip seek-point index cache (resolved: OUT_DIR/_index)
+    gzindex_threads: int = 0  # threads of a scan's seek-point pass, 0 = auto (jobs.scan)
     cache_dir: Path = Path("")  # stage-1 outputs by content key (resolved: OUT_DIR/_cache)
     deid_min_patients: int = 10  # export share: rarer codes are generalised to their prefix
     extra_tables: Path = Path("")  # user tables' TOML spec, "" = none (content kept in the plan)
@@ -126,7 +128,7 @@ class Config:
 # memory and how the work is cut or run.
 _NOT_HASHED = frozenset({
     "data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb", "partition_unit_mb",
-    "plan_workers", "index_dir", "cache_dir", "csv_block_mb", "worker_memory_gb", "scheduler",
+    "plan_workers", "index_dir", "gzindex_threads", "cache_dir", "csv_block_mb", "worker_memory_gb", "scheduler",
     "runner", "cluster", "overwrite", "deid_min_patients",
     # its content is in the plan's input fingerprints, as the data files are
     "extra_tables"})
@@ -228,7 +230,7 @@ def _bool(v) -> bool:
 _TYPES = {
     "DATA_DIR": str, "TRAJECTORY_VERSION": str, "MAX_CPUS": int, "OUT_DIR": str, "WORK_DIR": str,
     "N_SHARDS": int, "SHARD_TARGET_MB": int, "PARTITION_UNIT_MB": float, "PLAN_WORKERS": int,
-    "INDEX_DIR": str, "CACHE_DIR": str, "MIN_SHARDS": int, "PARTITION_BUFFER_MB": int,
+    "INDEX_DIR": str, "GZINDEX_THREADS": int, "CACHE_DIR": str, "MIN_SHARDS": int, "PARTITION_BUFFER_MB": int,
     "CSV_BLOCK_MB": int, "ZSTD_LEVEL": int, "LAYOUT": str, "WORKER_MEMORY_GB": float, "SCHEDULER": str,
     "RUNNER": str, "CLUSTER": str, "OUTLIER_METHOD": str, "OUTLIER_K": float, "OUTLIER_MIN_COUNT": int,
     "CLIP_TO_RANGE": _bool, "DROP_RULES": str, "DEATH_MARGIN_HOURS": float,
@@ -303,7 +305,7 @@ def _validate(v: dict, overwrite: bool) -> Config:
     for key in ("MAX_CPUS", "SHARD_TARGET_MB", "MIN_SHARDS", "PARTITION_BUFFER_MB",
                 "CSV_BLOCK_MB", "WORKER_MEMORY_GB"):
         positive(key)
-    for key in ("PARTITION_UNIT_MB", "PLAN_WORKERS"):
+    for key in ("PARTITION_UNIT_MB", "PLAN_WORKERS", "GZINDEX_THREADS"):
         if v[key] < 0:
             raise ValueError(f"{key} must be >= 0 (0 = auto), got {v[key]!r}")
     if v["N_SHARDS"] < 0:
@@ -358,6 +360,7 @@ def _validate(v: dict, overwrite: bool) -> Config:
         plan_workers=v["PLAN_WORKERS"] or v["MAX_CPUS"],
         index_dir=(Path(v["INDEX_DIR"]).expanduser().resolve() if v["INDEX_DIR"]
                    else out_dir / "_index"),
+        gzindex_threads=v["GZINDEX_THREADS"],
         cache_dir=(Path(v["CACHE_DIR"]).expanduser().resolve() if v["CACHE_DIR"]
                    else out_dir / "_cache"),
         deid_min_patients=v["DEID_MIN_PATIENTS"],

@@ -11,6 +11,7 @@ dictionary). Prints one table; the machine is shared, so only ratios within a ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import config  # noqa: E402
-from jobs.schedule import longest_first, makespan  # noqa: E402
+from jobs.scan import index_threads  # noqa: E402
+from jobs.schedule import index_seconds, longest_first, makespan  # noqa: E402
 from jobs.driver import partition_tasks, run_build, stage1_marker  # noqa: E402
 from trajectory.events.plan import load_plan  # noqa: E402
 from trajectory.record import frames  # noqa: E402
@@ -92,18 +94,21 @@ def dict_gain(version_dir: Path, sample: int = 2000) -> tuple[int, int]:
         sum(len(c.compress(r)) for r in raws) + len(d.as_bytes())
 
 
-WORKERS = (2, 4, 8, 16, 32, 64)
+WORKERS = (2, 4, 8, 16, 32, 64, 128)
 
 
 def scaling_model(cfg) -> dict:
     """Per stage, the wall time on N workers predicted from this run's measured unit seconds
     (jobs.schedule), next to the ideal unit-seconds / N. Stage 1 is the scan + partition
     graph in the driver's priority order; `warm` is the same with the gzip indexes already
-    in INDEX_DIR (as for every build after the first of the same input)."""
+    in INDEX_DIR (as for every build after the first of the same input); `par idx` with each
+    cold scan's seek-point pass run by the parallel builder on the threads GZINDEX_THREADS=0
+    gives it at N workers (jobs.scan.index_threads), its wall modeled from its measured
+    sequential pass (jobs.schedule.index_seconds, parts measured by bench_gzindex.py)."""
     plan = load_plan(cfg)
     done = cfg.work_dir / "done"
     order, deps, secs, warm = [], [], [], []
-    keys = {}
+    keys, cold = {}, {}
     for key, _, unit, after in partition_tasks(plan):
         stage = ("scan" if key.startswith("scan-") else
                  "dictionaries" if key == "dictionaries" else "partition")
@@ -114,18 +119,29 @@ def scaling_model(cfg) -> dict:
         secs.append(m["seconds"])
         warm.append(m["seconds"] - (m.get("index_seconds", 0) if m.get("index_cached") is False
                                     else 0))
+        if stage == "scan" and m.get("index_cached") is False and m.get("index_threads") == 1:
+            cold[len(order) - 1] = (unit, m["index_seconds"])
     shards = [json.loads(p.read_text())["seconds"] for p in (done / "build").glob("*.json")]
     fin = json.loads((cfg.version_dir / "dataset.json").read_text())["timings"]["finalize"][
         "wall_seconds"]
     rows = {}
     for n in WORKERS:
         s1, s1w, s2 = makespan(secs, n, deps), makespan(warm, n, deps), longest_first(shards, n)
+        at_n = dataclasses.replace(cfg, max_cpus=n, gzindex_threads=0)
+        par, threads = list(secs), {}
+        for i, (table, seq) in cold.items():
+            threads[table] = index_threads(at_n, plan, table, cores=n)
+            par[i] = secs[i] - seq + index_seconds(seq, plan.tables[table]["bytes"],
+                                                   threads[table])
+        s1p = makespan(par, n, deps)
         rows[n] = {"stage1": s1, "stage1_ideal": sum(secs) / n, "stage1_warm": s1w,
-                   "build": s2, "build_ideal": sum(shards) / n, "finalize": fin,
-                   "total": s1 + s2 + fin, "total_warm": s1w + s2 + fin}
+                   "stage1_par": s1p, "build": s2, "build_ideal": sum(shards) / n,
+                   "finalize": fin, "total": s1 + s2 + fin, "total_warm": s1w + s2 + fin,
+                   "total_par": s1p + s2 + fin, "index_threads": threads}
     for n in WORKERS:
         rows[n]["speedup"] = rows[2]["total"] / rows[n]["total"]
         rows[n]["speedup_warm"] = rows[2]["total_warm"] / rows[n]["total_warm"]
+        rows[n]["speedup_par"] = rows[2]["total_par"] / rows[n]["total_par"]
     part = [x for k, x in zip(order, secs) if not k.startswith("scan-") and k != "dictionaries"]
     scan = [x for k, x in zip(order, secs) if k.startswith("scan-")]
     return {"rows": rows, "units": len(part), "scans": len(scan), "shards": len(shards),
@@ -141,11 +157,14 @@ def print_model(k: int, plan_workers: int, m: dict) -> None:
           f"({m['largest_share']:.1%} of stage 1), {m['shards']} shards "
           f"({m['build_unit_seconds']:.1f} unit-s)")
     print(f"{'workers':>8} {'stage1':>8} {'ideal':>7} {'build':>7} {'ideal':>7} {'final':>6} "
-          f"{'total':>7} {'speedup':>8} | {'warm idx':>8} {'speedup':>8}")
+          f"{'total':>7} {'speedup':>8} | {'warm idx':>8} {'speedup':>8} | {'par idx':>8} "
+          f"{'stage1':>7} {'speedup':>8}  index threads")
     for n, r in m["rows"].items():
         print(f"{n:>8} {r['stage1']:>8.2f} {r['stage1_ideal']:>7.2f} {r['build']:>7.2f} "
               f"{r['build_ideal']:>7.2f} {r['finalize']:>6.2f} {r['total']:>7.2f} "
-              f"{r['speedup']:>7.2f}x | {r['total_warm']:>8.2f} {r['speedup_warm']:>7.2f}x")
+              f"{r['speedup']:>7.2f}x | {r['total_warm']:>8.2f} {r['speedup_warm']:>7.2f}x | "
+              f"{r['total_par']:>8.2f} {r['stage1_par']:>7.2f} {r['speedup_par']:>7.2f}x  "
+              + " ".join(f"{t}:{k}" for t, k in r["index_threads"].items()))
 
 
 def run_scale(demo: Path, k: int, cpus: int, scratch: Path, plan_workers: int = 0,
@@ -212,6 +231,9 @@ def main() -> int:
                    help="workers each scale's plan is cut for (default MAX_CPUS); e.g. 16 64")
     p.add_argument("--no-sizes", action="store_true",
                    help="skip the packed-layout build and the dictionary (output sizes)")
+    p.add_argument("--model-only", action="store_true",
+                   help="print the scaling model of the builds already in --scratch (out_xK) "
+                        "without building again")
     p.add_argument("--partition-unit-mb", type=float, default=0.0,
                    help="force a unit size (1e6: every table whole, as before units were cut)")
     args = p.parse_args()
@@ -220,6 +242,14 @@ def main() -> int:
     plan_workers = args.plan_workers or [0] * len(args.times)
     if len(plan_workers) != len(args.times):
         p.error("--plan-workers takes one count per --times scale")
+    if args.model_only:
+        for k, w in zip(args.times, plan_workers):
+            cfg = config.load({"DATA_DIR": str(scratch / f"demo_x{k}"),
+                               "OUT_DIR": str(scratch / f"out_x{k}"), "MAX_CPUS": args.max_cpus,
+                               "PLAN_WORKERS": w, "PARTITION_UNIT_MB": args.partition_unit_mb},
+                              environ={})
+            print_model(k, cfg.plan_workers, scaling_model(cfg))
+        return 0
     results = [run_scale(Path(args.demo), k, args.max_cpus, scratch, w, args.partition_unit_mb,
                          not args.no_sizes) for k, w in zip(args.times, plan_workers)]
     cols = [c for c in results[0] if c not in ("phases", "model")]

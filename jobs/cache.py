@@ -62,7 +62,8 @@ DICTIONARIES = "dictionaries"
 # Editing any of them gives every entry a new key: a stale entry is never read.
 STAGE1_SOURCES = (
     "trajectory/events/tables.py", "trajectory/events/map_rows.py", "trajectory/raw/read.py",
-    "trajectory/raw/csv_ranges.py", "trajectory/raw/gzindex.py", "trajectory/cleaning/flags.py",
+    "trajectory/raw/csv_ranges.py", "trajectory/raw/gzindex.py", "trajectory/raw/gzpoint.py",
+    "trajectory/cleaning/flags.py",
     "trajectory/cleaning/kernels_qc.py", "trajectory/events/plan.py", "jobs/partition.py",
     "jobs/scan.py", "jobs/dictionaries.py", "jobs/cache.py",
 )

@@ -12,6 +12,7 @@ first partition unit that needs it; a missing one (removed by a prune) is simply
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -28,6 +29,35 @@ from .common import peak_rss_mb, fresh_unit_memory
 
 STAGE = "scan"
 REBUILDS = 3  # passes a unit makes over a missing index before it gives up
+# Fewest threads the parallel seek-point pass is worth starting with: it costs ~3.5x the CPU
+# of the one zlib-ng pass (rapidgzip's speculative decode, then zlib-ng again per segment;
+# benchmarks/bench_gzindex.py), so below ~8 threads it saves little wall and takes cores
+# from the units; and a file of fewer than 2 rapidgzip chunks has nothing to share out.
+PARALLEL_FROM = 8
+PARALLEL_MIN_BYTES = 8 << 20
+
+
+def index_threads(cfg, plan, table_name: str, cores: int | None = None) -> int:
+    """Threads for the seek-point pass over this table's .csv.gz: GZINDEX_THREADS, or auto.
+
+    Auto: the scans run first, and every unit of a cut table waits for its scan, so at the
+    start of stage 1 most of the MAX_CPUS workers are idle; each scan gets its table's share
+    of them by compressed size (chartevents most), capped by the cores this process may run
+    on (`cores`, default its CPU affinity: a SLURM task or a dask-jobqueue worker is bound
+    to the CPUs it was granted, so one granted core means one thread). Below PARALLEL_FROM,
+    or for a small file, the sequential pass (1)."""
+    if cfg.gzindex_threads:
+        return cfg.gzindex_threads
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    sizes = {t: plan.tables[t]["bytes"] for t in plan.scan_tables()
+             if plan.tables[t]["path"].endswith(".gz")}
+    size = sizes.get(table_name, 0)
+    if size < PARALLEL_MIN_BYTES:
+        return 1
+    share = min(cores, round(cfg.max_cpus * size / sum(sizes.values())))
+    return share if share >= PARALLEL_FROM else 1
 
 
 def index_path(cfg, table: str, fp: dict) -> Path:
@@ -97,13 +127,14 @@ def run(table_name: str, cfg) -> dict:
         return done
     fp = plan.tables[table_name]
     path, n = Path(fp["path"]), plan.parts[table_name]
-    index, cached = None, None
+    index, cached, threads = None, None, None
     if path.name.endswith(".gz"):
         index = index_path(cfg, table_name, fp)
         size = cached_size(cfg, index)
         cached = size is not None
+        threads = index_threads(cfg, plan, table_name)
         if not cached:
-            size = build_index(path, index)
+            size = build_index(path, index, threads=threads)
 
         def open_at(a, b):  # one seek point's window read per opening, not the whole index
             return GzRange(path, [seek_point(cfg, table_name, fp, a)], a, b)
@@ -126,7 +157,7 @@ def run(table_name: str, cfg) -> dict:
         "cache_key": plan.cache_keys[table_name], "stage": STAGE, "unit": table_name,
         "finished_at": time.time(), "table": table_name, "input": fp, "size": size,
         "cuts": [start, *cuts, size], "index": str(index) if index else None,
-        "index_cached": cached, "index_seconds": round(t_index, 3),
+        "index_cached": cached, "index_seconds": round(t_index, 3), "index_threads": threads,
         "seconds": round(time.perf_counter() - t0, 3),
         "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
     })

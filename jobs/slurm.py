@@ -128,7 +128,9 @@ def submit(cfg, partition=None, account=None, time=None, mem=None, cpus_per_task
         per_task = max(1, math.ceil(n / limit))
         n_tasks = math.ceil(n / per_task)
         values = {"job_name": f"traj-{cfg.trajectory_version}-{stage}", "partition": partition,
-                  "account": account, "time": time, "mem": mem, "cpus_per_task": cpus_per_task,
+                  "account": account, "time": time, "mem": mem,
+                  "cpus_per_task": (scan_cpus(cfg, plan, cpus_per_task) if stage == "scan"
+                                    else cpus_per_task),
                   "log_dir": log_dir, "repo": REPO, "python": sys.executable, "stage": stage,
                   "per_task": per_task, "config": config_path}
         script = sdir / f"{stage}.sbatch"
@@ -166,6 +168,17 @@ def submit(cfg, partition=None, account=None, time=None, mem=None, cpus_per_task
     if progress:
         print(describe(result))
     return result
+
+
+def scan_cpus(cfg, plan, cpus_per_task: int) -> int:
+    """CPUs each scan task asks for: the scan stage runs alone (the partition array waits for
+    it), so a task may take the threads its seek-point pass would get on a node of MAX_CPUS
+    workers (jobs.scan.index_threads); an array has one shape, so every scan task asks for
+    the largest table's (the others' passes are shorter and the stage is short)."""
+    from .scan import index_threads
+
+    want = [index_threads(cfg, plan, t, cores=cfg.max_cpus) for t in plan.scan_tables()]
+    return max([cpus_per_task, *want])
 
 
 def describe(result: dict) -> str:

@@ -89,8 +89,15 @@ def test_gzrange_returns_exact_slices(gz_files, which, tmp_path, monkeypatch):
     assert len(points) > 2, [p.out for p in points]
     assert points[0].out == 0 and points[0].cmp == 0 and points[0].window == b""
     for prev, p in zip(points, points[1:]):
-        assert p.out - prev.out >= SPACING and p.cmp > prev.cmp
+        assert p.out // SPACING > prev.out // SPACING and p.cmp > prev.cmp
         assert p.window == text[p.out - gzindex.WINDOW:p.out]  # the 32 KiB before the point
+    # The rule (gzindex.next_target): for each multiple of SPACING, the first byte-aligned
+    # block boundary at or after it; spacing 1 lists every aligned boundary past the window.
+    every = [p.out for p in scan_points(path, spacing=1)[1][1:]]
+    want = sorted({min(b for b in every if b >= max(k * SPACING, gzindex.WINDOW))
+                   for k in range(1, len(text) // SPACING + 1)
+                   if any(b >= k * SPACING for b in every)})
+    assert [p.out for p in points[1:]] == want
 
     # build_index + read_points round-trip the same points (at this spacing).
     real = gzindex.scan_points

@@ -25,16 +25,15 @@ import ctypes.util
 import io
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import xxhash
 
 from ..atomic import tmp_name
+from .gzpoint import WINDOW, Point, _ZngStream, next_target  # noqa: F401 (re-exported)
 
 SPACING = 4 << 20  # text bytes between seek points: a range inflates at most ~5 MB it skips
-WINDOW = 32768
 _MAGIC = b"TRJGZIX2"
 _OLD_MAGICS = (b"TRJGZIX1",)  # no checksums: treated as damaged, so rebuilt
 _HEADER = struct.Struct("<8sQQ")  # magic, uncompressed size, number of points
@@ -71,13 +70,6 @@ def _expected_size(n: int) -> int:
     return _windows_at(n) + (n - 1) * WINDOW  # the stream's start needs no window
 
 
-@dataclass(frozen=True)
-class Point:
-    cmp: int  # compressed offset of a byte-aligned deflate block (0: the gzip header)
-    out: int  # uncompressed offset of its first byte
-    window: bytes  # the 32 KiB of text before `out` (empty at the stream's start)
-
-
 class _ZStream(ctypes.Structure):  # zlib.h's z_stream (LP64)
     _fields_ = [("next_in", ctypes.c_void_p), ("avail_in", ctypes.c_uint),
                 ("total_in", ctypes.c_ulong), ("next_out", ctypes.c_void_p),
@@ -86,16 +78,6 @@ class _ZStream(ctypes.Structure):  # zlib.h's z_stream (LP64)
                 ("zalloc", ctypes.c_void_p), ("zfree", ctypes.c_void_p),
                 ("opaque", ctypes.c_void_p), ("data_type", ctypes.c_int),
                 ("adler", ctypes.c_ulong), ("reserved", ctypes.c_ulong)]
-
-
-class _ZngStream(ctypes.Structure):  # zlib-ng.h's zng_stream
-    _fields_ = [("next_in", ctypes.c_void_p), ("avail_in", ctypes.c_uint32),
-                ("total_in", ctypes.c_size_t), ("next_out", ctypes.c_void_p),
-                ("avail_out", ctypes.c_uint32), ("total_out", ctypes.c_size_t),
-                ("msg", ctypes.c_char_p), ("state", ctypes.c_void_p),
-                ("zalloc", ctypes.c_void_p), ("zfree", ctypes.c_void_p),
-                ("opaque", ctypes.c_void_p), ("data_type", ctypes.c_int32),
-                ("adler", ctypes.c_uint32), ("reserved", ctypes.c_ulong)]
 
 
 def _inflater():
@@ -135,8 +117,8 @@ def _inflater():
 
 def scan_points(path: Path, spacing: int = SPACING) -> tuple[int, list[Point]]:
     """One zlib pass over the whole file (Mark Adler's zran: inflate stops at every deflate
-    block's end, Z_BLOCK), keeping a seek point at the first byte-aligned block boundary
-    every `spacing` bytes of text. Byte-aligned only: a point that starts mid-byte needs
+    block's end, Z_BLOCK), keeping a seek point at the first byte-aligned block boundary at
+    or after each multiple of `spacing` bytes of text. Byte-aligned only: a point that starts mid-byte needs
     zlib's inflatePrime, which ISA-L lacks, and shifting the stream to align it breaks at
     the first stored block (whose padding is relative to the original bytes); about one
     boundary in eight is aligned, so points are at most ~1 MB late."""
@@ -148,7 +130,8 @@ def scan_points(path: Path, spacing: int = SPACING) -> tuple[int, list[Point]]:
     ring_size = 1 << 20
     ring = ctypes.create_string_buffer(ring_size)
     base = ctypes.addressof(ring)
-    points, total_in, total_out, last = [Point(0, 0, b"")], 0, 0, 0
+    points, total_in, total_out = [Point(0, 0, b"")], 0, 0
+    target = max(spacing, WINDOW)  # the next point: the first aligned boundary at/after it
     try:
         with open(path, "rb") as f:
             while True:
@@ -173,13 +156,12 @@ def scan_points(path: Path, spacing: int = SPACING) -> tuple[int, list[Point]]:
                         raise ValueError(f"{path}: corrupt gzip data at compressed byte "
                                          f"{total_in:,}: zlib error {ret} {strm.msg!r}")
                     dt = strm.data_type
-                    if (dt & 128 and not dt & 64 and dt & 7 == 0
-                            and total_out - last >= spacing and total_out >= WINDOW):
+                    if dt & 128 and not dt & 64 and dt & 7 == 0 and total_out >= target:
                         used = ring_size - strm.avail_out  # the ring's newest byte is used-1
                         w = (ring.raw[used - WINDOW:used] if used >= WINDOW else
                              ring.raw[ring_size - (WINDOW - used):] + ring.raw[:used])
                         points.append(Point(total_in, total_out, w))
-                        last = total_out
+                        target = next_target(total_out, spacing)
                 if end:
                     if strm.avail_in or f.read(1):
                         raise ValueError(f"{path}: data after the end of the first gzip member "
@@ -191,9 +173,24 @@ def scan_points(path: Path, spacing: int = SPACING) -> tuple[int, list[Point]]:
         inflate_end(ctypes.byref(strm))
 
 
-def build_index(path: Path, index_path: Path, spacing: int = SPACING) -> int:
-    """Find the seek points of `path` and write them to `index_path`. Returns the
-    uncompressed size. Layout (little-endian):
+def find_points(path: Path, spacing: int = SPACING, threads: int = 1,
+                scratch: Path | None = None) -> tuple[int, list[Point]]:
+    """The seek points of `path`: with threads > 1 by trajectory.gzindex_parallel (rapidgzip
+    decodes in parallel, zlib-ng re-inflates its segments; the same points), which gives up
+    on anything it does not expect, and then, as with threads = 1, one zlib-ng pass."""
+    if threads > 1:
+        from . import gzindex_parallel as par
+
+        try:
+            return par.scan_points_parallel(path, threads, spacing, scratch=scratch)
+        except par.Fallback:
+            pass  # a damaged or unusual file: the sequential pass says what is wrong with it
+    return scan_points(path, spacing)
+
+
+def build_index(path: Path, index_path: Path, spacing: int = SPACING, threads: int = 1) -> int:
+    """Find the seek points of `path` (find_points, with `threads` threads) and write them to
+    `index_path`. Returns the uncompressed size. Layout (little-endian):
 
         header      magic b'TRJGZIX2', uncompressed size, number of points n   (8s u64 u64)
         offsets     per point its compressed and uncompressed offsets          (n x u64 u64)
@@ -204,8 +201,9 @@ def build_index(path: Path, index_path: Path, spacing: int = SPACING) -> int:
     Written under a temporary name carrying host and pid (`.<name>.tmp-<host>-<pid>`: a
     killed pass's leftover is found by its dead owner and removed, jobs.cache.leftovers), then
     renamed: processes that rebuild the same index at once each rename identical bytes into
-    place."""
-    size, points = scan_points(path, spacing)
+    place, whatever their thread counts."""
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    size, points = find_points(path, spacing, threads, index_path.parent)
     windows = [p.window for p in points[1:]]
     table = b"".join([_HEADER.pack(_MAGIC, size, len(points)),
                       *(_POINT.pack(p.cmp, p.out) for p in points),
