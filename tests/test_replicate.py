@@ -11,7 +11,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from tests.conftest import REPO, demo_dir
-from trajectory import synth
+from trajectory.synth.catalog import HEADERS
 from trajectory.replicate import HEAVY_SUBJECT, ID_STEP, replicate
 
 NOTES = ("discharge", "radiology", "discharge_detail", "radiology_detail")
@@ -31,7 +31,7 @@ def scaled(tmp_path_factory):
 def test_notes_have_the_release_columns_rates_and_lengths(scaled):
     for t in NOTES:
         with gzip.open(scaled / "note" / f"{t}.csv.gz", "rt") as f:
-            assert f.readline().strip() == synth.HEADERS[f"note/{t}"]
+            assert f.readline().strip() == HEADERS[f"note/{t}"]
     adm = read(scaled, "hosp/admissions").filter(pl.col("subject_id") != HEAVY_SUBJECT)
     ds, rr = read(scaled, "note/discharge"), read(scaled, "note/radiology")
     assert 0.5 < ds.height / adm.height < 0.7  # MIMIC-IV-Note 2.2: ~0.6 per admission
