@@ -88,6 +88,8 @@ def compare(export: pl.DataFrame, community: pl.DataFrame) -> pl.DataFrame:
                      "rows unflagged": unflagged,
                      "community codes": b["code"].n_unique(), "export codes": a["code"].n_unique(),
                      "shared codes": per_code.filter((pl.col("e") > 0) & (pl.col("c") > 0)).height,
+                     "shared, spaces stripped": b.filter(pl.col("stripped").is_in(
+                         a["code"].unique().implode()))["stripped"].n_unique(),
                      "codes count >1% off": off.height,
                      "community events": eb.height, "export events": ea.height,
                      "events in both": both,
