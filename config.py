@@ -58,7 +58,7 @@ WINDOW_EXCLUDE = "range,duplicate"
 DEID_MIN_PATIENTS = 10  # codes of fewer patients are replaced by their prefix in a shared copy
 # ---- export meds (docs/MEDS.md) ----
 MEDS_SHARD_SUBJECTS = 1000  # subjects per data file, the community's n_subjects_per_shard (MIMIC_IV_MEDS); 0 = no limit
-MEDS_SHARD_MB = 0.0  # records' MB per data file (the parquet is ~0.6x), a bound for note-heavy subjects; 0 = none, as the community
+MEDS_SHARD_MB = 0.0  # records' MB per data file (the parquet is ~0.85x on the demo), a bound for note-heavy subjects; 0 = none, as the community
 # ---- your own tables (README "Your own tables", docs/EXTRA_TABLES.md) ----
 EXTRA_TABLES = ""  # TOML spec of tables of your own added to every trajectory; empty = none
 
