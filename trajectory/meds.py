@@ -357,18 +357,17 @@ def file_plan(subject_ids, record_bytes, max_subjects: int, max_bytes: float) ->
     files = []
     for split in SPLITS.values():
         mine = splits == split
-        n, size, first = 0, 0, None
+        runs: list[list[int]] = []  # subject_ids of each file
+        size = 0
         for sid, b in zip(sids[mine].tolist(), sizes[mine].tolist()):
-            full = (max_subjects and n >= max_subjects) or (max_bytes and size + b > max_bytes)
-            if first is not None and full:
-                files.append({"split": split, "number": sum(f["split"] == split for f in files),
-                              "first": first, "last": last, "subjects": n})
-                n, size, first = 0, 0, None
-            first = sid if first is None else first
-            last, n, size = sid, n + 1, size + b
-        if first is not None:
-            files.append({"split": split, "number": sum(f["split"] == split for f in files),
-                          "first": first, "last": last, "subjects": n})
+            if not runs or (max_subjects and len(runs[-1]) >= max_subjects) \
+                    or (max_bytes and size + b > max_bytes):
+                runs.append([])
+                size = 0
+            runs[-1].append(sid)
+            size += b
+        files += [{"split": split, "number": k, "first": r[0], "last": r[-1],
+                   "subjects": len(r)} for k, r in enumerate(runs)]
     return files
 
 
