@@ -590,3 +590,18 @@ def test_cli_on_a_synthetic_version(tmp_path):
     first = files_of(tmp_path / "meds")
     subprocess.run(cmd, check=True, capture_output=True)
     assert files_of(tmp_path / "meds") == first
+
+
+def test_shard_settings_are_validated_and_reach_the_export(tmp_path):
+    import config
+
+    for key in ("MEDS_SHARD_SUBJECTS", "MEDS_SHARD_MB"):
+        with pytest.raises(ValueError, match=f"{key} must be >= 0, got -1"):
+            config.load({key: -1}, environ={})
+    cfg = config.load({"MEDS_SHARD_SUBJECTS": "7", "MEDS_SHARD_MB": "2.5"},
+                      environ={"MEDS_SHARD_SUBJECTS": "9"})  # the flag wins over the env
+    assert (cfg.meds_shard_subjects, cfg.meds_shard_mb) == (7, 2.5)
+    # export settings never change a version's output hash
+    assert cfg.output_hash() == config.load({}, environ={}).output_hash()
+    with pytest.raises(ValueError, match="codes must be one of"):
+        code_lookup(["LAB//1//x"], "theirs")
