@@ -54,6 +54,10 @@ SETTINGS = {
                                            "outlier'; 'none' keeps every event"),
     "--deid-min-patients": ("DEID_MIN_PATIENTS", "export share: codes of fewer patients are "
                                                  "replaced by their prefix"),
+    "--meds-shard-subjects": ("MEDS_SHARD_SUBJECTS", "export meds: subjects per data file, "
+                                                     "0 = no limit"),
+    "--meds-shard-mb": ("MEDS_SHARD_MB", "export meds: MB of records per data file, "
+                                         "0 = no limit"),
     "--extra-tables": ("EXTRA_TABLES", "TOML spec of your own tables to add "
                                        "(docs/EXTRA_TABLES.md); --demo: its generated one "
                                        "unless given ('' for none)"),
@@ -125,7 +129,7 @@ def cmd_export(args) -> int:
         from jobs.export_meds import IN_PROCESS_BELOW, describe, export_meds
 
         # as `tasks`: a small version runs in-process unless --runner names a runner
-        result = export_meds(args.version_dir, args.out_dir, _load(args),
+        result = export_meds(args.version_dir, args.out_dir, _load(args), codes=args.codes,
                              progress=not args.quiet,
                              in_process_below=0 if args.RUNNER else IN_PROCESS_BELOW)
     else:
@@ -251,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
                             help="windows: what a window counts: charttime, every value "
                                  "charted in it, whenever resulted, as MEDS tools aggregate; "
                                  "known, only the values known by its end [charttime]")
+        from trajectory.use.meds import CODES
+
+        parser.add_argument("--codes", choices=CODES, default=CODES[0],
+                            help="meds: project, the project's codes with the families "
+                                 "published tasks use renamed as the community's MIMIC-IV "
+                                 "conversion names them; community, every family that "
+                                 "conversion has with its code strings (docs/MEDS.md) "
+                                 f"[{CODES[0]}]")
         parser.add_argument("--key-file", default=None,
                             help="share: a file holding the secret key for ids and time shifts")
         from trajectory.use.deid import KEEP_TEXT

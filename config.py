@@ -57,6 +57,9 @@ WINDOW_ADMISSIONS = False  # also build grids per hospital admission
 WINDOW_EXCLUDE = "range,duplicate"
 # ---- export share (docs/SHARE.md) ----
 DEID_MIN_PATIENTS = 10  # codes of fewer patients are replaced by their prefix in a shared copy
+# ---- export meds (docs/MEDS.md) ----
+MEDS_SHARD_SUBJECTS = 1000  # subjects per data file, the community's n_subjects_per_shard (MIMIC_IV_MEDS); 0 = no limit
+MEDS_SHARD_MB = 0.0  # records' MB per data file (the parquet is ~0.85x on the demo), a bound for note-heavy subjects; 0 = none, as the community
 # ---- your own tables (README "Your own tables", docs/EXTRA_TABLES.md) ----
 EXTRA_TABLES = ""  # TOML spec of tables of your own added to every trajectory; empty = none
 
@@ -101,6 +104,8 @@ class Config:
     gzindex_threads: int = 0  # threads of a scan's seek-point pass, 0 = auto (jobs.scan)
     cache_dir: Path = Path("")  # stage-1 outputs by content key (resolved: OUT_DIR/_cache)
     deid_min_patients: int = 10  # export share: rarer codes are generalised to their prefix
+    meds_shard_subjects: int = 1000  # export meds: subjects per data file, 0 = no limit
+    meds_shard_mb: float = 0.0  # export meds: records' MB per data file, 0 = no limit
     extra_tables: Path = Path("")  # user tables' TOML spec, "" = none (content kept in the plan)
 
     @property
@@ -128,8 +133,9 @@ class Config:
 # memory and how the work is cut or run.
 _NOT_HASHED = frozenset({
     "data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb", "partition_unit_mb",
-    "plan_workers", "index_dir", "gzindex_threads", "cache_dir", "csv_block_mb", "worker_memory_gb", "scheduler",
-    "runner", "cluster", "overwrite", "deid_min_patients",
+    "plan_workers", "index_dir", "gzindex_threads", "cache_dir", "csv_block_mb", "worker_memory_gb",
+    "scheduler", "runner", "cluster", "overwrite", "deid_min_patients", "meds_shard_subjects",
+    "meds_shard_mb",
     # its content is in the plan's input fingerprints, as the data files are
     "extra_tables"})
 RECORD_FORMAT_KEY = "record_format"
@@ -237,7 +243,7 @@ _TYPES = {
     "STAY_MARGIN_HOURS": float, "QC_MAX_FLAG_RATE": float, "QC_MAX_DROP_RATE": float,
     "QC_ON_FAIL": str, "WINDOW_STEP_MINUTES": int, "WINDOW_MAX": int,
     "WINDOW_ADMISSIONS": _bool, "WINDOW_EXCLUDE": str, "DEID_MIN_PATIENTS": int,
-    "EXTRA_TABLES": str,
+    "EXTRA_TABLES": str, "MEDS_SHARD_SUBJECTS": int, "MEDS_SHARD_MB": float,
 }
 RULES = ("range", "outlier", "duplicate", "before_birth", "after_death", "outside_stay",
          "admission_order")
@@ -332,7 +338,8 @@ def _validate(v: dict, overwrite: bool) -> Config:
     for key in ("QC_MAX_FLAG_RATE", "QC_MAX_DROP_RATE"):
         if not 0 <= v[key] <= 1:
             raise ValueError(f"{key} must be in [0, 1], got {v[key]!r}")
-    for key in ("DEATH_MARGIN_HOURS", "STAY_MARGIN_HOURS", "OUTLIER_MIN_COUNT"):
+    for key in ("DEATH_MARGIN_HOURS", "STAY_MARGIN_HOURS", "OUTLIER_MIN_COUNT",
+                "MEDS_SHARD_SUBJECTS", "MEDS_SHARD_MB"):
         if v[key] < 0:
             raise ValueError(f"{key} must be >= 0, got {v[key]!r}")
     name = v["TRAJECTORY_VERSION"]
@@ -364,5 +371,6 @@ def _validate(v: dict, overwrite: bool) -> Config:
         cache_dir=(Path(v["CACHE_DIR"]).expanduser().resolve() if v["CACHE_DIR"]
                    else out_dir / "_cache"),
         deid_min_patients=v["DEID_MIN_PATIENTS"],
+        meds_shard_subjects=v["MEDS_SHARD_SUBJECTS"], meds_shard_mb=v["MEDS_SHARD_MB"],
         extra_tables=_extra_tables(v["EXTRA_TABLES"]),
     )

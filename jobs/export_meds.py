@@ -1,15 +1,16 @@
 """`export meds`: a finished version as a MEDS dataset (docs/MEDS.md), never the raw input.
 
-    python build_patient_files.py export meds trajectories/v1 meds/v1
+    python build_patient_files.py export meds trajectories/v1 meds/v1 [--codes community]
 
-One unit per shard (the manifest's `shard` column): decode that shard's records in
-subject_id order, turn each into MEDS rows (`trajectory.use.meds`) and append it to the buffer of
-its split; a buffer that would pass `rows_per_file` rows is written first, so a file holds at
-most `rows_per_file` rows (or one subject, when that subject alone has more) and a unit at
-most three buffers: memory is flat in the number of patients. Parts go to
-`OUT_DIR/.work/<split>/<shard>-<k>.parquet` under temporary names, then a done-marker
-`.work/done/<shard>.json`; a rerun skips units whose marker is there. The merge renames the
-parts, in (shard, k) order, to `data/<split>/<n>.parquet`, writes `metadata/codes.parquet`,
+The data files are planned from the manifest first (`trajectory.use.meds.file_plan`): per split,
+subjects in subject_id order, at most MEDS_SHARD_SUBJECTS subjects (the community's 1,000)
+and, when set, MEDS_SHARD_MB of records a file. One unit per file: it decodes its subjects'
+records (from whichever shards hold them), turns each into MEDS rows (`trajectory.use.meds`) and
+writes them as row groups of at most `ROW_GROUP_ROWS` rows, so a unit holds one row group
+whatever the file's size: memory is flat in the number of patients. A file goes to
+`OUT_DIR/.work/<split>/<n>.parquet` under a temporary name, then a done-marker
+`.work/done/<split>-<n>.json`; a rerun skips units whose marker is there. The merge renames
+them to `data/<split>/<n>.parquet`, writes `metadata/codes.parquet`,
 `metadata/subject_splits.parquet` and, last, `metadata/dataset.json` (an export is finished
 once it exists), then removes `.work`. Nothing carries the time of the run: a rerun, any
 runner or worker count, writes the same bytes.
@@ -28,17 +29,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import config as config_module
 from trajectory.atomic import atomic_write_json, tmp_name
 from trajectory.use.meds import COLUMNS, CodeLookup, code_lookup, code_metadata, data_schema, \
-    dataset_metadata, patient_rows, rows_table, split_names
+    dataset_metadata, file_plan, patient_rows, rows_table, split_names, version_parents
 from .runners import IN_PROCESS_BELOW, version_runner
 from trajectory.use.store import RecordReader
 
 STAGE = "export_meds"
 WORK = ".work"
-# 1M rows: ~3 MB of parquet on the demo, ~100 MB in memory per buffer (a unit holds three);
-# MEDS tools read a file at a time, so a file must fit one process with room to spare.
-ROWS_PER_FILE = 1_000_000
+# 1M rows: ~3 MB of parquet on the demo, ~100 MB in memory: the most a unit holds at once.
+# Readers take a file whole or by row group, so the group size changes nothing they see.
+ROW_GROUP_ROWS = 1_000_000
 SPLIT_DIRS = ("train", "tuning", "held_out")  # meds.train_split, tuning_split, held_out_split
 COMPRESSION = "zstd"
 # Data files: dictionary pages for every column but `time`, which is sorted per subject and
@@ -57,88 +59,88 @@ class MedsJob:
     out_dir: Path
     lookup: CodeLookup
     concepts: tuple[str, ...]
-    rows_per_file: int
-    key: str  # the version's config_hash and the file budget: another export's marker differs
+    files: dict  # unit ("<split>/<n>") -> (first subject_id, last subject_id, subjects)
+    row_group_rows: int
+    key: str  # the version's config_hash, the codes and the plan: another export's differs
 
     @property
     def work(self) -> Path:
         return self.out_dir / WORK
 
 
-def _write(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    pq.write_table(table.cast(data_schema()), tmp, compression=COMPRESSION, **WRITE_OPTIONS)
-    os.replace(tmp, path)
-
-
-def run(shard: int, cfg: MedsJob) -> dict:
-    """Export one shard's patients; return its parts: (split, file name, rows, subjects)."""
+def run(unit: str, cfg: MedsJob) -> dict:
+    """Write one data file; return its split, number, rows, subjects and the codes {text}
+    rules made in it (`trajectory.use.meds.code_metadata`'s `written`)."""
     job = cfg
-    marker = job.work / "done" / f"{shard:05d}.json"
+    split, number = unit.split("/")[0], int(unit.split("/")[1])
+    first, last, n_subjects = job.files[unit]
+    marker = job.work / "done" / f"{split}-{number}.json"
+    path = job.work / split / f"{number}.parquet"
     if marker.exists():
         done = json.loads(marker.read_text())
-        if done["key"] == job.key and all((job.work / p["split"] / p["file"]).exists()
-                                          for p in done["parts"]):
+        if done["key"] == job.key and path.exists():
             return done
     m = (pl.scan_parquet(job.version_dir / "manifest.parquet")
-         .filter(pl.col("shard") == shard).sort("subject_id")
+         .filter(pl.col("subject_id").is_between(first, last)).sort("subject_id")
          .select("subject_id", "path", "offset", "bytes").collect())
+    m = m.filter(pl.Series(split_names(m["subject_id"].to_numpy()) == split))
+    if m.height != n_subjects:
+        raise ValueError(f"{job.version_dir / 'manifest.parquet'}: {m.height} subjects of "
+                         f"split {split} in [{first}, {last}], the plan counted {n_subjects}: "
+                         "the version changed under the export; rerun it")
     sids = m["subject_id"].to_list()
     reader = RecordReader(job.version_dir, sids, m["path"].to_list(), m["offset"].to_list(),
                           m["bytes"].to_list())
-    buffers = {s: [] for s in SPLIT_DIRS}
-    rows = dict.fromkeys(SPLIT_DIRS, 0)
-    parts = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    buffer, rows, total, written = [], 0, 0, {}
+    with pq.ParquetWriter(tmp, data_schema(), compression=COMPRESSION, **WRITE_OPTIONS) as w:
+        def flush() -> None:
+            table = rows_table(buffer, job.lookup, list(job.concepts), written)
+            w.write_table(table.cast(data_schema()), row_group_size=max(table.num_rows, 1))
 
-    def flush(split: str) -> None:
-        name = f"{shard:05d}-{sum(p['split'] == split for p in parts):04d}.parquet"
-        _write(rows_table(buffers[split], job.lookup, list(job.concepts)),
-               job.work / split / name)
-        parts.append({"split": split, "file": name, "rows": rows[split],
-                      "subjects": len(buffers[split])})
-        buffers[split], rows[split] = [], 0
-
-    for sid, split in zip(sids, split_names(sids)):
-        part = patient_rows(reader.raw(sid), job.lookup)
-        n = len(part["time"])
-        if buffers[split] and rows[split] + n > job.rows_per_file:
-            flush(split)
-        buffers[split].append(part)
-        rows[split] += n
-    for split in SPLIT_DIRS:
-        if buffers[split]:
-            flush(split)
-    done = {"shard": shard, "key": job.key, "parts": parts}
+        for sid in sids:
+            part = patient_rows(reader.raw(sid), job.lookup)
+            if buffer and rows + len(part["time"]) > job.row_group_rows:
+                flush()
+                buffer, rows = [], 0
+            buffer.append(part)
+            rows += len(part["time"])
+            total += len(part["time"])
+        flush()
+    os.replace(tmp, path)
+    done = {"unit": unit, "split": split, "number": number, "key": job.key,
+            "rows": total, "subjects": len(sids),
+            "written": sorted([i, c] for c, i in written.items())}
     atomic_write_json(marker, done)
     return done
 
 
 def merge(job: MedsJob, results: list[dict], meta: dict, codes: pl.DataFrame,
-          subject_ids: np.ndarray) -> dict:
-    """Parts to data/<split>/<n>.parquet in (shard, part) order, then the metadata files,
-    dataset.json last."""
+          subject_ids: np.ndarray, code_set: str) -> dict:
+    """Files to data/<split>/<n>.parquet, then the metadata files, dataset.json last."""
     out = job.out_dir
     shutil.rmtree(out / "data", ignore_errors=True)
     files = dict.fromkeys(SPLIT_DIRS, 0)
     rows = dict.fromkeys(SPLIT_DIRS, 0)
-    for r in sorted(results, key=lambda r: r["shard"]):
-        for p in r["parts"]:
-            split = p["split"]
-            dest = out / "data" / split / f"{files[split]}.parquet"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(job.work / split / p["file"], dest)
-            files[split] += 1
-            rows[split] += p["rows"]
+    written = set()
+    for r in sorted(results, key=lambda r: (SPLIT_DIRS.index(r["split"]), r["number"])):
+        dest = out / "data" / r["split"] / f"{r['number']}.parquet"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(job.work / r["split"] / f"{r['number']}.parquet", dest)
+        files[r["split"]] += 1
+        rows[r["split"]] += r["rows"]
+        written |= {tuple(x) for x in r["written"]}
     order = np.argsort(subject_ids, kind="stable")
     sids = subject_ids[order]
     splits = pa.table({"subject_id": pa.array(sids, pa.int64()),
                        "split": pa.array(split_names(sids).tolist(), pa.string())})
     _write_meta(splits, out / "metadata" / "subject_splits.parquet")
-    _write_meta(code_metadata(codes["code"].to_list(), codes["label"].to_list(),
-                              codes["unit"].to_list(), codes["table"].to_list()),
+    _write_meta(code_metadata(job.lookup, codes["label"].to_list(), codes["unit"].to_list(),
+                              codes["table"].to_list(), version_parents(codes),
+                              sorted(written)),
                 out / "metadata" / "codes.parquet")
-    atomic_write_json(out / "metadata" / "dataset.json", dataset_metadata(meta))
+    atomic_write_json(out / "metadata" / "dataset.json", dataset_metadata(meta, code_set))
     counts = splits.group_by("split").aggregate([("subject_id", "count")]).to_pylist()
     subjects = {c["split"]: c["subject_id_count"] for c in counts}
     return {s: {"files": files[s], "rows": rows[s], "subjects": subjects.get(s, 0)}
@@ -165,48 +167,64 @@ def _prepare(out: Path) -> None:
     finished.unlink(missing_ok=True)
 
 
-def export_meds(version_dir, out_dir, cfg=None, progress: bool = True,
-                rows_per_file: int = ROWS_PER_FILE,
+def export_meds(version_dir, out_dir, cfg=None, progress: bool = True, codes: str = "project",
+                shard_subjects: int | None = None, shard_mb: float | None = None,
+                row_group_rows: int = ROW_GROUP_ROWS,
                 in_process_below: int = IN_PROCESS_BELOW) -> dict:
-    """Write the MEDS dataset of a finished version to `out_dir`. `cfg` (a config.Config)
-    only chooses the runner, as for `tasks` (RUNNER, MAX_CPUS, SCHEDULER, CLUSTER); None, or
-    a local Dask cluster for a version of fewer than `in_process_below` patients, runs in
-    this process (same bytes either way). Returns per split files, rows and subjects, the
-    runner used and the wall seconds."""
+    """Write the MEDS dataset of a finished version to `out_dir`. `codes`: "project" or
+    "community" (trajectory.use.meds.CODES). `shard_subjects`, `shard_mb`: the data files' size
+    (None: MEDS_SHARD_SUBJECTS, MEDS_SHARD_MB of `cfg`, else config.py's). `cfg` (a
+    config.Config) also chooses the runner, as for `tasks` (RUNNER, MAX_CPUS, SCHEDULER,
+    CLUSTER); None, or a local Dask cluster for a version of fewer than `in_process_below`
+    patients, runs in this process (same bytes either way). Returns per split files, rows and
+    subjects, the runner used and the wall seconds."""
     t0 = time.perf_counter()
     vdir = Path(version_dir).expanduser().resolve()
     out = Path(out_dir).expanduser().resolve()
     meta_path = vdir / "dataset.json"
     if not meta_path.exists():
         raise ValueError(f"{vdir}: not a finished trajectory version (no dataset.json)")
-    if rows_per_file < 1:
-        raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+    if shard_subjects is None:
+        shard_subjects = (cfg.meds_shard_subjects if cfg is not None
+                          else config_module.MEDS_SHARD_SUBJECTS)
+    if shard_mb is None:
+        shard_mb = cfg.meds_shard_mb if cfg is not None else config_module.MEDS_SHARD_MB
+    for name, value in (("shard_subjects (MEDS_SHARD_SUBJECTS)", shard_subjects),
+                        ("shard_mb (MEDS_SHARD_MB)", shard_mb)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0 (0 = no limit), got {value}")
+    if row_group_rows < 1:
+        raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}")
     if out == vdir:
         raise ValueError(f"{out}: the export must not be written into the version itself")
     meta = json.loads(meta_path.read_text())
-    codes = pl.read_parquet(vdir / "codes.parquet").sort("code_id")
-    if codes["code_id"].to_list() != list(range(codes.height)):
-        raise ValueError(f"{vdir / 'codes.parquet'}: code_id is not 0..{codes.height - 1}")
-    manifest = pl.read_parquet(vdir / "manifest.parquet", columns=["subject_id", "shard"])
-    shards = sorted(manifest["shard"].unique().to_list())
-    job = MedsJob(vdir, out, code_lookup(codes["code"].to_list()),
-                  tuple(meta.get("concepts", [])), rows_per_file,
-                  f"{meta['config_hash']}/{rows_per_file}")
+    code_table = pl.read_parquet(vdir / "codes.parquet").sort("code_id")
+    if code_table["code_id"].to_list() != list(range(code_table.height)):
+        raise ValueError(f"{vdir / 'codes.parquet'}: code_id is not 0..{code_table.height - 1}")
+    manifest = pl.read_parquet(vdir / "manifest.parquet", columns=["subject_id", "bytes"])
+    plan = file_plan(manifest["subject_id"].to_numpy(), manifest["bytes"].to_numpy(),
+                     shard_subjects, shard_mb * 1e6)
+    units = {f"{f['split']}/{f['number']:05d}": (f["first"], f["last"], f["subjects"])
+             for f in plan}
+    lookup = code_lookup(code_table["code"].to_list(), codes, code_table["label"].to_list())
+    key = json.dumps([meta["config_hash"], codes, shard_subjects, shard_mb, row_group_rows])
+    job = MedsJob(vdir, out, lookup, tuple(meta.get("concepts", [])), units, row_group_rows,
+                  key)
     runner, used = version_runner(cfg, manifest.height, in_process_below)
     _prepare(out)
     with runner as r:
-        results = r.map(run, shards, job, STAGE, progress)
-    splits = merge(job, results, meta, codes, manifest["subject_id"].to_numpy())
+        results = r.map(run, list(units), job, STAGE, progress)
+    splits = merge(job, results, meta, code_table, manifest["subject_id"].to_numpy(), codes)
     shutil.rmtree(job.work)
     return {"version_dir": str(vdir), "out_dir": str(out), "splits": splits,
-            "shards": len(shards), "patients": manifest.height, "runner": used,
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "files": len(units), "codes": codes, "patients": manifest.height,
+            "runner": used, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def describe(result: dict) -> str:
     lines = [f"{s}: {c['subjects']:,} subjects, {c['rows']:,} rows in {c['files']} file(s)"
              for s, c in result["splits"].items()]
-    lines.append(f"wrote MEDS {result['out_dir']}: {result['patients']:,} patients from "
-                 f"{result['shards']} shards of {result['version_dir']}, {result['runner']} "
-                 f"runner, {result['seconds']:.1f} s")
+    lines.append(f"wrote MEDS {result['out_dir']}: {result['patients']:,} patients of "
+                 f"{result['version_dir']} in {result['files']} file(s), {result['codes']} "
+                 f"codes, {result['runner']} runner, {result['seconds']:.1f} s")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from trajectory.events import extra_tables, inputs
 from trajectory.events.map_rows import merge_counts
 from trajectory.events.plan import load_plan
 from trajectory.record import EVENT_DTYPES, FORMAT
+from trajectory.use.ontology import code_parents
 from trajectory.windows.aggregate import STAT_NAMES
 
 from . import build, cache, dictionaries, lease, scan
@@ -60,7 +61,11 @@ def codes_table(cfg, plan, markers: list[dict]) -> pl.DataFrame:
             .join(labels, on=["dictionary", "label_key"], how="left", maintain_order="left")
             .select("code_id", "code", "table",
                     pl.col("label"), pl.coalesce("unit", "dict_unit").alias("unit"),
-                    pl.col("count").fill_null(0))
+                    pl.col("count").fill_null(0),
+                    # the ontology codes it stands for (trajectory/use/ontology.py), as the MEDS
+                    # export writes them: users of the records get them without exporting
+                    pl.col("code").map_elements(code_parents, pl.List(pl.String),
+                                                skip_nulls=True).alias("parent_codes"))
             .sort("code_id"))
 
 

@@ -22,7 +22,7 @@ BITS = {"range": 0, "outlier": 1, "duplicate": 2, "before_birth": 3, "after_deat
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 # Code prefix each concept source's events carry (trajectory/events/tables.py).
 CODE_PREFIX = {"chartevents": "CHART", "labevents": "LAB", "outputevents": "OUTPUT",
-               "omr": "OMR"}
+               "omr": "OMR", "inputevents": "SUBJECT_WEIGHT_AT_INFUSION"}
 HIST_BINS = 42  # 40 over the plausible range, one below, one above
 SKETCH_SCHEMA = {"code": pl.String, "bucket": pl.Int32, "count": pl.Int64}
 

@@ -12,16 +12,22 @@ renames: the families that published MEDS tasks (MEDS-DEV's MIMIC-IV predicates,
 for, written as the community's MIMIC-IV conversion (MIMIC_IV_MEDS) writes them. The rename
 is of the prefix only: the parts after it are already built as that conversion builds them
 (source columns joined with "//", a null part "UNK": trajectory/events/tables.py). One row is added
-per patient who died: `MEDS_DEATH` (`ADDED_ROWS`).
+per patient who died: `MEDS_DEATH` (`ADDED_ROWS`). With codes="community" the families of
+`COMMUNITY_CODES` are also written with that conversion's code strings (parts dropped or
+reordered, a label or the row's text as a part), so a config written for its codes finds
+ours (docs/MEDS.md has the table).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from ..events.tables import TABLES
 from ..record import KNOWN_NEVER
+from .ontology import parent_codes as ontology_parents
 from .tasks import timeline
 
 SPLITS = {"train": "train", "val": "tuning", "test": "held_out"}  # trajectory.splits -> MEDS
@@ -61,19 +67,55 @@ CODE_RULES: tuple[CodeRule, ...] = (
 )
 # Unchanged, already the community's code: ICU_ADMISSION//<first_careunit>,
 # ICU_DISCHARGE//<last_careunit>, ED_REGISTRATION, ED_OUT, LAB//<itemid>//<valueuom>
-# (labevents), DRG//..., HCPCS//...; every other family keeps the project's name.
+# (labevents), SUBJECT_WEIGHT_AT_INFUSION//KG; every other family keeps the project's name,
+# unless codes="community" gives it the community's (COMMUNITY_CODES).
 
-# metadata/codes.parquet `parent_codes`: the ontology code a MEDS code stands for, where
-# MIMIC-IV itself names one. As MIMIC_IV_MEDS's `_metadata` templates write them
-# ("ICD{icd_version}CM/{icd_code}"; procedures ICD9Proc / ICD10PCS), with MIMIC's undotted
-# codes, so vocabularies joined on that conversion's parents find ours. Labs and chart items
-# link to LOINC only through an external mapping file, which MIMIC-IV does not ship: none.
-PARENT_RULES: tuple[tuple[str, str], ...] = (
-    ("DIAGNOSIS//ICD//9//", "ICD9CM/"),
-    ("DIAGNOSIS//ICD//10//", "ICD10CM/"),
-    ("PROCEDURE//ICD//9//", "ICD9Proc/"),
-    ("PROCEDURE//ICD//10//", "ICD10PCS/"),
+CODES = ("project", "community")  # export meds --codes: the code strings written
+
+
+@dataclass(frozen=True)
+class CommunityCode:
+    """One family as MIMIC_IV_MEDS (configs/event_configs.yaml) writes it, for codes="community".
+    `template` names the parts of the project code by the source columns they hold
+    (trajectory/events/tables.py, e.g. {itemid}), {label} the code's d_* label (codes.parquet) and
+    {text} the row's own text; a null label or text is written UNK, as that conversion does."""
+    prefix: str  # the project's code family
+    template: str
+    why: str = ""
+    # columns that conversion reads as integers: a code of digits loses its leading zeros
+    integers: tuple[str, ...] = ()
+
+
+COMMUNITY_CODES: tuple[CommunityCode, ...] = (
+    # The unit goes: one code per drug. numeric_value stays ours (start: the amount; end: the
+    # rate); the community's start carries the rate and its end the amount, which the export
+    # cannot swap: a record does not pair an infusion's end with its start.
+    CommunityCode("INPUT_START", "INFUSION_START//{itemid}", why="icu/inputevents starttime"),
+    CommunityCode("INPUT_END", "INFUSION_END//{itemid}", why="icu/inputevents endtime"),
+    CommunityCode("PROCEDURE_START", "PROCEDURE//START//{itemid}",
+                  why="icu/procedureevents starttime; the value's unit goes"),
+    CommunityCode("PROCEDURE_END", "PROCEDURE//END//{itemid}", why="icu/procedureevents endtime"),
+    # eMAR administrations and pharmacy orders share the MEDICATION family there: the drug
+    # first, then what happened (an eMAR event_txt, or START / STOP of a pharmacy order).
+    CommunityCode("EMAR", "MEDICATION//{medication}//{event_txt}", why="hosp/emar charttime"),
+    CommunityCode("PHARMACY", "MEDICATION//START//{medication}",
+                  why="hosp/pharmacy starttime; the route goes"),
+    CommunityCode("PHARMACY_STOP", "MEDICATION//STOP//{medication}",
+                  why="hosp/pharmacy stoptime; the route goes"),
+    # The DRG's description is in the code there (ours keeps it as the row's text), and its
+    # drg_code is read as a number: "021" is written 21 (ours keeps MIMIC's "021").
+    CommunityCode("DRG", "DRG//{drg_type}//{drg_code}//{text}", why="hosp/drgcodes",
+                  integers=("drg_code",)),
+    # HCPCS by its short description (hcpcsevents.short_description, which is d_hcpcs'
+    # short_description, our label: the same on all 61 demo rows), not by the code.
+    CommunityCode("HCPCS", "HCPCS//{label}", why="hosp/hcpcsevents chartdate"),
+    # OMR results by their bare name ("Weight (Lbs)", "Blood Pressure").
+    CommunityCode("OMR", "{result_name}", why="hosp/omr chartdate"),
 )
+# The source columns of each project code family, in code order (tables.py), which name the
+# parts `COMMUNITY_CODES` templates use.
+CODE_COLUMNS = {ev.code[0]: ev.code[1:] for t in TABLES for ev in t.events}
+TEXT = "{text}"
 
 DEATH_CODE = "MEDS_DEATH"  # meds.death_code
 ADDED_ROWS = {
@@ -111,12 +153,40 @@ EXTRA_MEANING = {
 }
 
 
-def meds_code(code: str) -> tuple[str, bool]:
-    """(MEDS code, static) of one project code, by the first rule whose prefix it has."""
+def _has_prefix(code: str, prefix: str) -> bool:
+    return code == prefix or code.startswith(prefix + "//")
+
+
+def community_code(code: str, label: str | None = None) -> str | None:
+    """The code COMMUNITY_CODES gives one project code, None when no rule covers it. {text}
+    is left in place: each row fills it (`fill_text`)."""
+    for r in COMMUNITY_CODES:
+        if not _has_prefix(code, r.prefix):
+            continue
+        cols = CODE_COLUMNS[r.prefix]
+        # the last column takes any "//" inside its value (a drug name), as it was joined
+        parts = code[len(r.prefix) + 2:].split("//", len(cols) - 1) if cols else []
+        if len(parts) != len(cols):
+            return None
+        values = {c: str(int(v)) if c in r.integers and v.isdigit() else v
+                  for c, v in zip(cols, parts)}
+        return r.template.format(**values, label=label or "UNK", text=TEXT)
+    return None
+
+
+def meds_code(code: str, codes: str = "project", label: str | None = None
+              ) -> tuple[str, bool]:
+    """(MEDS code, static) of one project code: its COMMUNITY_CODES code when `codes` is
+    "community" and a rule covers it, else by the first CODE_RULES prefix it has."""
+    static = False
     for r in CODE_RULES:
-        if code == r.prefix or code.startswith(r.prefix + "//"):
-            return r.meds + code[len(r.prefix):], r.static
-    return code, False
+        if _has_prefix(code, r.prefix):
+            code, static = r.meds + code[len(r.prefix):], r.static
+            break
+    else:
+        if codes == "community":
+            code = community_code(code, label) or code
+    return code, static
 
 
 @dataclass(frozen=True)
@@ -124,15 +194,41 @@ class CodeLookup:
     codes: pa.Array  # MEDS code string of each project code_id, then the added codes
     static: np.ndarray  # bool per code_id: written as a static row
     death_id: int  # index of DEATH_CODE in `codes`
+    # code_id -> (before, after) the row's text, for codes a {text} rule makes per row
+    text_codes: dict = field(default_factory=dict)
 
 
-def code_lookup(project_codes: list[str]) -> CodeLookup:
+def code_lookup(project_codes: list[str], codes: str = "project",
+                labels: list | None = None) -> CodeLookup:
     """The MEDS code of every code_id of a version (`codes.parquet`'s `code`, in code_id
-    order), with MEDS_DEATH appended."""
-    mapped = [meds_code(c) for c in project_codes]
+    order, and its `label` for {label} rules), with MEDS_DEATH appended."""
+    if codes not in CODES:
+        raise ValueError(f"codes must be one of {CODES}, got {codes!r}")
+    labels = labels if labels is not None else [None] * len(project_codes)
+    mapped = [meds_code(c, codes, lab) for c, lab in zip(project_codes, labels)]
     strings = [m for m, _ in mapped] + [DEATH_CODE]
     static = np.array([s for _, s in mapped] + [False], dtype=bool)
-    return CodeLookup(pa.array(strings, pa.string()), static, len(project_codes))
+    text = {i: tuple(m.split(TEXT, 1)) for i, (m, _) in enumerate(mapped) if TEXT in m}
+    return CodeLookup(pa.array(strings, pa.string()), static, len(project_codes), text)
+
+
+def fill_text(code: pa.Array, code_ids: np.ndarray, text: pa.Array, lookup: CodeLookup,
+              written: dict | None = None) -> pa.Array:
+    """The MEDS codes of rows, with each {text} rule's code completed by the row's text
+    (UNK when it has none); each code so made is added to `written` (code -> code_id)."""
+    if not lookup.text_codes:
+        return code
+    rows = np.flatnonzero(np.isin(code_ids, list(lookup.text_codes)))
+    if not len(rows):
+        return code
+    texts = text.take(pa.array(rows)).to_pylist()
+    filled = [lookup.text_codes[int(c)][0] + (t if t is not None else "UNK")
+              + lookup.text_codes[int(c)][1] for c, t in zip(code_ids[rows], texts)]
+    if written is not None:
+        written.update(zip(filled, code_ids[rows].tolist()))
+    mask = np.zeros(len(code), bool)
+    mask[rows] = True
+    return pc.replace_with_mask(code, pa.array(mask), pa.array(filled, pa.string()))
 
 
 def patient_rows(record: dict, lookup: CodeLookup) -> dict:
@@ -175,9 +271,11 @@ def _nullable(values: np.ndarray, none: np.ndarray, type_: pa.DataType) -> pa.Ar
     return pa.array(values, type_, mask=none)
 
 
-def rows_table(parts: list[dict], lookup: CodeLookup, concepts: list[str]) -> pa.Table:
+def rows_table(parts: list[dict], lookup: CodeLookup, concepts: list[str],
+               written: dict | None = None) -> pa.Table:
     """Patients' rows (`patient_rows`, in the order given) as one table of `COLUMNS`, typed
-    as `meds.DataSchema` (code string, text_value large_string) plus the extra columns."""
+    as `meds.DataSchema` (code string, text_value large_string) plus the extra columns.
+    `written` collects the codes {text} rules made (`fill_text`)."""
     cat = {k: np.concatenate([p[k] for p in parts]) if parts else np.empty(0, t)
            for k, t in (("time", np.int64), ("code", np.int32), ("value", np.float32),
                         ("hadm_id", np.int64), ("stay_id", np.int64), ("flags", np.uint8),
@@ -202,7 +300,6 @@ def rows_table(parts: list[dict], lookup: CodeLookup, concepts: list[str]) -> pa
         "subject_id": pa.array(subject, pa.int64()),
         "time": _nullable(np.where(static, 0, cat["time"]) * 1_000_000, static,
                           pa.timestamp("us")),
-        "code": lookup.codes.take(pa.array(cat["code"])),
         "numeric_value": _nullable(cat["value"], np.isnan(cat["value"]), pa.float32()),
         "text_value": texts.take(_nullable(text, text < 0, pa.int64())),
         "hadm_id": _nullable(cat["hadm_id"], cat["hadm_id"] < 0, pa.int64()),
@@ -216,7 +313,9 @@ def rows_table(parts: list[dict], lookup: CodeLookup, concepts: list[str]) -> pa
                                 pa.timestamp("us")),
         "note_id": note_ids.take(_nullable(note, note < 0, pa.int64())),
     }
-    return pa.table(arrays)
+    arrays["code"] = fill_text(lookup.codes.take(pa.array(cat["code"])), cat["code"],
+                               arrays["text_value"], lookup, written)
+    return pa.table({c: arrays[c] for c in COLUMNS})
 
 
 def _meds():
@@ -244,45 +343,93 @@ def split_names(subject_ids) -> np.ndarray:
     return np.vectorize(SPLITS.__getitem__, otypes=[object])(ours) if len(ours) else ours
 
 
-def parent_codes(code: str) -> list[str] | None:
-    """`parent_codes` of one MEDS code (PARENT_RULES), None when it has none; a code whose
-    ICD part is missing (UNK) has none."""
-    for prefix, parent in PARENT_RULES:
-        if code.startswith(prefix):
-            rest = code[len(prefix):]
-            return None if rest in ("", "UNK") or "//" in rest else [parent + rest]
-    return None
+def file_plan(subject_ids, record_bytes, max_subjects: int, max_bytes: float) -> list[dict]:
+    """The data files of an export: per split (`split_names`), subjects in subject_id order,
+    a file closed before the subject that would take it past `max_subjects` subjects or
+    `max_bytes` bytes of records (the manifest's `bytes`; 0: no limit of that kind), so a
+    subject larger alone gets a file of its own. Each file: split, number (0 up per split),
+    its first and last subject_id and its subject count. From the manifest alone: every unit
+    knows its subjects before any record is read, and the plan is the same on any runner."""
+    order = np.argsort(np.asarray(subject_ids, np.int64), kind="stable")
+    sids = np.asarray(subject_ids, np.int64)[order]
+    sizes = np.asarray(record_bytes, np.int64)[order]
+    splits = split_names(sids)
+    files = []
+    for split in SPLITS.values():
+        mine = splits == split
+        runs: list[list[int]] = []  # subject_ids of each file
+        size = 0
+        for sid, b in zip(sids[mine].tolist(), sizes[mine].tolist()):
+            if not runs or (max_subjects and len(runs[-1]) >= max_subjects) \
+                    or (max_bytes and size + b > max_bytes):
+                runs.append([])
+                size = 0
+            runs[-1].append(sid)
+            size += b
+        files += [{"split": split, "number": k, "first": r[0], "last": r[-1],
+                   "subjects": len(r)} for k, r in enumerate(runs)]
+    return files
 
 
-def code_metadata(project_codes, labels, units, tables) -> pa.Table:
-    """metadata/codes.parquet: one row per MEDS code, `description` the `d_*` label of its
-    project code (first non-null where several project codes share a MEDS code),
-    `parent_codes` by PARENT_RULES (null for other codes), plus the project's `unit` and
-    `table`."""
+def code_metadata(lookup: CodeLookup, labels, units, tables, parents,
+                  written: list | tuple = ()) -> pa.Table:
+    """metadata/codes.parquet: one row per MEDS code written, `description` the `d_*` label
+    of its project code, `parent_codes` its ontology parents (the version's codes.parquet,
+    trajectory/use/ontology.py), plus the project's `unit` and `table`. Where several project
+    codes share a MEDS code: the first non-null description, unit and table, every parent
+    once. `written`: (project code_id, MEDS code) of the codes {text} rules made per row, as
+    the export wrote them (the rule's own code_id is no code of the data)."""
     import polars as pl
 
-    lk = code_lookup(list(project_codes))
+    made = set(lookup.text_codes)
+    ids = [i for i in range(lookup.death_id) if i not in made]
+    strings = lookup.codes.to_pylist()
     frame = pl.DataFrame({
-        "code": lk.codes.to_pylist(),
-        "description": [*labels, ADDED_ROWS[DEATH_CODE]],
-        "unit": [*units, None], "table": [*tables, None]}, schema={
-        "code": pl.String, "description": pl.String, "unit": pl.String, "table": pl.String})
+        "code": [strings[i] for i in ids] + [DEATH_CODE] + [c for _, c in written],
+        "description": [labels[i] for i in ids] + [ADDED_ROWS[DEATH_CODE]]
+        + [labels[i] for i, _ in written],
+        "parent_codes": [parents[i] for i in ids] + [None] + [parents[i] for i, _ in written],
+        "unit": [units[i] for i in ids] + [None] + [units[i] for i, _ in written],
+        "table": [tables[i] for i in ids] + [None] + [tables[i] for i, _ in written]},
+        schema={"code": pl.String, "description": pl.String,
+                "parent_codes": pl.List(pl.String), "unit": pl.String, "table": pl.String})
     frame = (frame.group_by("code", maintain_order=True)
-             .agg(pl.all().drop_nulls().first()).sort("code"))
+             .agg(pl.col("description", "unit", "table").drop_nulls().first(),
+                  pl.col("parent_codes").list.explode(keep_nulls=False, empty_as_null=False)
+                  .drop_nulls().unique(maintain_order=True))
+             .with_columns(pl.when(pl.col("parent_codes").list.len() > 0)
+                           .then("parent_codes").alias("parent_codes"))
+             .sort("code"))
     return pa.table({
         "code": pa.array(frame["code"].to_list(), pa.string()),
         "description": pa.array(frame["description"].to_list(), pa.string()),
-        "parent_codes": pa.array([parent_codes(c) for c in frame["code"].to_list()],
-                                 pa.list_(pa.string())),
+        "parent_codes": pa.array(frame["parent_codes"].to_list(), pa.list_(pa.string())),
         "unit": pa.array(frame["unit"].to_list(), pa.string()),
         "table": pa.array(frame["table"].to_list(), pa.string()),
     })
 
 
-def dataset_metadata(meta: dict) -> dict:
+def version_parents(codes) -> list:
+    """`parent_codes` of a version's codes.parquet frame, in code_id order; computed from the
+    codes (trajectory/use/ontology.py) for a version built before the column existed."""
+    if "parent_codes" in codes.columns:
+        return codes["parent_codes"].to_list()
+    return ontology_parents(codes["code"].to_list())
+
+
+# metadata/dataset.json's source keys (meds.DatasetMetadataSchema): MIMIC-IV's licence, its
+# PhysioNet page and its documentation. The MIMIC-IV demo is published under ODbL instead;
+# the export cannot tell a demo build from the full data, and says MIMIC-IV's.
+LICENSE = ("PhysioNet Credentialed Health Data License 1.5.0 "
+           "(https://physionet.org/about/licenses/physionet-credentialed-health-data-license-150/)")
+LOCATION_URI = "https://physionet.org/content/mimiciv/"
+DESCRIPTION_URI = "https://mimic.mit.edu/docs/iv/"
+
+
+def dataset_metadata(meta: dict, codes: str = "project") -> dict:
     """metadata/dataset.json (meds.DatasetMetadataSchema) from the version's dataset.json.
     `created_at` is the version's build time, not the export's: a rerun writes the same
-    bytes."""
+    bytes. `codes`: the code strings written (CODES), kept beside the MEDS keys."""
     import datetime
 
     created = datetime.datetime.strptime(meta["created_at"], "%Y-%m-%dT%H:%M:%S%z")
@@ -290,6 +437,7 @@ def dataset_metadata(meta: dict) -> dict:
         "dataset_name": "MIMIC-IV", "dataset_version": str(meta["version"]),
         "etl_name": "mimic-trajectory", "etl_version": str(meta["code_version"]),
         "meds_version": _meds().__version__, "created_at": created.isoformat(),
+        "license": LICENSE, "location_uri": LOCATION_URI, "description_uri": DESCRIPTION_URI,
         "raw_source_id_columns": ["hadm_id", "stay_id", "note_id"],
         "other_extension_columns": ["flags", "concept", "concept_value", "known_time"],
         # not in the MEDS schema (it allows more keys): what each extra column holds
@@ -297,4 +445,5 @@ def dataset_metadata(meta: dict) -> dict:
         # not in the MEDS schema (it allows more keys): what the extra columns mean
         "config_hash": meta["config_hash"], "record_format": meta.get("record_format"),
         "flags": meta.get("flags", {}), "n_patients": meta.get("n_patients"),
+        "codes": codes,
     }
