@@ -123,7 +123,7 @@ def random_cases(vdir, min_items: int, seed: int, limit: int | None) -> dict:
     from torch.utils.data import DataLoader, Subset
 
     from trajectory.record import frames
-    from trajectory.store import open_version
+    from trajectory import open_version
     from trajectory.torch import TrajectoryDataset
 
     t = time.perf_counter()
