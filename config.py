@@ -28,8 +28,8 @@ PLAN_WORKERS = 0  # workers the plan is cut for (units, shards); 0 = MAX_CPUS; n
 INDEX_DIR = ""  # gzip seek-point indexes, kept across builds; empty means OUT_DIR/_index
 GZINDEX_THREADS = 0  # threads a scan finds a .csv.gz's seek points with; 1 = one zlib-ng pass; 0 = auto: the table's share of MAX_CPUS (idle while cut tables wait for their scans), at least 8, else 1
 CACHE_DIR = ""  # stage-1 outputs shared by versions of the same inputs; empty means OUT_DIR/_cache
-PARTITION_BUFFER_MB = 128  # events a partition unit holds before it flushes a file (peak RSS ~1 GB)
-CSV_BLOCK_MB = 8  # CSV streaming block: with the prefetch thread 8 MiB cut chartevents partition ~4% against 4 MiB; 16 MiB grew the worker by ~500 MB
+PARTITION_BUFFER_MB = 64  # events a partition unit holds before it flushes a file (128: demo x800's emar_detail units peaked 1.15 GB alone, 64: 0.95)
+CSV_BLOCK_MB = 4  # CSV streaming block: pyarrow's reader holds ~50 blocks ahead (emar_detail of demo x800: +148 MB at 2 MiB, +424 at 8, +583 at 16); 8 MiB was ~4% faster on chartevents
 LAYOUT = "files"  # "files": patients/<shard>/<id>.msgpack.zst; "shards": one packed file per shard
 ZSTD_LEVEL = 3  # level 3 is zstd's default: ~4x on records at >300 MB/s; 19 gains ~10% at 20x cost
 WORKER_MEMORY_GB = 4.0  # Dask memory_limit per worker; stage budgets are sized below this

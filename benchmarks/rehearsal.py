@@ -142,7 +142,11 @@ def run_scale(demo: Path, k: int, args, scratch: Path) -> dict:
         replicate(demo, data, k, heavy_events=args.heavy_events, workers=args.max_cpus)
         print(f"replicated x{k} in {time.perf_counter() - t:.0f} s", flush=True)
     input_bytes = sum(f.stat().st_size for f in data.glob("*/*.csv.gz"))
-    floor, rows = read_floor(data, args.max_cpus)
+    earlier = {r["K"]: r for r in args.floors}
+    if k in earlier and earlier[k]["input_bytes"] == input_bytes:  # --reuse-floor
+        floor, rows = earlier[k]["floor_s"], earlier[k]["input_rows"]
+    else:
+        floor, rows = read_floor(data, args.max_cpus)
     print(f"x{k}: read floor {floor:.1f} s, {rows:,} rows, {input_bytes / 1e9:.2f} GB",
           flush=True)
     out = scratch / f"out_x{k}"
@@ -195,7 +199,12 @@ def main() -> int:
     p.add_argument("--scratch", default="/tmp/rehearsal")
     p.add_argument("--loader-items", type=int, default=20_000,
                    help="items timed per loader case (bench_loader --min-items)")
+    p.add_argument("--no-loader", action="store_true", help="skip the loader cases")
+    p.add_argument("--reuse-floor", default=None, metavar="JSON",
+                   help="an earlier run's rehearsal.json: its read floors, for the same input")
     args = p.parse_args()
+    args.floors = (json.loads(Path(args.reuse_floor).read_text())["scales"]
+                   if args.reuse_floor else [])
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     need = 30e9 if max(args.times) >= 800 else 5e9
@@ -204,6 +213,10 @@ def main() -> int:
     if free < need and not (scratch / f"out_x{max(args.times)}").exists():
         p.error(f"{scratch} has {free / 1e9:.0f} GB free; the rehearsal needs ~{need / 1e9:.0f}")
     results = [run_scale(Path(args.demo), k, args, scratch) for k in args.times]
+    if args.no_loader:
+        (scratch / "rehearsal.json").write_text(json.dumps({"scales": results}, indent=1,
+                                                           default=str))
+        return 0
     # the loader: the real demo (built here) and every scale, random order over all patients
     demo_out = scratch / "out_demo"
     if not (demo_out / "v1" / "dataset.json").exists():

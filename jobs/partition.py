@@ -38,6 +38,9 @@ from .common import peak_rss_mb, fresh_unit_memory
 STAGE = "partition"
 
 
+FLUSH_GROUPS = 8  # conversions per flush: each holds ~1/8 of the buffer twice more
+
+
 class BucketWriter:
     """Buffers frames, split by patient bucket as they arrive, up to a byte budget; then writes
     one Arrow IPC file holding one record batch per bucket. IPC, not parquet: on 3M
@@ -76,26 +79,46 @@ class BucketWriter:
         # One thread: a worker is one core, and a bucket's batch is too small to share out.
         options = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
         order = sorted(pieces)
-        rows = [sum(p.height for p in pieces[b]) for b in order]
-        # One concat and one conversion for the whole buffer, then a zero-copy slice per
-        # bucket: per bucket they cost ~0.2 s a flush at 256 buckets (16 planned workers),
-        # more than the unit's own parse on a 4 MB part. Plain (not view) strings: a
-        # string-view slice keeps its whole source buffers, and IPC writes them all into
-        # every bucket's batch (emar's files grew from 37 MB to 208 MB).
-        table = pl.concat([p for b in order for p in pieces[b]], how="vertical_relaxed",
-                          rechunk=True).to_arrow(compat_level=pl.CompatLevel.oldest())
-        table = table.combine_chunks()
-        del pieces
-        batches, offset, spans = {}, 0, []
+        rows = {b: sum(p.height for p in pieces[b]) for b in order}
+        # A few concats and conversions per flush, each of about an eighth of the buffer,
+        # then a zero-copy slice per bucket. One conversion of the whole buffer held it three
+        # times over (the pieces, their concat, the Arrow copy): demo x800's partition units,
+        # whose buffers fill, peaked at up to 1.1 GB over their start against ~0.3-0.45 GB for
+        # demo x20's, whose do not; a conversion per bucket cost ~0.2 s a flush at 256
+        # buckets. Plain (not view) strings: a string-view slice keeps its whole source
+        # buffers, and IPC writes them all into every bucket's batch (emar's files grew from
+        # 37 MB to 208 MB). Each bucket's batch holds the same rows, whatever the grouping.
+        step = max(1, sum(rows.values()) // FLUSH_GROUPS)
+        groups, group, held = [], [], 0
+        for b in order:
+            group.append(b)
+            held += rows[b]
+            if held >= step:
+                groups.append(group)
+                group, held = [], 0
+        if group:
+            groups.append(group)
+        batches, spans, writer, schema = {}, [], None, None
         with pa.OSFile(str(tmp), "wb") as sink:
-            writer = pa.ipc.new_file(sink, table.schema, options=options)
-            for bucket, n in zip(order, rows):
-                (batch,) = table.slice(offset, n).to_batches()
-                start = sink.tell()
-                writer.write_batch(batch)
-                spans.append((start, sink.tell()))
-                batches[str(bucket)] = [len(batches), n]  # [batch index, rows]
-                offset += n
+            for group in groups:
+                table = pl.concat([p for b in group for p in pieces.pop(b)],
+                                  how="vertical_relaxed", rechunk=True
+                                  ).to_arrow(compat_level=pl.CompatLevel.oldest()).combine_chunks()
+                if writer is None:  # the event columns' types are fixed (EVENT_SCHEMA)
+                    schema = table.schema
+                    writer = pa.ipc.new_file(sink, schema, options=options)
+                elif table.schema != schema:
+                    table = table.cast(schema)
+                offset = 0
+                for bucket in group:
+                    n = rows[bucket]
+                    (batch,) = table.slice(offset, n).to_batches()
+                    start = sink.tell()
+                    writer.write_batch(batch)
+                    spans.append((start, sink.tell()))
+                    batches[str(bucket)] = [len(batches), n]  # [batch index, rows]
+                    offset += n
+                del table
             writer.close()
             size = sink.tell()
         # Checksums by byte range: the schema before the first batch, each batch (a shard

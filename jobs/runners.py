@@ -23,8 +23,10 @@ from tqdm.auto import tqdm
 # the pages a unit freed in its last 30 s stayed resident under the next unit, which jemalloc
 # alone can hand back (no mallctl from Python; jobs.common.fresh_unit_memory releases the
 # others). Demo x1 plus a 2,000,000-event patient, that patient's shard in a Dask worker: peak
-# 932 MB at 30 s, 779 at 2 s, 769 at 0 (a fresh process: 897 at 30 s).
-ALLOCATOR_ENV = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:2000,muzzy_decay_ms:2000"}
+# 932 MB at 30 s, 779 at 2 s, 769 at 0 (a fresh process: 897 at 30 s). muzzy 0: decayed
+# pages are unmapped (MADV_DONTNEED), not lazily freed (MADV_FREE), which Linux keeps counting
+# in RSS until memory runs short.
+ALLOCATOR_ENV = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:2000,muzzy_decay_ms:0"}
 # Dask's nanny exports MALLOC_TRIM_THRESHOLD_=65536 to its workers. Setting that variable at
 # all turns off glibc's adaptive mmap threshold, so every large numpy array is a fresh mmap
 # that page-faults in and is unmapped on free: a demo x20 shard took 2.2 s in a Dask worker

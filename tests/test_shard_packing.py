@@ -33,3 +33,44 @@ def test_bucket_of_is_stable_and_in_range():
     b = bucket_of(ids, 328)
     assert ((0 <= b) & (b < 328)).all()
     assert np.array_equal(b, bucket_of(ids.copy(), 328))
+
+
+def test_bucket_files_do_not_depend_on_how_a_flush_is_grouped(tmp_path, monkeypatch):
+    """A flush converts its buffer in groups of buckets (jobs.partition.FLUSH_GROUPS) to hold
+    less of it at once; every bucket's batch holds the rows a single conversion gave it, in
+    the same order, with the same types, and its recorded byte range and checksum are its
+    own (a validity bitmap may be written or not, so the bytes may differ)."""
+    import numpy as np
+    import pyarrow as pa
+    import xxhash
+    import polars as pl
+
+    from jobs import partition
+
+    r = np.random.default_rng(3)
+    frames = [pl.DataFrame({"subject_id": r.integers(1, 5000, 700),
+                            "value": r.normal(size=700),
+                            "text": [None if x < 0.2 else f"t{x:.3f},\"q\"" for x in r.random(700)]})
+              for _ in range(5)]
+    out = {}
+    for groups in (1, 3, 8, 1000):
+        monkeypatch.setattr(partition, "FLUSH_GROUPS", groups)
+        d = tmp_path / str(groups)
+        d.mkdir()
+        w = partition.BucketWriter(d, "events", 64, 1 << 40)
+        for f in frames:
+            w.add(f)
+        w.flush()
+        path = d / "events-00000.arrow"
+        (info,) = w.files
+        reader = pa.ipc.open_file(str(path))
+        data = path.read_bytes()
+        per_bucket = {}
+        for bucket, (index, rows, start, end, xxh) in info["batches"].items():
+            batch = reader.get_batch(index)
+            assert batch.num_rows == rows
+            assert xxhash.xxh3_64_intdigest(data[start:end]) == xxh
+            per_bucket[bucket] = batch.to_pylist()
+        out[groups] = (reader.schema, per_bucket)
+    assert all(v == out[1] for v in out.values())
+    assert len(out[1][1]) > 50  # most buckets got rows
