@@ -82,6 +82,19 @@ class RssSampler(threading.Thread):
         return max((rss for _, rss in self.peak.values()), default=0)
 
 
+def sampled_build(cfg) -> tuple[dict, float, RssSampler]:
+    """run_build's summary, its wall seconds, and the RSS sampler that watched its workers."""
+    sampler = RssSampler()
+    sampler.start()
+    t = time.perf_counter()
+    try:
+        summary = run_build(cfg, progress=False)
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    return summary, time.perf_counter() - t, sampler
+
+
 def dict_gain(version_dir: Path, sample: int = 2000) -> tuple[int, int]:
     """Bytes of all records as built, and their zstd frames re-compressed with a 112 KiB
     dictionary trained on a sample of them (zstd --train's default size)."""
@@ -178,13 +191,7 @@ def run_scale(demo: Path, k: int, cpus: int, scratch: Path, plan_workers: int = 
     cfg = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": cpus,
                        "PLAN_WORKERS": plan_workers, "PARTITION_UNIT_MB": unit_mb},
                       environ={})
-    sampler = RssSampler()
-    sampler.start()
-    t = time.perf_counter()
-    summary = run_build(cfg, progress=False)
-    wall = time.perf_counter() - t
-    sampler.stop.set()
-    sampler.join()
+    summary, wall, sampler = sampled_build(cfg)
     model = scaling_model(cfg)
     n = summary["n_events"]
     plain = with_dict = shard_bytes = float("nan")

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import config  # noqa: E402
-from bench_build import RssSampler, print_model, read_floor, scaling_model  # noqa: E402
+from bench_build import print_model, read_floor, sampled_build, scaling_model  # noqa: E402
 from bench_loader import print_random, random_cases  # noqa: E402
 from jobs.driver import run_build  # noqa: E402
 from trajectory.replicate import HEAVY_SUBJECT, heavy_patient, replicate  # noqa: E402
@@ -153,13 +153,7 @@ def run_scale(demo: Path, k: int, args, scratch: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cfg = config.load({"DATA_DIR": str(data), "OUT_DIR": str(out), "MAX_CPUS": args.max_cpus,
                        "PLAN_WORKERS": args.plan_workers}, environ={})
-    sampler = RssSampler()
-    sampler.start()
-    t = time.perf_counter()
-    summary = run_build(cfg, progress=False)
-    wall = time.perf_counter() - t
-    sampler.stop.set()
-    sampler.join()
+    summary, wall, sampler = sampled_build(cfg)
     model = scaling_model(cfg)
     meta = json.loads((cfg.version_dir / "dataset.json").read_text())
     disk = {"cache": du(cfg.cache_dir), "work": du(cfg.work_dir), "index": du(cfg.index_dir),
