@@ -17,7 +17,7 @@ from trajectory.events.tables import DICTIONARIES
 from trajectory.raw.read import iter_batches
 
 from . import cache
-from .common import peak_rss_mb, fresh_unit_memory
+from .common import fresh_unit_memory, peak_rss_mb
 
 STAGE = "dictionaries"
 UNIT = "all"
@@ -84,7 +84,8 @@ def _make(unit: str, cfg, plan) -> dict:
             "stage": STAGE, "unit": unit, "rows": labels.height,
             "files": cache.file_sums(tmp, ["labels.parquet"]),
             "seconds": round(time.perf_counter() - t0, 3),
-            "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss})
+            "cpu_seconds": round(time.process_time() - cpu0, 3),
+            "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss})
 
 
 def labels(cfg) -> pl.DataFrame:

@@ -33,7 +33,7 @@ from trajectory.atomic import atomic_write_parquet, tmp_name
 from .extra_keys import row_mapper
 
 from . import cache, scan
-from .common import peak_rss_mb, fresh_unit_memory
+from .common import fresh_unit_memory, peak_rss_mb
 
 STAGE = "partition"
 
@@ -249,5 +249,6 @@ def _make(unit: str, cfg, plan, table_name: str, k: int) -> dict:
                       **cache.file_sums(out, [f["path"] for f in events.files
                                               + (meta.files if meta else [])], whole=False)},
             "counts": counts, "seconds": round(time.perf_counter() - t0, 3),
-            "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
+            "cpu_seconds": round(time.process_time() - cpu0, 3),
+            "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
         })

@@ -25,7 +25,7 @@ from trajectory.raw.gzindex import (GzRange, IndexDamaged, Point, build_index, p
 from trajectory.atomic import atomic_write_json
 
 from . import cache
-from .common import peak_rss_mb, fresh_unit_memory
+from .common import fresh_unit_memory, peak_rss_mb
 
 STAGE = "scan"
 REBUILDS = 3  # passes a unit makes over a missing index before it gives up
@@ -159,7 +159,8 @@ def run(table_name: str, cfg) -> dict:
         "cuts": [start, *cuts, size], "index": str(index) if index else None,
         "index_cached": cached, "index_seconds": round(t_index, 3), "index_threads": threads,
         "seconds": round(time.perf_counter() - t0, 3),
-        "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
+        "cpu_seconds": round(time.process_time() - cpu0, 3),
+        "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
     })
     atomic_write_json(cache.scan_marker_path(cfg, plan, table_name), marker)
     return marker

@@ -1,6 +1,8 @@
 """Dask workers start with the runner's environment already set (polars reads it at import)."""
 import os
 
+import pytest
+
 import config
 from jobs.runners import ALLOCATOR_ENV, open_runner, spawn_environ
 
@@ -32,3 +34,22 @@ def test_local_cluster_workers_start_with_one_polars_thread_and_slow_decay(tmp_p
         assert threads == 1
         # polars prepends its own 500 ms decay; ours must come after it, so it wins
         assert conf.endswith(ALLOCATOR_ENV["_RJEM_MALLOC_CONF"]), conf
+
+
+def test_a_units_peak_is_its_own():
+    """fresh_unit_memory starts the peak-RSS count afresh: a unit that holds 200 MB reports
+    it over its start, and the next unit, which holds nothing, does not inherit it."""
+    import sys
+
+    import numpy as np
+
+    from jobs.common import fresh_unit_memory, peak_rss_mb
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+    start = fresh_unit_memory()
+    held = np.ones(200 << 20, dtype=np.uint8)  # touched: resident
+    assert peak_rss_mb() - start >= 190
+    del held
+    start = fresh_unit_memory()
+    assert peak_rss_mb() - start < 50
