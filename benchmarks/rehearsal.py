@@ -47,7 +47,7 @@ import config  # noqa: E402
 from bench_build import print_model, read_floor, sampled_build, scaling_model  # noqa: E402
 from bench_loader import print_random, random_cases  # noqa: E402
 from jobs.driver import run_build  # noqa: E402
-from trajectory.replicate import HEAVY_SUBJECT, heavy_patient, replicate  # noqa: E402
+from trajectory.replicate import DONE, HEAVY_SUBJECT, heavy_patient, replicate  # noqa: E402
 from trajectory import open_version  # noqa: E402
 
 MODEL_WORKERS = (2, 16, 64, 128)
@@ -137,7 +137,7 @@ def heavy_checks(vdir: Path, data: Path, heavy_events: int) -> dict:
 
 def run_scale(demo: Path, k: int, args, scratch: Path) -> dict:
     data = scratch / f"demo_x{k}"
-    if not (data / "hosp" / "patients.csv.gz").exists():
+    if not (data / DONE).exists():  # a replicate killed half-way is redone
         t = time.perf_counter()
         replicate(demo, data, k, heavy_events=args.heavy_events, workers=args.max_cpus)
         print(f"replicated x{k} in {time.perf_counter() - t:.0f} s", flush=True)

@@ -85,13 +85,31 @@ def test_same_seed_same_bytes(scaled, tmp_path):
         assert (again / f"{t}.csv.gz").read_bytes() == (scaled / f"{t}.csv.gz").read_bytes()
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path):
+    """Copies formatted by worker processes (in order) make the bytes one process makes; the
+    tree is marked whole only at the end, and no temporary file is left."""
+    import shutil
+
+    from trajectory.replicate import DONE
+
+    src = tmp_path / "src"
+    for t in ("hosp/patients", "icu/icustays"):
+        (src / t).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(demo_dir() / f"{t}.csv.gz", src / f"{t}.csv.gz")
+    one = replicate(src, tmp_path / "one", 5, notes=False, workers=1)
+    two = replicate(src, tmp_path / "two", 5, notes=False, workers=2)
+    for t in ("hosp/patients", "icu/icustays"):
+        assert (one / f"{t}.csv.gz").read_bytes() == (two / f"{t}.csv.gz").read_bytes()
+    assert (two / DONE).exists() and not list(two.rglob(".*.tmp"))
+
+
 def test_cli_without_notes(tmp_path):
     out = tmp_path / "x1"
     r = subprocess.run([sys.executable, "-m", "trajectory.replicate", str(demo_dir()), str(out),
                         "--times", "1", "--no-notes"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert not (out / "note").exists() and (out / "icu" / "chartevents.csv.gz").exists()
-    assert not list(out.glob(".replicate-*"))
+    assert not (out / ".replicate-notes").exists()  # the generated notes' scratch
     r = subprocess.run([sys.executable, "-m", "trajectory.replicate", str(demo_dir()), str(out),
                         "--times", "1", "--heavy-events", "-1"], cwd=REPO, capture_output=True,
                        text=True)

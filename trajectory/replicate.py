@@ -124,6 +124,7 @@ def copy_typed(df: pl.DataFrame, k: int) -> pl.DataFrame:
     return out.with_columns(rest) if rest is not None else out
 
 
+DONE = ".replicate-done"  # written last: the tree is whole
 HEAVY_SUBJECT = 90_000_001  # no copy's ids collide: copy k's are k*10^8 + 8-digit real ids
 HEAVY_START = "2150-01-01 08:00:00"
 # Minute-by-minute monitor values of an arterial line and pulse oximetry (itemid, unit, level,
@@ -259,13 +260,15 @@ def replicate(src: Path, dst: Path, times: int, notes: bool = True, heavy_events
             out.parent.mkdir(parents=True, exist_ok=True)
             df = pl.read_csv(path, infer_schema=False)
             if path.name.startswith("d_") or "subject_id" not in {c.lower() for c in df.columns}:
-                shutil.copyfile(path, out)
+                shutil.copyfile(path, out)  # small, and the marker comes last
                 continue
             # ISA-L's level 1 deflate: as small as zlib's level 1 at ~8x its speed (chartevents
             # of demo x800 is ~47 GB of text). One gzip member, mtime 0: the same source, K
             # and seed give the same bytes. Copies are formatted by `workers` processes, in
             # order, and compressed here.
-            with open(out, "wb") as raw, igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1,
+            # written under a temporary name: a killed run leaves no table that looks whole
+            tmp = out.with_name(f".{out.name}.tmp")
+            with open(tmp, "wb") as raw, igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1,
                                                         mtime=0) as f:
                 for text in _copies(typed(df), times, workers):
                     f.write(text)
@@ -273,8 +276,11 @@ def replicate(src: Path, dst: Path, times: int, notes: bool = True, heavy_events
                     buf = io.BytesIO()
                     heavy[name].write_csv(buf, include_header=False, null_value="")
                     f.write(buf.getvalue())
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    (dst / DONE).write_text(f"{times} copies of {src}, heavy_events={heavy_events}, "
+                            f"notes={notes}, seed={seed}\n")
     return dst
 
 
