@@ -58,6 +58,9 @@ SETTINGS = {
                                                      "0 = no limit"),
     "--meds-shard-mb": ("MEDS_SHARD_MB", "export meds: MB of records per data file, "
                                          "0 = no limit"),
+    "--keep-sorted": ("KEEP_SORTED", "keep each shard's sorted events in CACHE_DIR for later "
+                                     "versions: auto (from the second version of the same "
+                                     "inputs on), always or never"),
     "--extra-tables": ("EXTRA_TABLES", "TOML spec of your own tables to add "
                                        "(docs/EXTRA_TABLES.md); --demo: its generated one "
                                        "unless given ('' for none)"),

@@ -21,13 +21,18 @@ MAX_CPUS = min(20, os.cpu_count() or 1)  # Dask workers; 20 caps the scheduler o
 OUT_DIR = "trajectories"  # where versions are published
 WORK_DIR = ""  # intermediate files; empty means OUT_DIR/_work/<version>
 N_SHARDS = 0  # patient shards; 0 = auto from input size (never from MAX_CPUS)
-SHARD_TARGET_MB = 24  # gzip-equivalent input per shard for the auto plan (~1.8M events, ~0.7 GB RSS to build; 32 made demo x800's shards 2.3M events, as heavy as a 2M-event patient's)
+SHARD_TARGET_MB = 12  # gzip-equivalent input per shard for the auto plan (~0.9M events). A shard's build holds ~270 bytes an event at its peak: demo x800's 2M-event shards (24) peaked at 1.13 GB in a Dask worker, heavier than the 2M-event patient's own shard, so memory grew with input size
 MIN_SHARDS = 4  # even a tiny input gets this many shards so workers have parallel work
 PARTITION_UNIT_MB = 0.0  # gzip-equivalent input per partition unit (big tables are cut); 0 = auto from PLAN_WORKERS
 PLAN_WORKERS = 0  # workers the plan is cut for (units, shards); 0 = MAX_CPUS; never changes the output
 INDEX_DIR = ""  # gzip seek-point indexes, kept across builds; empty means OUT_DIR/_index
 GZINDEX_THREADS = 0  # threads a scan finds a .csv.gz's seek points with; 1 = one zlib-ng pass; 0 = auto: the table's share of MAX_CPUS (idle while cut tables wait for their scans), at least 8, else 1
 CACHE_DIR = ""  # stage-1 outputs shared by versions of the same inputs; empty means OUT_DIR/_cache
+# Each shard's events as read, placed and sorted, kept in CACHE_DIR so that a later version of
+# the same inputs skips half its build stage: "always", "never", or "auto": from the second
+# version of the same inputs on (a first build does not pay for them: demo x800's were 5.9 GB,
+# 0.54x the input, and 8% of the build stage's unit-seconds)
+KEEP_SORTED = "auto"
 PARTITION_BUFFER_MB = 64  # events a partition unit holds before it flushes a file (128: demo x800's emar_detail units peaked 1.15 GB alone, 64: 0.95)
 CSV_BLOCK_MB = 4  # CSV streaming block: pyarrow's reader holds ~50 blocks ahead (emar_detail of demo x800: +148 MB at 2 MiB, +424 at 8, +583 at 16); 8 MiB was ~4% faster on chartevents
 LAYOUT = "files"  # "files": patients/<shard>/<id>.msgpack.zst; "shards": one packed file per shard
@@ -107,6 +112,7 @@ class Config:
     meds_shard_subjects: int = 1000  # export meds: subjects per data file, 0 = no limit
     meds_shard_mb: float = 0.0  # export meds: records' MB per data file, 0 = no limit
     extra_tables: Path = Path("")  # user tables' TOML spec, "" = none (content kept in the plan)
+    keep_sorted: str = "auto"  # sorted shards kept in CACHE_DIR: "auto", "always" or "never"
 
     @property
     def version_dir(self) -> Path:
@@ -135,7 +141,7 @@ _NOT_HASHED = frozenset({
     "data_dir", "out_dir", "work_dir", "max_cpus", "partition_buffer_mb", "partition_unit_mb",
     "plan_workers", "index_dir", "gzindex_threads", "cache_dir", "csv_block_mb", "worker_memory_gb",
     "scheduler", "runner", "cluster", "overwrite", "deid_min_patients", "meds_shard_subjects",
-    "meds_shard_mb",
+    "meds_shard_mb", "keep_sorted",
     # its content is in the plan's input fingerprints, as the data files are
     "extra_tables"})
 RECORD_FORMAT_KEY = "record_format"
@@ -244,6 +250,7 @@ _TYPES = {
     "QC_ON_FAIL": str, "WINDOW_STEP_MINUTES": int, "WINDOW_MAX": int,
     "WINDOW_ADMISSIONS": _bool, "WINDOW_EXCLUDE": str, "DEID_MIN_PATIENTS": int,
     "EXTRA_TABLES": str, "MEDS_SHARD_SUBJECTS": int, "MEDS_SHARD_MB": float,
+    "KEEP_SORTED": str,
 }
 RULES = ("range", "outlier", "duplicate", "before_birth", "after_death", "outside_stay",
          "admission_order")
@@ -326,6 +333,9 @@ def _validate(v: dict, overwrite: bool) -> Config:
         raise ValueError(f"RUNNER must be 'dask' or 'serial', got {v['RUNNER']!r}")
     if v["OUTLIER_METHOD"] not in ("iqr", "mad", "none"):
         raise ValueError(f"OUTLIER_METHOD must be 'iqr', 'mad' or 'none', got {v['OUTLIER_METHOD']!r}")
+    if v["KEEP_SORTED"] not in ("auto", "always", "never"):
+        raise ValueError(f"KEEP_SORTED must be 'auto', 'always' or 'never', got "
+                         f"{v['KEEP_SORTED']!r}")
     if v["QC_ON_FAIL"] not in ("error", "quarantine"):
         raise ValueError(f"QC_ON_FAIL must be 'error' or 'quarantine', got {v['QC_ON_FAIL']!r}")
     drop_rules = tuple(r.strip() for r in v["DROP_RULES"].split(",") if r.strip())
@@ -372,5 +382,5 @@ def _validate(v: dict, overwrite: bool) -> Config:
                    else out_dir / "_cache"),
         deid_min_patients=v["DEID_MIN_PATIENTS"],
         meds_shard_subjects=v["MEDS_SHARD_SUBJECTS"], meds_shard_mb=v["MEDS_SHARD_MB"],
-        extra_tables=_extra_tables(v["EXTRA_TABLES"]),
+        extra_tables=_extra_tables(v["EXTRA_TABLES"]), keep_sorted=v["KEEP_SORTED"],
     )

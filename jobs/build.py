@@ -222,7 +222,8 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
 def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     """(events, texts, refs, header tables, placement counts, cache entry) of one shard, read,
     placed and sorted: from CACHE_DIR when a version of the same inputs made them (jobs.cache;
-    cleaning, windows and records follow, and depend on the settings), else made and kept.
+    cleaning, windows and records follow, and depend on the settings), else made, and kept
+    when KEEP_SORTED says so (cache.keep_sorted; the entry is None when not).
     Read and sort are half of a shard's time (demo x20: 12.5 of 25.9 unit-seconds), so a
     version that changes only OUTLIER_K skips them too."""
     final, key = cache.sorted_dir(cfg, plan, shard, buckets)
@@ -250,6 +251,8 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     ev = place_events(ev, patients, meta["admissions"], counts)
     ev = order_events(ev)
     lap("place_sort")
+    if not cache.keep_sorted(cfg, plan):
+        return ev, texts, refs, meta, counts, None
     tmp = cache.new_unit_folder(final)
     try:
         with cache.cleaned_on_error(tmp):
@@ -338,7 +341,7 @@ def run(shard: int, cfg) -> dict:
     code_ids = np.flatnonzero(code_counts)
     code_counts = code_counts[code_ids]
     return write_done(cfg, STAGE, unit, {
-        "shard": shard, "sorted": entry.name, "index": index_path.name,
+        "shard": shard, "sorted": entry.name if entry else None, "index": index_path.name,
         "index_checksum": checksum_file(index_path),
         "qc": qc_path.name, "concept_histogram": hist.tolist(),
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),

@@ -369,6 +369,25 @@ def _plans(out_dir: Path, cache_dir: Path) -> dict[str, Path]:
     return plans
 
 
+def keep_sorted(cfg, plan) -> bool:
+    """Whether this shard keeps its sorted events (KEEP_SORTED): "auto" keeps them when
+    another version, finished or in a work folder, was made from the same stage-1 entries, so
+    a user who rebuilds has them from the second version on and a single build does not pay
+    for them (a glob of OUT_DIR and the registered builds: milliseconds a shard)."""
+    if cfg.keep_sorted != "auto":
+        return cfg.keep_sorted == "always"
+    own = (cfg.work_dir / "plan.json").resolve()
+    for path in _plans(cfg.out_dir, cfg.cache_dir).values():
+        if path.resolve() == own:
+            continue
+        try:
+            if json.loads(path.read_text()).get("cache_keys") == plan.cache_keys:
+                return True
+        except (OSError, json.JSONDecodeError):
+            continue
+    return False
+
+
 def _referenced(out_dir: Path, cache_dir: Path) -> dict[str, list[str]]:
     """Entry name -> versions (finished, or with a plan in a work folder) that use it."""
     refs: dict[str, list[str]] = {}
@@ -385,9 +404,11 @@ def _referenced(out_dir: Path, cache_dir: Path) -> dict[str, list[str]]:
         names += meta.get("sorted_cache") or []
         for marker in (path.parent / "done" / "build").glob("*.json"):  # a work folder's
             try:
-                names.append(json.loads(marker.read_text())["sorted"])
+                name = json.loads(marker.read_text())["sorted"]
             except (OSError, json.JSONDecodeError, KeyError):
                 continue
+            if name:  # None: that shard's sorted events were not kept (KEEP_SORTED)
+                names.append(name)
         for name in names:
             refs.setdefault(name, []).append(version)
     return refs

@@ -156,7 +156,10 @@ def run(unit: str, cfg) -> dict:
     report = qc_report(plan, part, markers, n_events)
     codes = codes_table(cfg, plan, markers)
     concepts = load_concepts()
-    qc = pl.read_parquet([cfg.work_dir / "qc" / m["qc"] for m in markers])
+    # summed over shards first: demo x800's 448 shards gave 2.7M rows of 10.7k (code, table,
+    # kind), and the report's per-table gathers over them were 1.2 of finalize's 5.5 s
+    qc = (pl.read_parquet([cfg.work_dir / "qc" / m["qc"] for m in markers])
+          .group_by("code_id", "source", "kind").agg(pl.all().sum()))
     cleaning = cleaning_report(qc, pl.read_parquet(vocab_path(cfg)),
                                pl.read_parquet(thresholds_path(cfg)), concepts,
                                extra_tables.source_names(plan), cfg)
@@ -188,7 +191,7 @@ def run(unit: str, cfg) -> dict:
         "code_version": _code_version(), "python": platform.python_version(),
         "inputs": plan.tables, "dictionaries": plan.dictionaries,
         "cache_keys": plan.cache_keys,
-        "sorted_cache": sorted(m["sorted"] for m in markers),
+        "sorted_cache": sorted(m["sorted"] for m in markers if m["sorted"]),
         "warnings": [f"table {m} not found in DATA_DIR: skipped" for m in plan.missing]
         + inputs.warnings(not_read) + cache.damage_warnings(cfg),
         # every file under DATA_DIR/{hosp,icu,note} not read as events, and why

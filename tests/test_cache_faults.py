@@ -25,7 +25,9 @@ from trajectory.events.plan import load_plan
 from .conftest import demo_dir, make_cfg
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = {"partition_unit_mb": 0.5, "n_shards": 4}  # chartevents and labevents cut, scanned
+# chartevents and labevents cut, scanned; sorted shards kept from the first build, as the
+# cases need them
+SETTINGS = {"partition_unit_mb": 0.5, "n_shards": 4, "keep_sorted": "always"}
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +215,7 @@ def test_prune_in_a_loop_beside_a_build(reference, tmp_path):
     (stale / "0000" / "done.json").write_text("{}")
     cmd = [sys.executable, str(REPO / "build_patient_files.py"), "--data-dir", str(demo_dir()),
            "--out-dir", str(out), "--max-cpus", "2", "--quiet", "--n-shards", "4",
-           "--partition-unit-mb", "0.5"]
+           "--partition-unit-mb", "0.5", "--keep-sorted", "always"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     rounds, removed = 0, set()
@@ -268,7 +270,7 @@ def test_sigkill_at_bad_moments_leaves_nothing_behind(reference, tmp_path, momen
              "records": lambda: list((cfg.version_dir / "patients").glob(".*.tmp-*"))}[moment]
     cmd = [sys.executable, str(REPO / "build_patient_files.py"), "--data-dir", str(demo_dir()),
            "--out-dir", str(out), "--max-cpus", "2", "--quiet", "--n-shards", "4",
-           "--partition-unit-mb", "0.5"]
+           "--partition-unit-mb", "0.5", "--keep-sorted", "always"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 180

@@ -64,15 +64,15 @@ def test_planner_sizes_shards_by_input_and_memory_budget(tmp_path):
 
     gz = 1300 * 2**20  # demo x100
     big = config.load({"WORKER_MEMORY_GB": 4, "MAX_CPUS": 2}, environ={})
-    small = config.load({"WORKER_MEMORY_GB": 1.0, "MAX_CPUS": 2}, environ={})
+    small = config.load({"WORKER_MEMORY_GB": 0.8, "MAX_CPUS": 2}, environ={})
     n_big, why_big = shard_count(gz, big)
     n_small, why_small = shard_count(gz, small)
-    # 55 by size (24 MB each), rounded up to a multiple of the workers the plan is cut for
-    assert (n_big, why_big) == (56, "size")
+    # 109 by size (12 MB each), rounded up to a multiple of the workers the plan is cut for
+    assert (n_big, why_big) == (110, "size")
     wide = config.load({"WORKER_MEMORY_GB": 4, "PLAN_WORKERS": 16}, environ={})
-    assert shard_count(gz, wide) == (64, "size")
+    assert shard_count(gz, wide) == (112, "size")
     assert why_small == "memory" and n_small > n_big
-    assert BASE_RSS_MB + gz / n_small * RSS_PER_GZ_BYTE / 2**20 <= 1024 * MEMORY_SHARE
+    assert BASE_RSS_MB + gz / n_small * RSS_PER_GZ_BYTE / 2**20 <= 0.8 * 1024 * MEMORY_SHARE
     assert shard_count(1 << 20, big) == (big.min_shards, "min")
     assert shard_count(gz, config.load({"N_SHARDS": 7}, environ={})) == (7, "config")
     with pytest.raises(ValueError, match="WORKER_MEMORY_GB=0.4 leaves no room"):

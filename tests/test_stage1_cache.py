@@ -4,6 +4,7 @@ changed table repartitions that table alone; a finished version is up to date or
 from __future__ import annotations
 
 import filecmp
+import gzip
 import json
 import shutil
 import subprocess
@@ -32,8 +33,9 @@ def data(tmp_path_factory):
 
 
 def unit_markers(cfg) -> dict[Path, int]:
+    # not the leases and build notes, nor the sorted shards a second version keeps
     return {p: p.stat().st_mtime_ns for p in cfg.cache_dir.rglob("*.json")
-            if not p.parts[-2].startswith("_")}  # not the leases and build notes
+            if not p.parts[-2].startswith(("_", "sorted-"))}
 
 
 def same_version(a: Path, b: Path) -> None:
@@ -64,6 +66,71 @@ def test_stage2_setting_reuses_stage1_and_matches_a_cold_build(data, tmp_path):
     # the thresholds do differ: the setting reached stage 2
     assert not filecmp.cmp(first.work_dir / "thresholds.parquet",
                            second.work_dir / "thresholds.parquet", shallow=False)
+
+
+def sorted_entries(cfg) -> list[str]:
+    return sorted(p.name for p in cfg.cache_dir.glob("sorted-*"))
+
+
+def read_from_sorted_cache(cfg) -> list[bool]:
+    """Per shard, whether it took its sorted events from CACHE_DIR (only a miss places and
+    sorts them)."""
+    return [("place_sort" not in json.loads(p.read_text())["phase_seconds"])
+            for p in sorted((cfg.work_dir / "done" / "build").glob("*.json"))]
+
+
+def test_sorted_shards_kept_from_the_second_version_on(data, tmp_path):
+    """KEEP_SORTED=auto: a first build keeps no sorted shards (it would pay for them alone);
+    the second version of the same inputs keeps them, and the third reads them, with the
+    bytes of a cold build. A changed input is not "the same inputs"."""
+    out = tmp_path / "out"
+    a = make_cfg(data, out, trajectory_version="a")
+    run_build(a, progress=False)
+    assert sorted_entries(a) == []
+    assert json.loads((a.version_dir / "dataset.json").read_text())["sorted_cache"] == []
+    assert not any(read_from_sorted_cache(a))
+
+    b = make_cfg(data, out, trajectory_version="b", outlier_k=2.0)
+    run_build(b, progress=False)
+    plan = load_plan(b)
+    kept = sorted_entries(b)
+    assert len(kept) == plan.n_shards
+    assert json.loads((b.version_dir / "dataset.json").read_text())["sorted_cache"] == kept
+    assert not any(read_from_sorted_cache(b))
+
+    c = make_cfg(data, out, trajectory_version="c", outlier_k=2.5)
+    run_build(c, progress=False)
+    assert all(read_from_sorted_cache(c)) and sorted_entries(c) == kept
+    cold = make_cfg(data, tmp_path / "cold", trajectory_version="c", outlier_k=2.5)
+    run_build(cold, progress=False)
+    same_version(c.version_dir, cold.version_dir)
+    # every kept entry is named as used by b and c, so a prune leaves them
+    used = {r["entry"]: r["versions"] for r in cache.entries(c)}
+    assert all(used[name] == ["b", "c"] for name in kept)
+
+    # another input: its first build keeps nothing, though OUT_DIR has versions
+    src = tmp_path / "changed"
+    shutil.copytree(data, src)
+    omr = src / "hosp" / "omr.csv.gz"
+    omr.write_bytes(gzip.compress(b"".join(gzip.decompress(omr.read_bytes())
+                                           .splitlines(keepends=True)[:-1])))  # one row fewer
+    d = make_cfg(src, out, trajectory_version="d")
+    run_build(d, progress=False)
+    assert sorted_entries(d) == kept
+
+
+@pytest.mark.parametrize("mode, kept_by_first, kept_by_second", [("always", True, True),
+                                                                 ("never", False, False)])
+def test_keep_sorted_always_and_never(data, tmp_path, mode, kept_by_first, kept_by_second):
+    out = tmp_path / "out"
+    a = make_cfg(data, out, trajectory_version="a", keep_sorted=mode)
+    run_build(a, progress=False)
+    n = load_plan(a).n_shards
+    assert len(sorted_entries(a)) == (n if kept_by_first else 0)
+    b = make_cfg(data, out, trajectory_version="b", outlier_k=2.0, keep_sorted=mode)
+    run_build(b, progress=False)
+    assert len(sorted_entries(b)) == (n if kept_by_second else 0)
+    assert all(read_from_sorted_cache(b)) == (mode == "always")
 
 
 def test_changed_table_repartitions_that_table_only(data, tmp_path):

@@ -75,8 +75,11 @@ MEMORY_SHARE = 0.6
 # parses before anything overlaps it, one batch per bucket to write, each shard reads one
 # file more): on demo x20 cut for 16 workers, 4 units per worker (4 MB, 75 units) cost 46
 # partition unit-seconds, 2 per worker (8.6 MB, 46 units) 36, against 30 for 25 units; above
-# 128 MB a unit is minutes on MIMIC-IV.
-UNITS_PER_WORKER = 2
+# 128 MB a unit is minutes on MIMIC-IV. Four, not two: demo x800 cut for 64 workers had units
+# of 82 MB taking up to 12 s (chartevents' waited for its scan, and datetimeevents stayed
+# whole), and the model put stage 1 at 22.6 s on 64 workers against 13.8 of unit-seconds / 64;
+# below MIN_UNIT_MB (every input up to ~1.3 GB at 16 workers) nothing changes.
+UNITS_PER_WORKER = 4
 MIN_UNIT_MB, MAX_UNIT_MB = 8.0, 128.0
 SCAN_SHARE = 0.1  # a table's scan time over its units' (inflate ~1 GB/s of text, parse ~0.1)
 # Shards per planned worker: two, so the build stage's last wave is half a shard, not a whole.
