@@ -135,8 +135,11 @@ def scaling_model(cfg) -> dict:
         if stage == "scan" and m.get("index_cached") is False and m.get("index_threads") == 1:
             cold[len(order) - 1] = (unit, m["index_seconds"])
     shards = [json.loads(p.read_text())["seconds"] for p in (done / "build").glob("*.json")]
-    fin = json.loads((cfg.version_dir / "dataset.json").read_text())["timings"]["finalize"][
-        "wall_seconds"]
+    timings = json.loads((cfg.version_dir / "dataset.json").read_text())["timings"]
+    # serial: finalize, and the driver's shard map between the stages (made by a unit
+    # instead when the build is resumed or run as SLURM arrays: then it has no timing)
+    fin = timings["finalize"]["wall_seconds"] + timings.get("shard_map", {}).get(
+        "wall_seconds", 0.0)
     rows = {}
     for n in WORKERS:
         s1, s1w, s2 = makespan(secs, n, deps), makespan(warm, n, deps), longest_first(shards, n)
@@ -169,7 +172,7 @@ def print_model(k: int, plan_workers: int, m: dict) -> None:
           f"({m['scan_seconds']:.1f} s), largest unit {m['largest_unit']:.2f} s "
           f"({m['largest_share']:.1%} of stage 1), {m['shards']} shards "
           f"({m['build_unit_seconds']:.1f} unit-s)")
-    print(f"{'workers':>8} {'stage1':>8} {'ideal':>7} {'build':>7} {'ideal':>7} {'final':>6} "
+    print(f"{'workers':>8} {'stage1':>8} {'ideal':>7} {'build':>7} {'ideal':>7} {'serial':>6} "
           f"{'total':>7} {'speedup':>8} | {'warm idx':>8} {'speedup':>8} | {'par idx':>8} "
           f"{'stage1':>7} {'speedup':>8}  index threads")
     for n, r in m["rows"].items():

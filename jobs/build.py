@@ -23,7 +23,8 @@ from trajectory.assembly.assemble import (count_cleaning_drops, encode_strings, 
                                           place_details, place_events)
 from trajectory.cleaning.flags import clean_events, code_tables, load_concepts, rule_mask
 from trajectory.cleaning.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
-                                       restricted, shard_reads_path, vocab_ready)
+                                       read_list, restricted, shard_reads_path,
+                                       vocab_ready)
 from trajectory.events.extra_tables import all_tables, streams
 from trajectory.events.map_rows import EVENT_SCHEMA
 from trajectory.events.plan import load_plan, unit_name
@@ -35,7 +36,8 @@ from trajectory.windows.grids import GridSpec
 from trajectory.atomic import atomic_write_parquet, checksum_bytes, checksum_file, tmp_name
 
 from . import cache
-from .common import peak_rss_mb, publish_dir, read_done, fresh_unit_memory, write_done
+from .common import (array_to_json, fresh_unit_memory, peak_rss_mb, publish_dir, read_done,
+                     write_done)
 
 STAGE = "build"
 RECORD_SUFFIX = ".msgpack.zst"
@@ -241,7 +243,7 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
             return ev, texts, refs, meta, marker["counts"], final
         except cache.Damaged as e:  # made again below, as on a miss
             cache.set_aside(cfg, final, f"{e.path.name}: {e.why}")
-    markers = json.loads(shard_reads_path(cfg, shard).read_text())
+    markers = read_list(shard_reads_path(cfg, shard))
     ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, luts)
     lap("read")
     counts: dict = {}
@@ -343,9 +345,10 @@ def run(shard: int, cfg) -> dict:
     return write_done(cfg, STAGE, unit, {
         "shard": shard, "sorted": entry.name if entry else None, "index": index_path.name,
         "index_checksum": checksum_file(index_path),
-        "qc": qc_path.name, "concept_histogram": hist.tolist(),
+        "qc": qc_path.name, "concept_histogram": array_to_json(hist),
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),
-        "counts": counts, "code_ids": code_ids.tolist(), "code_counts": code_counts.tolist(),
+        "counts": counts, "code_ids": array_to_json(code_ids.astype(np.int32)),
+        "code_counts": array_to_json(code_counts.astype(np.int64)),
         "seconds": round(time.perf_counter() - t0, 3), "phase_seconds": phase,
         "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss,
     })

@@ -37,6 +37,7 @@ unit is redone as a miss, so the build's bytes are a cold build's.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -46,6 +47,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numba
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -58,34 +61,77 @@ from . import lease
 
 CACHE_FORMAT = 2  # 2: checksummed files and markers (1: none)
 DICTIONARIES = "dictionaries"
-# Modules whose code decides the bytes of stage 1's outputs (relative to the repository root).
-# Editing any of them gives every entry a new key: a stale entry is never read.
-STAGE1_SOURCES = (
-    "trajectory/events/tables.py", "trajectory/events/map_rows.py", "trajectory/raw/read.py",
-    "trajectory/raw/csv_ranges.py", "trajectory/raw/gzindex.py", "trajectory/raw/gzpoint.py",
-    "trajectory/cleaning/flags.py",
-    "trajectory/cleaning/kernels_qc.py", "trajectory/events/plan.py", "jobs/partition.py",
-    "jobs/scan.py", "jobs/dictionaries.py", "jobs/cache.py",
-)
-# What decides a shard's events up to the sort (before cleaning, which OUTLIER_K and the other
-# cleaning settings change): the stage-1 sources, and these.
-SORTED_SOURCES = ("trajectory/assembly/assemble.py", "trajectory/cleaning/vocab.py",
-                  "trajectory/events/extra_tables.py", "jobs/build.py")
+# Modules whose code decides the bytes of stage 1's outputs: every project module the stage-1
+# jobs import, directly or not, found by reading their imports (project_imports). Editing any
+# of them gives every entry a new key: a stale entry is never read. A hand-kept list missed
+# trajectory/record.py, the user tables' mapping and the sort kernel, so a changed sort order
+# would have been served from sorted shards made by the code before.
+STAGE1_ENTRY = ("jobs/partition.py", "jobs/scan.py", "jobs/dictionaries.py", "jobs/cache.py")
+# What decides a shard's events up to the sort: the build stage's imports. They include the
+# cleaning, windows and records modules, so editing those also makes the sorted shards again:
+# a few seconds a shard more after an upgrade, never a stale sort.
+SORTED_ENTRY = ("jobs/build.py",)
+PROJECT_PACKAGES = ("trajectory", "jobs")
 _ROOT = Path(__file__).resolve().parent.parent
 
 
+def project_imports(root: Path, entry: tuple[str, ...],
+                    packages: tuple[str, ...] = PROJECT_PACKAGES) -> tuple[str, ...]:
+    """The files under `root` of the modules `entry` (paths relative to root) import,
+    transitively, within `packages`: absolute and relative imports, at module level or inside
+    functions, `from pkg import submodule` included; sorted, relative to root."""
+    def module_file(dotted: str) -> Path | None:
+        p = root.joinpath(*dotted.split("."))
+        if p.with_suffix(".py").is_file():
+            return p.with_suffix(".py")
+        return p / "__init__.py" if (p / "__init__.py").is_file() else None
+
+    def imported(path: Path) -> set[Path]:
+        rel = path.relative_to(root).with_suffix("").parts
+        package = list(rel[:-1])  # a module's package; an __init__'s is its own folder
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                names.add(module)
+                names.update(f"{module}.{a.name}" for a in node.names)
+        files = set()
+        for name in names:
+            if name.split(".")[0] in packages:
+                # a package's own __init__ runs too when one of its modules is imported
+                parts = name.split(".")
+                for k in range(1, len(parts) + 1):
+                    f = module_file(".".join(parts[:k]))
+                    if f is not None:
+                        files.add(f)
+        return files
+
+    seen: set[Path] = set()
+    todo = [root / e for e in entry]
+    while todo:
+        f = todo.pop()
+        if f not in seen:
+            seen.add(f)
+            todo.extend(imported(f) - seen)
+    return tuple(sorted(str(f.relative_to(root)) for f in seen))
+
+
 @functools.lru_cache(maxsize=4)
-def _sources_hash(sources: tuple) -> str:
+def _sources_hash(entry: tuple) -> str:
     h = hashlib.blake2b(digest_size=16)
-    for rel in sources:
+    for rel in project_imports(_ROOT, entry):
         h.update(rel.encode())
         h.update((_ROOT / rel).read_bytes())
-    h.update(f"polars {pl.__version__} pyarrow {pa.__version__}".encode())
+    h.update(f"polars {pl.__version__} pyarrow {pa.__version__} numpy {np.__version__} "
+             f"numba {numba.__version__}".encode())
     return h.hexdigest()
 
 
 def code_hash() -> str:
-    return _sources_hash(STAGE1_SOURCES)
+    return _sources_hash(STAGE1_ENTRY)
 
 
 def sorted_dir(cfg, plan, shard: int, buckets: list[int]) -> tuple[Path, str]:
@@ -93,7 +139,7 @@ def sorted_dir(cfg, plan, shard: int, buckets: list[int]) -> tuple[Path, str]:
     the same inputs and cut), the shard's buckets, and the code up to the sort."""
     key = _digest({"format": CACHE_FORMAT, "tables": plan.cache_keys, "shard": shard,
                    "buckets": buckets,
-                   "code": _sources_hash(STAGE1_SOURCES + SORTED_SOURCES)})
+                   "code": _sources_hash(STAGE1_ENTRY + SORTED_ENTRY)})
     return cfg.cache_dir / f"sorted-{shard:05d}-{key}", key
 
 

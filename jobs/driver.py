@@ -116,7 +116,9 @@ def _run_build(cfg, progress: bool) -> dict:
         # The vocabulary and thresholds are left to the build units (each calls ensure_vocab;
         # concurrent creators write identical bytes): made here, they kept every worker
         # idle while this process paid numba's start-up (0.3 of 0.43 s on demo x20).
-        ensure_shard_map(cfg, plan, build.partition_markers(cfg, plan))
+        started = time.perf_counter()
+        runner.recycle()
+        ensure_shard_map(cfg, plan, build.partition_markers(cfg, plan), started)
         wall["partition"] = time.perf_counter() - t
         t = time.perf_counter()
         runner.map(build.run, range(plan.n_shards), cfg, "build", progress)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import polars as pl
 
-from ..atomic import atomic_write_json, atomic_write_parquet, tmp_name
+from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet, tmp_name
 from ..events.map_rows import merge_code_stats
 from ..events.plan import shards_of_buckets
 from .flags import global_thresholds, merge_sketches
@@ -88,7 +90,7 @@ def shard_map_path(cfg) -> Path:
 
 
 def shard_reads_path(cfg, shard: int) -> Path:
-    return cfg.work_dir / "shard_reads" / f"{shard:05d}.json"
+    return cfg.work_dir / "shard_reads" / f"{shard:05d}.msgpack"
 
 
 def restricted(files: list[dict], buckets) -> list[dict]:
@@ -99,8 +101,46 @@ def restricted(files: list[dict], buckets) -> list[dict]:
             for f in files]
 
 
+def read_list(path: Path) -> dict:
+    """A shard's read list as ensure_shard_map wrote it."""
+    try:
+        return msgpack.unpackb(path.read_bytes(), strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as e:
+        raise ValueError(f"{path}: damaged shard read list ({e}); delete {path.parent.parent} "
+                         "/ shards.json and its shard_reads/ to make them again") from e
+
+
+def shard_read_lists(markers: dict[str, list[dict]], shards: list[list[int]]) -> list[dict]:
+    """Each shard's read list: per table, per unit, the marker's files (each file's size and
+    checksummed ranges go along: the shard verifies what it reads) with only that shard's
+    buckets' batches, and the unit's marker and codes checksums (to tell a redone unit from
+    the one read); what `restricted` gives, made in one pass over the batches. Cut per shard,
+    demo x800's 896 shards took 38 s of the driver between the stages (every shard walked
+    every unit's batches)."""
+    shard_of: dict[str, int] = {str(b): s for s, buckets in enumerate(shards) for b in buckets}
+    out: list[dict] = [{} for _ in shards]
+    for name, parts in markers.items():
+        for reads in out:
+            reads[name] = []
+        for m in parts:
+            split = {kind: [[] for _ in shards] for kind in ("events", "meta")}
+            for kind, lists in split.items():
+                for f in m[kind]:
+                    per: list[dict] = [{} for _ in shards]
+                    for b, v in f["batches"].items():
+                        per[shard_of[b]][b] = v
+                    for s, batches in enumerate(per):
+                        lists[s].append({**f, "batches": batches})
+            head = {"table": m["table"], "part": m["part"], "marker_xxh3": m["marker_xxh3"],
+                    "codes_xxh3": m["files"]["codes.parquet"]["xxh3"]}
+            for s, reads in enumerate(out):
+                reads[name].append({**head, "events": split["events"][s],
+                                    "meta": split["meta"][s]})
+    return out
+
+
 def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
-                     ) -> list[list[int]]:
+                     started: float | None = None) -> list[list[int]]:
     """Buckets of every shard, packed by the partition stage's row counts (all tables, events
     and header rows); created if absent, by whichever unit or driver gets there first (same
     bytes from every writer, atomic rename). With it, each shard's read list: the partition
@@ -118,14 +158,13 @@ def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
                 for bucket, (_, n, *_) in f["batches"].items():
                     rows[int(bucket)] += n
     shards = shards_of_buckets(rows, plan.n_shards)
-    for s, buckets in enumerate(shards):
-        # each file's size and checksummed ranges go along (the shard verifies what it reads),
-        # and the unit's marker and codes checksums (to tell a redone unit from the one read)
-        atomic_write_json(shard_reads_path(cfg, s), {name: [
-            {"table": m["table"], "part": m["part"], "marker_xxh3": m["marker_xxh3"],
-             "codes_xxh3": m["files"]["codes.parquet"]["xxh3"], **{
-                kind: restricted(m[kind], buckets) for kind in ("events", "meta")}}
-            for m in parts] for name, parts in markers.items()})
+    for s, reads in enumerate(shard_read_lists(markers, shards)):
+        # msgpack: demo x800's 896 read lists (292 MB as indented JSON, whose encoder is pure
+        # Python) took the driver 54 s to write, 4 s as compact JSON
+        atomic_write_bytes(shard_reads_path(cfg, s), msgpack.packb(reads))
     sizes = [int(rows[b].sum()) for b in shards]
-    atomic_write_json(path, {"shards": shards, "rows": sizes})
+    # `started`: when the caller began reading the markers; the wall between the stages is a
+    # serial step of the build, which the scaling model adds (benchmarks/bench_build.py)
+    seconds = round(time.perf_counter() - started, 3) if started is not None else None
+    atomic_write_json(path, {"shards": shards, "rows": sizes, "seconds": seconds})
     return shards
