@@ -164,7 +164,9 @@ def open_runner(cfg):
     with dask.config.set(NANNY_CONFIG), spawn_environ(WORKER_ENV), LocalCluster(
             n_workers=cfg.max_cpus, threads_per_worker=1, processes=True,
             memory_limit=f"{cfg.worker_memory_gb}GiB", dashboard_address=None,
-            silence_logs=40, env=WORKER_ENV) as cluster, Client(cluster) as client:
+            # CRITICAL: a worker killed by `recycle` while it sent a heartbeat logged a
+            # traceback at ERROR; a unit's own error reaches the driver through its future
+            silence_logs=50, env=WORKER_ENV) as cluster, Client(cluster) as client:
         yield DaskRunner(client)
 
 

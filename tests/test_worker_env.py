@@ -53,3 +53,35 @@ def test_a_units_peak_is_its_own():
     del held
     start = fresh_unit_memory()
     assert peak_rss_mb() - start < 50
+
+
+def _pid_and_env():
+    with open("/proc/self/environ", "rb") as f:
+        at_exec = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+    return os.getpid(), at_exec.get(b"_RJEM_MALLOC_CONF", b"").decode()
+
+
+def test_recycle_gives_the_next_stage_fresh_workers_with_the_same_environment(tmp_path):
+    """The build stage starts in new worker processes (what stage 1 left resident is gone),
+    started with the runner's environment like the first; a user's own scheduler keeps its
+    workers."""
+    from distributed import Client, LocalCluster
+
+    from jobs.runners import DaskRunner
+
+    cfg = config.load({"DATA_DIR": str(tmp_path), "OUT_DIR": str(tmp_path / "out"),
+                       "MAX_CPUS": 1}, environ={})
+    with open_runner(cfg) as runner:
+        (before, env_before), = runner.client.run(_pid_and_env).values()
+        runner.recycle()
+        # a unit submitted right away waits for the new worker instead of failing
+        after, env_after = runner.client.submit(_pid_and_env, pure=False).result(timeout=60)
+    assert after != before
+    assert env_after == env_before and env_after.endswith(ALLOCATOR_ENV["_RJEM_MALLOC_CONF"])
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        theirs = DaskRunner(client, owned=False)
+        (pid, _), = client.run(_pid_and_env).values()
+        theirs.recycle()
+        assert client.submit(_pid_and_env, pure=False).result(timeout=60)[0] == pid
