@@ -74,3 +74,42 @@ def test_bucket_files_do_not_depend_on_how_a_flush_is_grouped(tmp_path, monkeypa
         out[groups] = (reader.schema, per_bucket)
     assert all(v == out[1] for v in out.values())
     assert len(out[1][1]) > 50  # most buckets got rows
+
+
+def test_read_lists_give_each_shard_only_its_batches_and_a_damaged_one_is_named(tmp_path):
+    """shard_read_lists (one pass over the batches) gives what cutting every unit's files down
+    to each shard's buckets gives (`restricted`), and a read list that does not parse is an
+    error naming the file and how to make it again."""
+    import msgpack
+    import pytest
+
+    from trajectory.cleaning.vocab import read_list, restricted, shard_read_lists
+
+    rng = np.random.default_rng(5)
+
+    def files(k):
+        return [{"path": f"events-{k}-{i}.arrow", "bytes": 100 + i, "head": [0, 8, 1],
+                 "tail": [90, 100 + i, 2], "rows": 9,
+                 "batches": {str(b): [j, int(rng.integers(1, 9)), 8 + j, 9 + j, j * 7]
+                             for j, b in enumerate(sorted(rng.choice(12, 5, replace=False)))}}
+                for i in range(3)]
+
+    markers = {t: [{"table": t, "part": k, "marker_xxh3": f"m{k}",
+                    "files": {"codes.parquet": {"xxh3": f"c{k}"}},
+                    "events": files(k), "meta": files(k) if t == "admissions" else []}
+                   for k in range(2)] for t in ("admissions", "labevents")}
+    shards = [[0, 5, 7], [1, 2, 11], [3, 4, 6, 8, 9, 10]]
+    got = shard_read_lists(markers, shards)
+    for buckets, reads in zip(shards, got):
+        assert reads == {t: [{"table": t, "part": m["part"], "marker_xxh3": m["marker_xxh3"],
+                              "codes_xxh3": m["files"]["codes.parquet"]["xxh3"],
+                              "events": restricted(m["events"], buckets),
+                              "meta": restricted(m["meta"], buckets)} for m in parts]
+                         for t, parts in markers.items()}
+    path = tmp_path / "shard_reads" / "00000.msgpack"
+    path.parent.mkdir()
+    path.write_bytes(msgpack.packb(got[0]))
+    assert read_list(path) == got[0]
+    path.write_bytes(msgpack.packb(got[0])[:-7])  # truncated
+    with pytest.raises(ValueError, match=r"00000.msgpack: damaged shard read list .*shards.json"):
+        read_list(path)

@@ -106,8 +106,9 @@ def read_list(path: Path) -> dict:
     try:
         return msgpack.unpackb(path.read_bytes(), strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as e:
-        raise ValueError(f"{path}: damaged shard read list ({e}); delete {path.parent.parent} "
-                         "/ shards.json and its shard_reads/ to make them again") from e
+        raise ValueError(f"{path}: damaged shard read list ({type(e).__name__}: {e}); delete "
+                         f"{path.parent.parent / 'shards.json'} and {path.parent}/ to make "
+                         "them again") from e
 
 
 def shard_read_lists(markers: dict[str, list[dict]], shards: list[list[int]]) -> list[dict]:
