@@ -77,8 +77,10 @@ class DaskRunner:
         shard map): a worker kept what stage 1 left resident, and the heaviest shard, built
         first, started on it (demo x800: the 2M-event patient's shard started at 828 MB and
         peaked at 1,258; a fresh worker holds ~235 MB). Not on a user's own scheduler, whose
-        workers may serve others."""
-        if self.owned:
+        workers may serve others, nor where a worker has no nanny to start it again (a
+        jobqueue configured without): restarted, it would be gone and the build would wait."""
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        if self.owned and workers and all(w.get("nanny") for w in workers):
             self.client.restart(wait_for_workers=False)
 
     def map(self, fn: Callable, units: Iterable, cfg, desc: str, progress: bool = True) -> list:

@@ -85,3 +85,11 @@ def test_recycle_gives_the_next_stage_fresh_workers_with_the_same_environment(tm
         (pid, _), = client.run(_pid_and_env).values()
         theirs.recycle()
         assert client.submit(_pid_and_env, pure=False).result(timeout=60)[0] == pid
+    # workers without a nanny (nothing would start them again) are left running
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        ours = DaskRunner(client)
+        (pid, _), = client.run(_pid_and_env).values()
+        ours.recycle()
+        assert client.submit(_pid_and_env, pure=False).result(timeout=60)[0] == pid
+        assert len(client.scheduler_info()["workers"]) == 1
