@@ -27,7 +27,7 @@ from trajectory.cleaning.vocab import (ensure_shard_map, ensure_vocab, shard_map
                                        vocab_ready)
 from trajectory.events.extra_tables import all_tables, streams
 from trajectory.events.map_rows import EVENT_SCHEMA
-from trajectory.events.plan import load_plan, unit_name
+from trajectory.events.plan import batch_table, load_plan, unit_name
 from trajectory.events.tables import JOINED, PREPARE, TABLES_BY_NAME
 from trajectory.raw.read import POLARS_TYPES
 from trajectory.record import NONE_ID, pack
@@ -95,8 +95,10 @@ def read_batches(folder: Path, files: list[dict], buckets: list[int]) -> list[pa
     range against the XXH3-64 its partition marker holds (jobs.cache); a mismatch raises
     cache.Damaged naming the file, before pyarrow parses a byte of it."""
     parts = []
+    want = np.asarray(buckets, np.uint64)
     for f in files:
-        wanted = [f["batches"][str(b)] for b in buckets if str(b) in f["batches"]]
+        table = batch_table(f["batches"])
+        wanted = table[np.isin(table[:, 0], want), 1:].tolist()  # [index, rows, start, end, xxh3]
         if wanted:
             path = folder / f["path"]
             with pa.memory_map(str(path)) as source:

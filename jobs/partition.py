@@ -24,7 +24,7 @@ import xxhash
 from trajectory.cleaning.flags import merge_sketches, value_sketch
 from trajectory.events.extra_tables import table_of
 from trajectory.events.map_rows import CodeBook, merge_code_stats, merge_counts
-from trajectory.events.plan import bucket_of, load_plan, split_unit, unit_name
+from trajectory.events.plan import batch_json, bucket_of, load_plan, split_unit, unit_name
 from trajectory.raw.csv_ranges import Part
 from trajectory.raw.read import iter_batches, prefetch
 
@@ -98,7 +98,7 @@ class BucketWriter:
                 group, held = [], 0
         if group:
             groups.append(group)
-        batches, spans, writer, schema = {}, [], None, None
+        batches, spans, writer, schema = [], [], None, None
         with pa.OSFile(str(tmp), "wb") as sink:
             for group in groups:
                 table = pl.concat([p for b in group for p in pieces.pop(b)],
@@ -116,7 +116,7 @@ class BucketWriter:
                     start = sink.tell()
                     writer.write_batch(batch)
                     spans.append((start, sink.tell()))
-                    batches[str(bucket)] = [len(batches), n]  # [batch index, rows]
+                    batches.append([bucket, len(batches), n])  # [bucket, batch index, rows]
                     offset += n
                 del table
             writer.close()
@@ -128,13 +128,14 @@ class BucketWriter:
         with pa.memory_map(str(tmp)) as f:
             def xxh(a, b):
                 return xxhash.xxh3_64_intdigest(f.read_at(b - a, a)) if b > a else 0
-            for (bucket, entry), (a, b) in zip(batches.items(), spans):
-                entry += [a, b, xxh(a, b)]  # [index, rows, start, end, XXH3-64]
+            for entry, (a, b) in zip(batches, spans):
+                entry += [a, b, xxh(a, b)]  # [bucket, index, rows, start, end, XXH3-64]
             first, last = (spans[0][0], spans[-1][1]) if spans else (size, size)
             head, tail = [0, first, xxh(0, first)], [last, size, xxh(last, size)]
         os.replace(tmp, path)
         self.files.append({"path": path.name, "bytes": size, "head": head, "tail": tail,
-                           "rows": sum(r[1] for r in batches.values()), "batches": batches})
+                           "rows": sum(r[2] for r in batches),
+                           "batches": batch_json(np.array(batches, np.uint64))})
 
 
 def part_of(cfg, plan, table_name: str, k: int) -> tuple[Part | None, list | None]:

@@ -20,7 +20,7 @@ import pytest
 
 from jobs import build, cache, lease
 from jobs.driver import run_build
-from trajectory.events.plan import load_plan
+from trajectory.events.plan import batch_table, load_plan
 
 from .conftest import demo_dir, make_cfg
 
@@ -95,7 +95,7 @@ def test_a_flipped_bit_in_every_kind_of_stage1_file_is_found_and_rebuilt(referen
     # a partition unit's events: a byte inside one record batch
     unit = units(cfg, "labevents")[0]
     f = unit_marker(unit)["events"][0]
-    _, _, start, end, _ = next(iter(f["batches"].values()))
+    _, _, _, start, end, _ = batch_table(f["batches"])[0].tolist()
     flip(unit / f["path"], (start + end) // 2)
     damaged.append(unit)
     # the footer of another unit's events file (it locates every batch)

@@ -1,7 +1,8 @@
 """Patient buckets are packed into shards of near-equal size, deterministically."""
 import numpy as np
 
-from trajectory.events.plan import BUCKETS_PER_SHARD, bucket_of, shards_of_buckets
+from trajectory.events.plan import (BUCKETS_PER_SHARD, batch_json, batch_table, bucket_of,
+                                   shards_of_buckets)
 
 
 def test_every_bucket_once_and_shards_balanced():
@@ -66,7 +67,7 @@ def test_bucket_files_do_not_depend_on_how_a_flush_is_grouped(tmp_path, monkeypa
         reader = pa.ipc.open_file(str(path))
         data = path.read_bytes()
         per_bucket = {}
-        for bucket, (index, rows, start, end, xxh) in info["batches"].items():
+        for bucket, index, rows, start, end, xxh in batch_table(info["batches"]).tolist():
             batch = reader.get_batch(index)
             assert batch.num_rows == rows
             assert xxhash.xxh3_64_intdigest(data[start:end]) == xxh
@@ -90,8 +91,10 @@ def test_read_lists_give_each_shard_only_its_batches_and_a_damaged_one_is_named(
     def files(k):
         return [{"path": f"events-{k}-{i}.arrow", "bytes": 100 + i, "head": [0, 8, 1],
                  "tail": [90, 100 + i, 2], "rows": 9,
-                 "batches": {str(b): [j, int(rng.integers(1, 9)), 8 + j, 9 + j, j * 7]
-                             for j, b in enumerate(sorted(rng.choice(12, 5, replace=False)))}}
+                 "batches": batch_json(np.array(
+                     [[b, j, int(rng.integers(1, 9)), 8 + j, 9 + j, 2**63 + j * 7]
+                      for j, b in enumerate(sorted(rng.choice(12, 5, replace=False)))],
+                     np.uint64))}
                 for i in range(3)]
 
     markers = {t: [{"table": t, "part": k, "marker_xxh3": f"m{k}",

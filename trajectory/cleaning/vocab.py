@@ -18,7 +18,7 @@ import polars as pl
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet, tmp_name
 from ..events.map_rows import merge_code_stats
-from ..events.plan import shards_of_buckets
+from ..events.plan import batch_table, shards_of_buckets
 from .flags import global_thresholds, merge_sketches
 
 
@@ -96,9 +96,12 @@ def shard_reads_path(cfg, shard: int) -> Path:
 def restricted(files: list[dict], buckets) -> list[dict]:
     """A partition marker's file list (each file's size and checksummed ranges kept) cut down
     to these buckets' batches: a shard's read list."""
-    keep = {str(b) for b in buckets}
-    return [{**f, "batches": {b: v for b, v in f["batches"].items() if b in keep}}
-            for f in files]
+    keep = np.asarray(list(buckets), np.uint64)
+    out = []
+    for f in files:
+        table = batch_table(f["batches"])
+        out.append({**f, "batches": table[np.isin(table[:, 0], keep)].tobytes()})
+    return out
 
 
 def read_list(path: Path) -> dict:
@@ -114,24 +117,34 @@ def read_list(path: Path) -> dict:
 def shard_read_lists(markers: dict[str, list[dict]], shards: list[list[int]]) -> list[dict]:
     """Each shard's read list: per table, per unit, the marker's files (each file's size and
     checksummed ranges go along: the shard verifies what it reads) with only that shard's
-    buckets' batches, and the unit's marker and codes checksums (to tell a redone unit from
-    the one read); what `restricted` gives, made in one pass over the batches. Cut per shard,
-    demo x800's 896 shards took 38 s of the driver between the stages (every shard walked
-    every unit's batches)."""
-    shard_of: dict[str, int] = {str(b): s for s, buckets in enumerate(shards) for b in buckets}
+    buckets' batches (raw bytes of their batch-table rows), and the unit's marker and codes
+    checksums (to tell a redone unit from the one read); what `restricted` gives, with each
+    file's batches split among the shards at once. Cut per shard, demo x800's 896 shards
+    took 38 s of the driver between the stages (every shard walked every unit's batches)."""
+    n_buckets = 1 + max((b for buckets in shards for b in buckets), default=-1)
+    shard_of = np.zeros(n_buckets, np.int64)
+    for s, buckets in enumerate(shards):
+        shard_of[buckets] = s
+    n = len(shards)
     out: list[dict] = [{} for _ in shards]
     for name, parts in markers.items():
         for reads in out:
             reads[name] = []
         for m in parts:
-            split = {kind: [[] for _ in shards] for kind in ("events", "meta")}
-            for kind, lists in split.items():
+            split = {}
+            for kind in ("events", "meta"):
+                lists: list[list] = [[] for _ in shards]
                 for f in m[kind]:
-                    per: list[dict] = [{} for _ in shards]
-                    for b, v in f["batches"].items():
-                        per[shard_of[b]][b] = v
-                    for s, batches in enumerate(per):
-                        lists[s].append({**f, "batches": batches})
+                    table = batch_table(f["batches"])
+                    owner = shard_of[table[:, 0].astype(np.int64)]
+                    order = np.argsort(owner, kind="stable")  # keeps bucket order per shard
+                    rows = np.ascontiguousarray(table[order]).tobytes()
+                    ends = np.cumsum(np.bincount(owner, minlength=n)) * table.shape[1] * 8
+                    starts = np.concatenate(([0], ends[:-1]))
+                    meta = {k: v for k, v in f.items() if k != "batches"}
+                    for s, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+                        lists[s].append({**meta, "batches": rows[a:b]})
+                split[kind] = lists
             head = {"table": m["table"], "part": m["part"], "marker_xxh3": m["marker_xxh3"],
                     "codes_xxh3": m["files"]["codes.parquet"]["xxh3"]}
             for s, reads in enumerate(out):
@@ -156,8 +169,10 @@ def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
     for name in sorted(markers):
         for m in markers[name]:
             for f in m["events"] + m["meta"]:
-                for bucket, (_, n, *_) in f["batches"].items():
-                    rows[int(bucket)] += n
+                table = batch_table(f["batches"])
+                rows += np.bincount(table[:, 0].astype(np.int64),
+                                    weights=table[:, 2].astype(np.float64),
+                                    minlength=plan.n_buckets).astype(np.int64)
     shards = shards_of_buckets(rows, plan.n_shards)
     for s, reads in enumerate(shard_read_lists(markers, shards)):
         # msgpack: demo x800's 896 read lists (292 MB as indented JSON, whose encoder is pure
