@@ -22,9 +22,8 @@ from trajectory.assembly.assemble import (count_cleaning_drops, encode_strings, 
                                           merge_string_ids, order_events, patient_records,
                                           place_details, place_events)
 from trajectory.cleaning.flags import clean_events, code_tables, load_concepts, rule_mask
-from trajectory.cleaning.vocab import (ensure_shard_map, ensure_vocab, shard_map_path,
-                                       read_list, restricted, shard_reads_path,
-                                       vocab_ready)
+from trajectory.cleaning.vocab import (ensure_shard_map, ensure_vocab, read_list, restricted,
+                                       shard_map_path, vocab_ready)
 from trajectory.events.extra_tables import all_tables, streams
 from trajectory.events.map_rows import EVENT_SCHEMA
 from trajectory.events.plan import batch_table, load_plan, unit_name
@@ -245,7 +244,7 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
             return ev, texts, refs, meta, marker["counts"], final
         except cache.Damaged as e:  # made again below, as on a miss
             cache.set_aside(cfg, final, f"{e.path.name}: {e.why}")
-    markers = read_list(shard_reads_path(cfg, shard))
+    markers = read_list(cfg, shard)
     ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, luts)
     lap("read")
     counts: dict = {}
@@ -297,7 +296,7 @@ def run(shard: int, cfg) -> dict:
         phase[name] = round(phase.get(name, 0.0) + now - tick, 4)
         tick = now
 
-    # shards.json is written last, after every shard's read list
+    # shards.json is written last, after the shard read index
     buckets = ensure_shard_map(cfg, plan, None if shard_map_path(cfg).exists()
                                else partition_markers(cfg, plan))[shard]
     ev, texts, refs, meta, counts, entry = sorted_shard(cfg, plan, shard, buckets, luts, lap)

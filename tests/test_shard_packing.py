@@ -77,23 +77,30 @@ def test_bucket_files_do_not_depend_on_how_a_flush_is_grouped(tmp_path, monkeypa
     assert len(out[1][1]) > 50  # most buckets got rows
 
 
-def test_read_lists_give_each_shard_only_its_batches_and_a_damaged_one_is_named(tmp_path):
-    """shard_read_lists (one pass over the batches) gives what cutting every unit's files down
-    to each shard's buckets gives (`restricted`), and a read list that does not parse is an
-    error naming the file and how to make it again."""
-    import msgpack
+def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_path):
+    """The shard read index gives each shard what cutting every unit's files down to its
+    buckets gives (`restricted`, files with nothing for it left out); a damaged index (file
+    list, a shard's slice of the batch table, a truncated table, a shards.json of an earlier
+    version) is an error naming the folder and how to make it again, never a wrong list."""
+    import json
+    from types import SimpleNamespace
+
     import pytest
 
-    from trajectory.cleaning.vocab import read_list, restricted, shard_read_lists
+    from trajectory.cleaning.vocab import (BATCHES_NAME, FILES_NAME, ensure_shard_map,
+                                           read_list, restricted, shard_map_path,
+                                           shard_reads_dir)
 
     rng = np.random.default_rng(5)
+    n_shards = 3
+    n_buckets = n_shards * BUCKETS_PER_SHARD
 
     def files(k):
         return [{"path": f"events-{k}-{i}.arrow", "bytes": 100 + i, "head": [0, 8, 1],
                  "tail": [90, 100 + i, 2], "rows": 9,
                  "batches": batch_json(np.array(
                      [[b, j, int(rng.integers(1, 9)), 8 + j, 9 + j, 2**63 + j * 7]
-                      for j, b in enumerate(sorted(rng.choice(12, 5, replace=False)))],
+                      for j, b in enumerate(sorted(rng.choice(n_buckets, n_buckets // 2, replace=False)))],
                      np.uint64))}
                 for i in range(3)]
 
@@ -101,18 +108,49 @@ def test_read_lists_give_each_shard_only_its_batches_and_a_damaged_one_is_named(
                     "files": {"codes.parquet": {"xxh3": f"c{k}"}},
                     "events": files(k), "meta": files(k) if t == "admissions" else []}
                    for k in range(2)] for t in ("admissions", "labevents")}
-    shards = [[0, 5, 7], [1, 2, 11], [3, 4, 6, 8, 9, 10]]
-    got = shard_read_lists(markers, shards)
-    for buckets, reads in zip(shards, got):
-        assert reads == {t: [{"table": t, "part": m["part"], "marker_xxh3": m["marker_xxh3"],
-                              "codes_xxh3": m["files"]["codes.parquet"]["xxh3"],
-                              "events": restricted(m["events"], buckets),
-                              "meta": restricted(m["meta"], buckets)} for m in parts]
-                         for t, parts in markers.items()}
-    path = tmp_path / "shard_reads" / "00000.msgpack"
-    path.parent.mkdir()
-    path.write_bytes(msgpack.packb(got[0]))
-    assert read_list(path) == got[0]
-    path.write_bytes(msgpack.packb(got[0])[:-7])  # truncated
-    with pytest.raises(ValueError, match=r"00000.msgpack: damaged shard read list .*shards.json"):
-        read_list(path)
+    cfg = SimpleNamespace(work_dir=tmp_path)
+    plan = SimpleNamespace(n_buckets=n_buckets, n_shards=n_shards)
+    shards = ensure_shard_map(cfg, plan, markers)
+    assert sorted(b for s in shards for b in s) == list(range(n_buckets))
+    for s, buckets in enumerate(shards):
+        got = read_list(cfg, s)
+        want = {t: [{"table": t, "part": m["part"], "marker_xxh3": m["marker_xxh3"],
+                     "codes_xxh3": m["files"]["codes.parquet"]["xxh3"],
+                     **{kind: [f for f in restricted(m[kind], buckets) if f["batches"]]
+                        for kind in ("events", "meta")}} for m in parts]
+                for t, parts in markers.items()}
+        assert got == want
+        assert sum(len(f["batches"]) for parts in got.values() for m in parts
+                   for f in m["events"] + m["meta"]) > 0
+    folder = shard_reads_dir(cfg)
+    index = json.loads(shard_map_path(cfg).read_text())
+    assert ensure_shard_map(cfg, plan) == shards  # made once: read back, not made again
+
+    def damaged(shard, match):
+        with pytest.raises(ValueError, match=rf"shard_reads: damaged shard read index .*{match}"
+                                             r".*delete .*shards.json"):
+            read_list(cfg, shard)
+
+    good = (folder / FILES_NAME).read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x20
+    (folder / FILES_NAME).write_bytes(bytes(bad))
+    damaged(0, "fails the XXH3 checksum shards.json holds")
+    (folder / FILES_NAME).write_bytes(good)
+    table = np.load(folder / BATCHES_NAME)
+    offsets = __import__("msgpack").unpackb(good)["offsets"]
+    raw = bytearray((folder / BATCHES_NAME).read_bytes())
+    header = len(raw) - table.nbytes
+    # one flipped bit in shard 1's rows: shard 1 refuses, shard 0 still reads its own
+    raw[header + offsets[1] * table.shape[1] * 8 + 3] ^= 0x01
+    (folder / BATCHES_NAME).write_bytes(bytes(raw))
+    damaged(1, "shard 1's rows .* fail their XXH3 checksum")
+    assert read_list(cfg, 0) is not None
+    (folder / BATCHES_NAME).write_bytes(bytes(raw[:-40]))  # truncated
+    damaged(2, "")
+    (folder / BATCHES_NAME).unlink()
+    damaged(0, "No such file")
+    shard_map_path(cfg).write_text(json.dumps({k: v for k, v in index.items()
+                                               if k != "files_xxh3"}))
+    with pytest.raises(ValueError, match="earlier version .*delete"):
+        read_list(cfg, 0)

@@ -15,10 +15,11 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import polars as pl
+import xxhash
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet, tmp_name
 from ..events.map_rows import merge_code_stats
-from ..events.plan import batch_table, shards_of_buckets
+from ..events.plan import BATCH_COLUMNS, batch_table, shards_of_buckets
 from .flags import global_thresholds, merge_sketches
 
 
@@ -89,8 +90,17 @@ def shard_map_path(cfg) -> Path:
     return cfg.work_dir / "shards.json"
 
 
-def shard_reads_path(cfg, shard: int) -> Path:
-    return cfg.work_dir / "shard_reads" / f"{shard:05d}.msgpack"
+def shard_reads_dir(cfg) -> Path:
+    return cfg.work_dir / "shard_reads"
+
+
+# The shards' read lists, as one table for all of them instead of one list per shard: demo
+# x800's 896 lists repeated each of ~1,000 partition files' entries per shard (896k small dicts,
+# 127 MB of msgpack), and making them was a serial step of 3.6-6.9 s in the driver between the
+# stages. Now `files.msgpack` lists every unit and file once, and `batches.npy` holds every
+# batch as a uint64 row [file, *BATCH_COLUMNS], sorted by shard, then file, then batch; a
+# shard reads its own slice (memory-mapped) and the list it would have had is made from it.
+FILES_NAME, BATCHES_NAME = "files.msgpack", "batches.npy"
 
 
 def restricted(files: list[dict], buckets) -> list[dict]:
@@ -104,52 +114,93 @@ def restricted(files: list[dict], buckets) -> list[dict]:
     return out
 
 
-def read_list(path: Path) -> dict:
-    """A shard's read list as ensure_shard_map wrote it."""
-    try:
-        return msgpack.unpackb(path.read_bytes(), strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as e:
-        raise ValueError(f"{path}: damaged shard read list ({type(e).__name__}: {e}); delete "
-                         f"{path.parent.parent / 'shards.json'} and {path.parent}/ to make "
-                         "them again") from e
-
-
-def shard_read_lists(markers: dict[str, list[dict]], shards: list[list[int]]) -> list[dict]:
-    """Each shard's read list: per table, per unit, the marker's files (each file's size and
-    checksummed ranges go along: the shard verifies what it reads) with only that shard's
-    buckets' batches (raw bytes of their batch-table rows), and the unit's marker and codes
-    checksums (to tell a redone unit from the one read); what `restricted` gives, with each
-    file's batches split among the shards at once. Cut per shard, demo x800's 896 shards
-    took 38 s of the driver between the stages (every shard walked every unit's batches)."""
-    n_buckets = 1 + max((b for buckets in shards for b in buckets), default=-1)
-    shard_of = np.zeros(n_buckets, np.int64)
-    for s, buckets in enumerate(shards):
-        shard_of[buckets] = s
-    n = len(shards)
-    out: list[dict] = [{} for _ in shards]
-    for name, parts in markers.items():
-        for reads in out:
-            reads[name] = []
-        for m in parts:
-            split = {}
+def marker_batches(markers: dict[str, list[dict]]) -> tuple[list, list, np.ndarray]:
+    """(units, files, batches) of the partition markers: each unit and each file once (tables
+    by name, parts in order, events files then meta files), and every batch as a uint64 row
+    [file, *BATCH_COLUMNS], in file then batch (= bucket) order."""
+    units, files, ids, tables = [], [], [], []
+    for name in sorted(markers):
+        for m in markers[name]:
+            units.append({"table": m["table"], "part": m["part"],
+                          "marker_xxh3": m["marker_xxh3"],
+                          "codes_xxh3": m["files"]["codes.parquet"]["xxh3"]})
             for kind in ("events", "meta"):
-                lists: list[list] = [[] for _ in shards]
                 for f in m[kind]:
                     table = batch_table(f["batches"])
-                    owner = shard_of[table[:, 0].astype(np.int64)]
-                    order = np.argsort(owner, kind="stable")  # keeps bucket order per shard
-                    rows = np.ascontiguousarray(table[order]).tobytes()
-                    ends = np.cumsum(np.bincount(owner, minlength=n)) * table.shape[1] * 8
-                    starts = np.concatenate(([0], ends[:-1]))
-                    meta = {k: v for k, v in f.items() if k != "batches"}
-                    for s, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
-                        lists[s].append({**meta, "batches": rows[a:b]})
-                split[kind] = lists
-            head = {"table": m["table"], "part": m["part"], "marker_xxh3": m["marker_xxh3"],
-                    "codes_xxh3": m["files"]["codes.parquet"]["xxh3"]}
-            for s, reads in enumerate(out):
-                reads[name].append({**head, "events": split["events"][s],
-                                    "meta": split["meta"][s]})
+                    ids.append(np.full(len(table), len(files), np.uint64))
+                    tables.append(table)
+                    files.append({"unit": len(units) - 1, "kind": kind,
+                                  **{k: v for k, v in f.items() if k != "batches"}})
+    rows = (np.column_stack([np.concatenate(ids), np.concatenate(tables)]) if tables
+            else np.zeros((0, 1 + len(BATCH_COLUMNS)), np.uint64))
+    return units, files, rows
+
+
+def shard_read_index(units: list, files: list, batches: np.ndarray, shard_of: np.ndarray,
+                     n_shards: int) -> tuple[dict, np.ndarray]:
+    """(index, batches) for `read_list`: marker_batches' rows sorted by their bucket's shard
+    (`shard_of[bucket]`), then file, then batch; index["offsets"][s]:index["offsets"][s + 1]
+    are shard s's rows, and index["xxh3"][s] their XXH3-64."""
+    owner = shard_of[batches[:, 1].astype(np.int64)]
+    # stable: rows come in file order and, within a file, in batch (= bucket) order
+    batches = np.ascontiguousarray(batches[np.argsort(owner, kind="stable")])
+    offsets = np.concatenate(([0], np.cumsum(np.bincount(owner, minlength=n_shards))))
+    digests = [xxhash.xxh3_64_hexdigest(batches[a:b].tobytes())
+               for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return ({"units": units, "files": files, "offsets": offsets.tolist(), "xxh3": digests},
+            batches)
+
+
+def read_list(cfg, shard: int) -> dict:
+    """Shard `shard`'s read list: per table, per unit (in part order), the unit's marker and
+    codes checksums and its files (each file's size and checksummed ranges: the shard verifies
+    what it reads) that hold this shard's batches, with only those batches, as raw bytes of
+    their batch-table rows. What `restricted` gives for every unit's marker, less files with
+    nothing for the shard. The index files are verified first (shards.json holds the file
+    list's XXH3, the file list each shard's slice's): damage is named, never read as a list."""
+    folder = shard_reads_dir(cfg)
+    fpath, bpath = folder / FILES_NAME, folder / BATCHES_NAME
+    again = (f"delete {shard_map_path(cfg)} and {folder}/ to make them again from the "
+             "partition markers")
+    want = json.loads(shard_map_path(cfg).read_text()).get("files_xxh3")
+    if want is None:
+        raise ValueError(f"{shard_map_path(cfg)}: made by an earlier version of this tool, "
+                         f"without a shard read index; {again}")
+    try:
+        raw = fpath.read_bytes()
+        if xxhash.xxh3_64_hexdigest(raw) != want:
+            raise ValueError("fails the XXH3 checksum shards.json holds")
+        index = msgpack.unpackb(raw)
+        a, b = index["offsets"][shard], index["offsets"][shard + 1]
+        # no map for an empty table: numpy cannot memory-map zero bytes
+        table = np.load(bpath, mmap_mode="r" if index["offsets"][-1] else None,
+                        allow_pickle=False)
+        if table.dtype != np.uint64 or table.ndim != 2 or table.shape[1] != 1 + len(
+                BATCH_COLUMNS) or table.shape[0] != index["offsets"][-1]:
+            raise ValueError(f"{bpath.name} holds {table.dtype} {table.shape}, expected "
+                             f"uint64 ({index['offsets'][-1]}, {1 + len(BATCH_COLUMNS)})")
+        rows = np.array(table[a:b])
+        del table
+        if xxhash.xxh3_64_hexdigest(rows.tobytes()) != index["xxh3"][shard]:
+            raise ValueError(f"{bpath.name}: shard {shard}'s rows {a:,}-{b:,} fail their "
+                             "XXH3 checksum")
+    except (OSError, ValueError, KeyError, IndexError, msgpack.UnpackException) as e:
+        raise ValueError(f"{folder}: damaged shard read index ({type(e).__name__}: {e}); "
+                         f"{again}") from e
+    units, files = index["units"], index["files"]
+    out: dict[str, list[dict]] = {}
+    parts = []
+    for u in units:
+        part = {**u, "events": [], "meta": []}
+        out.setdefault(u["table"], []).append(part)
+        parts.append(part)
+    if len(rows):
+        cut = np.flatnonzero(np.diff(rows[:, 0])) + 1
+        for group in np.split(rows, cut):
+            f = files[int(group[0, 0])]
+            entry = {k: v for k, v in f.items() if k not in ("unit", "kind")}
+            entry["batches"] = np.ascontiguousarray(group[:, 1:]).tobytes()
+            parts[f["unit"]][f["kind"]].append(entry)
     return out
 
 
@@ -157,30 +208,36 @@ def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
                      started: float | None = None) -> list[list[int]]:
     """Buckets of every shard, packed by the partition stage's row counts (all tables, events
     and header rows); created if absent, by whichever unit or driver gets there first (same
-    bytes from every writer, atomic rename). With it, each shard's read list: the partition
-    markers cut down to its own buckets' batches, so a shard parses a few KB of JSON instead
-    of every unit's marker (with 141 units and 1,024 buckets, ~0.2 s per shard)."""
+    bytes from every writer, atomic rename). With it, the shard read index (`read_list`): each
+    shard finds its own batches there instead of parsing every unit's marker (with 141 units
+    and 1,024 buckets, ~0.2 s per shard)."""
     path = shard_map_path(cfg)
     if path.exists():
         return json.loads(path.read_text())["shards"]
     if markers is None:
         raise ValueError(f"{path}: no shard map yet, and no partition markers to make it from")
-    rows = np.zeros(plan.n_buckets, np.int64)
-    for name in sorted(markers):
-        for m in markers[name]:
-            for f in m["events"] + m["meta"]:
-                table = batch_table(f["batches"])
-                rows += np.bincount(table[:, 0].astype(np.int64),
-                                    weights=table[:, 2].astype(np.float64),
-                                    minlength=plan.n_buckets).astype(np.int64)
+    units, files, batches = marker_batches(markers)
+    rows = np.bincount(batches[:, 1].astype(np.int64), weights=batches[:, 3].astype(np.float64),
+                       minlength=plan.n_buckets).astype(np.int64)
     shards = shards_of_buckets(rows, plan.n_shards)
-    for s, reads in enumerate(shard_read_lists(markers, shards)):
-        # msgpack: demo x800's 896 read lists (292 MB as indented JSON, whose encoder is pure
-        # Python) took the driver 54 s to write, 4 s as compact JSON
-        atomic_write_bytes(shard_reads_path(cfg, s), msgpack.packb(reads))
+    shard_of = np.zeros(plan.n_buckets, np.int64)
+    for s, buckets in enumerate(shards):
+        shard_of[buckets] = s
+    files, batches = shard_read_index(units, files, batches, shard_of, plan.n_shards)
+    folder = shard_reads_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(folder / BATCHES_NAME)
+    with open(tmp, "wb") as f:
+        np.save(f, batches, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / BATCHES_NAME)
+    packed = msgpack.packb(files)
+    atomic_write_bytes(folder / FILES_NAME, packed)
     sizes = [int(rows[b].sum()) for b in shards]
     # `started`: when the caller began reading the markers; the wall between the stages is a
     # serial step of the build, which the scaling model adds (benchmarks/bench_build.py)
     seconds = round(time.perf_counter() - started, 3) if started is not None else None
-    atomic_write_json(path, {"shards": shards, "rows": sizes, "seconds": seconds})
+    atomic_write_json(path, {"shards": shards, "rows": sizes, "seconds": seconds,
+                             "files_xxh3": xxhash.xxh3_64_hexdigest(packed)})
     return shards
