@@ -45,6 +45,14 @@ WORKER_ENV = {"POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THRE
 REPO = Path(__file__).resolve().parent.parent
 
 
+def release(pending: dict, fut) -> None:
+    """Drop the driver's hold on a finished unit's future, so that its worker can free the
+    result (a unit's marker) once the driver has its copy: held until the stage's end,
+    demo x800's 273 partition markers (36 MB as JSON) stayed in the workers' memory under
+    every later unit, and grew with the input."""
+    pending.pop(fut.key, None)
+
+
 def _after(fn: Callable, unit, cfg, *done):
     """fn(unit, cfg) once the tasks whose results are `done` have finished."""
     return fn(unit, cfg)
@@ -90,17 +98,21 @@ class DaskRunner:
         futures = self.client.map(fn, units, cfg=cfg, pure=False,
                                   key=[f"{desc}-{u}" for u in units])
         index = {f.key: i for i, f in enumerate(futures)}
+        pending = dict(zip(index, futures))
+        done = as_completed(futures)
+        del futures
         results = [None] * len(units)
         with tqdm(total=len(units), desc=desc, disable=not progress, unit="unit") as bar:
-            for fut in as_completed(futures):
+            for fut in done:
                 try:
                     results[index[fut.key]] = fut.result()  # re-raises the unit's own error
                 except BaseException:
-                    self.client.cancel([f for f in futures if f is not fut])
+                    self.client.cancel([f for f in pending.values() if f is not fut])
                     raise
+                release(pending, fut)
+                del fut
                 bar.update()
         return results
-
 
     def graph(self, tasks: list, cfg, desc: str, progress: bool = True) -> dict:
         """tasks: (key, fn, unit, keys it waits for), in priority order. A task starts as
@@ -114,14 +126,19 @@ class DaskRunner:
                                               *[futures[d] for d in deps], key=f"{desc}-{key}",
                                               pure=False, priority=len(tasks) - i)
         by_key = {f.key: k for k, f in futures.items()}
+        pending = {f.key: f for f in futures.values()}
         results = {}
+        done = as_completed(list(futures.values()))
+        futures.clear()  # a task's dependents hold its future until they have run
         with tqdm(total=len(tasks), desc=desc, disable=not progress, unit="unit") as bar:
-            for fut in as_completed(list(futures.values())):
+            for fut in done:
                 try:
                     results[by_key[fut.key]] = fut.result()
                 except BaseException:
-                    self.client.cancel([f for f in futures.values() if f is not fut])
+                    self.client.cancel([f for f in pending.values() if f is not fut])
                     raise
+                release(pending, fut)
+                del fut
                 bar.update()
         return results
 

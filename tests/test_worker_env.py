@@ -93,3 +93,33 @@ def test_recycle_gives_the_next_stage_fresh_workers_with_the_same_environment(tm
         ours.recycle()
         assert client.submit(_pid_and_env, pure=False).result(timeout=60)[0] == pid
         assert len(client.scheduler_info()["workers"]) == 1
+
+
+def _held_results(unit, cfg):
+    """What the worker running this unit still holds of earlier units' results."""
+    import time
+
+    from distributed import get_worker
+
+    time.sleep(0.05)
+    held = sum(1 for k in get_worker().data if str(k).startswith(("held-", "graph-")))
+    return held, b"x" * 1_000_000  # a result as big as a large partition marker
+
+
+def test_finished_units_results_are_freed_on_the_worker_during_the_stage():
+    """A unit's result (its marker) leaves the worker once the driver has it: held until the
+    stage's end, every earlier result sat in memory under each later unit, more of them the
+    larger the input. 30 units in a row on one worker: the later ones find almost none."""
+    from distributed import Client, LocalCluster
+
+    from jobs.runners import DaskRunner
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        runner = DaskRunner(client)
+        got = runner.map(_held_results, range(30), None, "held", progress=False)
+        assert [len(r[1]) for r in got] == [1_000_000] * 30  # results still reach the driver
+        assert max(r[0] for r in got[10:]) <= 3, [r[0] for r in got]
+        tasks = [(f"u{i}", _held_results, i, [f"u{i - 1}"] if i else []) for i in range(30)]
+        got = runner.graph(tasks, None, "graph", progress=False)
+        assert len(got) == 30 and max(got[f"u{i}"][0] for i in range(10, 30)) <= 3
