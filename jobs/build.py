@@ -22,7 +22,8 @@ from trajectory.assembly.assemble import (count_cleaning_drops, encode_strings, 
                                           merge_string_ids, order_events, patient_records,
                                           place_details, place_events)
 from trajectory.cleaning.flags import clean_events, code_tables, load_concepts, rule_mask
-from trajectory.cleaning.vocab import (ensure_shard_map, ensure_vocab, read_list, restricted,
+from trajectory.cleaning.vocab import (ReadIndexDamaged, ensure_shard_map, ensure_vocab,
+                                       read_list, remake_read_index, restricted,
                                        shard_map_path, vocab_ready)
 from trajectory.events.extra_tables import all_tables, streams
 from trajectory.events.map_rows import EVENT_SCHEMA
@@ -244,7 +245,12 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
             return ev, texts, refs, meta, marker["counts"], final
         except cache.Damaged as e:  # made again below, as on a miss
             cache.set_aside(cfg, final, f"{e.path.name}: {e.why}")
-    markers = read_list(cfg, shard)
+    try:
+        markers = read_list(cfg, shard)
+    except ReadIndexDamaged as e:  # made again (identical bytes if another shard does too)
+        cache.note_damage(cfg, e.folder, e.why, "made again from the partition markers")
+        remake_read_index(cfg, plan, partition_markers(cfg, plan))
+        markers = read_list(cfg, shard)
     ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, luts)
     lap("read")
     counts: dict = {}

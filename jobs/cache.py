@@ -353,7 +353,12 @@ def set_aside(cfg, path: Path, why: str) -> None:
         os.rename(path, lease.aside_name(path, "damaged"))
     except FileNotFoundError:
         pass
-    note = {"entry": str(path), "why": why, "at": time.time()}
+    note_damage(cfg, path, why, "moved aside and rebuilt")
+
+
+def note_damage(cfg, path: Path, why: str, done: str) -> None:
+    """Damage found, and what was `done` about it, for dataset.json's warnings."""
+    note = {"entry": str(path), "why": why, "done": done, "at": time.time()}
     atomic_write_json(cfg.work_dir / DAMAGE_DIR / f"{time.time_ns()}-{os.getpid()}.json", note)
 
 
@@ -365,9 +370,9 @@ def damage_warnings(cfg) -> list[str]:
             note = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        seen.setdefault(note["entry"], note["why"])
-    return [f"cache entry {entry} was damaged ({why}): moved aside and rebuilt"
-            for entry, why in seen.items()]
+        seen.setdefault(note["entry"], (note["why"], note.get("done", "moved aside and rebuilt")))
+    return [f"cache entry {entry} was damaged ({why}): {done}"
+            for entry, (why, done) in seen.items()]
 
 
 def touch(entry: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -202,6 +203,34 @@ def test_entry_gone_mid_run_is_redone(reference, tmp_path, monkeypatch):
     run_build(cfg, progress=False)
     assert gone and all(e.is_dir() for e in gone)  # redone
     assert_reference_bytes(cfg, reference)
+
+
+def test_a_damaged_shard_read_index_is_made_again(reference, tmp_path, monkeypatch):
+    """The shard read index damaged between the stages (a flipped bit in the batch table, a
+    garbled file list): shards find it by its checksums, make it again from the partition
+    markers, and the records are the reference's; dataset.json says so."""
+    from trajectory.cleaning.vocab import BATCHES_NAME, FILES_NAME, shard_reads_dir
+
+    cfg = fresh(reference, tmp_path)
+    prepare_plan(cfg)
+    drop_sorted(cfg)
+    real = build.run
+    hit = []
+
+    def first_damages(shard, c):
+        if not hit:
+            folder = shard_reads_dir(c)
+            flip(folder / BATCHES_NAME, at=(folder / BATCHES_NAME).stat().st_size - 5)
+            flip(folder / FILES_NAME)
+            hit.append(folder)
+        return real(shard, c)
+
+    monkeypatch.setattr(build, "run", first_damages)
+    run_build(cfg, progress=False)
+    assert hit
+    assert_reference_bytes(cfg, reference)
+    assert re.search(r"shard_reads was damaged .*: made again from the partition markers",
+                     warnings(cfg))
 
 
 def test_prune_in_a_loop_beside_a_build(reference, tmp_path):

@@ -80,16 +80,17 @@ def test_bucket_files_do_not_depend_on_how_a_flush_is_grouped(tmp_path, monkeypa
 def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_path):
     """The shard read index gives each shard what cutting every unit's files down to its
     buckets gives (`restricted`, files with nothing for it left out); a damaged index (file
-    list, a shard's slice of the batch table, a truncated table, a shards.json of an earlier
-    version) is an error naming the folder and how to make it again, never a wrong list."""
+    list, a shard's slice of the batch table, a truncated or missing table, a shards.json of
+    an earlier version) raises ReadIndexDamaged naming the folder, never a wrong list, and is
+    made again, the same, from the markers, which must still give the same shards."""
     import json
     from types import SimpleNamespace
 
     import pytest
 
-    from trajectory.cleaning.vocab import (BATCHES_NAME, FILES_NAME, ensure_shard_map,
-                                           read_list, restricted, shard_map_path,
-                                           shard_reads_dir)
+    from trajectory.cleaning.vocab import (BATCHES_NAME, FILES_NAME, ReadIndexDamaged,
+                                           ensure_shard_map, read_list, remake_read_index,
+                                           restricted, shard_map_path, shard_reads_dir)
 
     rng = np.random.default_rng(5)
     n_shards = 3
@@ -100,7 +101,8 @@ def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_pa
                  "tail": [90, 100 + i, 2], "rows": 9,
                  "batches": batch_json(np.array(
                      [[b, j, int(rng.integers(1, 9)), 8 + j, 9 + j, 2**63 + j * 7]
-                      for j, b in enumerate(sorted(rng.choice(n_buckets, n_buckets // 2, replace=False)))],
+                      for j, b in enumerate(sorted(rng.choice(n_buckets, n_buckets // 2,
+                                                              replace=False)))],
                      np.uint64))}
                 for i in range(3)]
 
@@ -127,30 +129,38 @@ def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_pa
     assert ensure_shard_map(cfg, plan) == shards  # made once: read back, not made again
 
     def damaged(shard, match):
-        with pytest.raises(ValueError, match=rf"shard_reads: damaged shard read index .*{match}"
-                                             r".*delete .*shards.json"):
+        with pytest.raises(ReadIndexDamaged, match=rf"shard_reads: damaged shard read index "
+                                                   rf".*{match}.*made again"):
             read_list(cfg, shard)
+        remake_read_index(cfg, plan, markers)  # what a shard does on ReadIndexDamaged
+        assert [read_list(cfg, s) for s in range(n_shards)] == lists
+        assert json.loads(shard_map_path(cfg).read_text()) == index
 
+    lists = [read_list(cfg, s) for s in range(n_shards)]
     good = (folder / FILES_NAME).read_bytes()
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0x20
     (folder / FILES_NAME).write_bytes(bytes(bad))
     damaged(0, "fails the XXH3 checksum shards.json holds")
-    (folder / FILES_NAME).write_bytes(good)
     table = np.load(folder / BATCHES_NAME)
     offsets = __import__("msgpack").unpackb(good)["offsets"]
     raw = bytearray((folder / BATCHES_NAME).read_bytes())
     header = len(raw) - table.nbytes
-    # one flipped bit in shard 1's rows: shard 1 refuses, shard 0 still reads its own
+    # one flipped bit in shard 1's rows: shard 1 finds it, shard 0 still reads its own
     raw[header + offsets[1] * table.shape[1] * 8 + 3] ^= 0x01
     (folder / BATCHES_NAME).write_bytes(bytes(raw))
+    assert read_list(cfg, 0) == lists[0]
     damaged(1, "shard 1's rows .* fail their XXH3 checksum")
-    assert read_list(cfg, 0) is not None
     (folder / BATCHES_NAME).write_bytes(bytes(raw[:-40]))  # truncated
     damaged(2, "")
     (folder / BATCHES_NAME).unlink()
     damaged(0, "No such file")
     shard_map_path(cfg).write_text(json.dumps({k: v for k, v in index.items()
                                                if k != "files_xxh3"}))
-    with pytest.raises(ValueError, match="earlier version .*delete"):
-        read_list(cfg, 0)
+    damaged(0, "earlier version")
+    # markers that no longer give this map are refused, not indexed under it
+    moved = {t: [{**m, "events": [{**f, "batches": batch_json(
+        batch_table(f["batches"]) * np.array([1, 1, 50, 1, 1, 1], np.uint64))}
+        for f in m["events"]]} for m in parts] for t, parts in markers.items()}
+    with pytest.raises(ValueError, match="no longer give this shard map .*--overwrite"):
+        remake_read_index(cfg, plan, moved)

@@ -151,25 +151,34 @@ def shard_read_index(units: list, files: list, batches: np.ndarray, shard_of: np
             batches)
 
 
+class ReadIndexDamaged(ValueError):
+    """The shard read index is missing, damaged or of an earlier version (`why`); it is made
+    again from the partition markers (`remake_read_index`)."""
+
+    def __init__(self, folder: Path, why: str):
+        self.folder, self.why = folder, why
+        super().__init__(f"{folder}: damaged shard read index ({why}); it is made again from "
+                         "the partition markers")
+
+
 def read_list(cfg, shard: int) -> dict:
     """Shard `shard`'s read list: per table, per unit (in part order), the unit's marker and
     codes checksums and its files (each file's size and checksummed ranges: the shard verifies
     what it reads) that hold this shard's batches, with only those batches, as raw bytes of
     their batch-table rows. What `restricted` gives for every unit's marker, less files with
     nothing for the shard. The index files are verified first (shards.json holds the file
-    list's XXH3, the file list each shard's slice's): damage is named, never read as a list."""
+    list's XXH3, the file list each shard's slice's): damage raises ReadIndexDamaged, never
+    reads as a list."""
     folder = shard_reads_dir(cfg)
     fpath, bpath = folder / FILES_NAME, folder / BATCHES_NAME
-    again = (f"delete {shard_map_path(cfg)} and {folder}/ to make them again from the "
-             "partition markers")
     want = json.loads(shard_map_path(cfg).read_text()).get("files_xxh3")
     if want is None:
-        raise ValueError(f"{shard_map_path(cfg)}: made by an earlier version of this tool, "
-                         f"without a shard read index; {again}")
+        raise ReadIndexDamaged(folder, f"{shard_map_path(cfg).name} was made by an earlier "
+                                       "version of this tool, without one")
     try:
         raw = fpath.read_bytes()
         if xxhash.xxh3_64_hexdigest(raw) != want:
-            raise ValueError("fails the XXH3 checksum shards.json holds")
+            raise ValueError(f"{FILES_NAME} fails the XXH3 checksum shards.json holds")
         index = msgpack.unpackb(raw)
         a, b = index["offsets"][shard], index["offsets"][shard + 1]
         # no map for an empty table: numpy cannot memory-map zero bytes
@@ -185,8 +194,7 @@ def read_list(cfg, shard: int) -> dict:
             raise ValueError(f"{bpath.name}: shard {shard}'s rows {a:,}-{b:,} fail their "
                              "XXH3 checksum")
     except (OSError, ValueError, KeyError, IndexError, msgpack.UnpackException) as e:
-        raise ValueError(f"{folder}: damaged shard read index ({type(e).__name__}: {e}); "
-                         f"{again}") from e
+        raise ReadIndexDamaged(folder, f"{type(e).__name__}: {e}") from e
     units, files = index["units"], index["files"]
     out: dict[str, list[dict]] = {}
     parts = []
@@ -204,22 +212,16 @@ def read_list(cfg, shard: int) -> dict:
     return out
 
 
-def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
-                     started: float | None = None) -> list[list[int]]:
-    """Buckets of every shard, packed by the partition stage's row counts (all tables, events
-    and header rows); created if absent, by whichever unit or driver gets there first (same
-    bytes from every writer, atomic rename). With it, the shard read index (`read_list`): each
-    shard finds its own batches there instead of parsing every unit's marker (with 141 units
-    and 1,024 buckets, ~0.2 s per shard)."""
-    path = shard_map_path(cfg)
-    if path.exists():
-        return json.loads(path.read_text())["shards"]
-    if markers is None:
-        raise ValueError(f"{path}: no shard map yet, and no partition markers to make it from")
-    units, files, batches = marker_batches(markers)
-    rows = np.bincount(batches[:, 1].astype(np.int64), weights=batches[:, 3].astype(np.float64),
-                       minlength=plan.n_buckets).astype(np.int64)
-    shards = shards_of_buckets(rows, plan.n_shards)
+def _bucket_rows(batches: np.ndarray, n_buckets: int) -> np.ndarray:
+    return np.bincount(batches[:, 1].astype(np.int64), weights=batches[:, 3].astype(np.float64),
+                       minlength=n_buckets).astype(np.int64)
+
+
+def _write_read_index(cfg, plan, units: list, files: list, batches: np.ndarray,
+                      shards: list[list[int]]) -> str:
+    """The shard read index of marker_batches' (units, files, batches) for these shards,
+    written (atomic renames; the same bytes from every writer of the same markers); returns
+    its file list's XXH3."""
     shard_of = np.zeros(plan.n_buckets, np.int64)
     for s, buckets in enumerate(shards):
         shard_of[buckets] = s
@@ -234,10 +236,45 @@ def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
     os.replace(tmp, folder / BATCHES_NAME)
     packed = msgpack.packb(files)
     atomic_write_bytes(folder / FILES_NAME, packed)
+    return xxhash.xxh3_64_hexdigest(packed)
+
+
+def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
+                     started: float | None = None) -> list[list[int]]:
+    """Buckets of every shard, packed by the partition stage's row counts (all tables, events
+    and header rows); created if absent, by whichever unit or driver gets there first (same
+    bytes from every writer, atomic rename). With it, the shard read index (`read_list`): each
+    shard finds its own batches there instead of parsing every unit's marker (with 141 units
+    and 1,024 buckets, ~0.2 s per shard)."""
+    path = shard_map_path(cfg)
+    if path.exists():
+        return json.loads(path.read_text())["shards"]
+    if markers is None:
+        raise ValueError(f"{path}: no shard map yet, and no partition markers to make it from")
+    units, files, batches = marker_batches(markers)
+    rows = _bucket_rows(batches, plan.n_buckets)
+    shards = shards_of_buckets(rows, plan.n_shards)
+    digest = _write_read_index(cfg, plan, units, files, batches, shards)
     sizes = [int(rows[b].sum()) for b in shards]
     # `started`: when the caller began reading the markers; the wall between the stages is a
     # serial step of the build, which the scaling model adds (benchmarks/bench_build.py)
     seconds = round(time.perf_counter() - started, 3) if started is not None else None
     atomic_write_json(path, {"shards": shards, "rows": sizes, "seconds": seconds,
-                             "files_xxh3": xxhash.xxh3_64_hexdigest(packed)})
+                             "files_xxh3": digest})
     return shards
+
+
+def remake_read_index(cfg, plan, markers: dict[str, list[dict]]) -> None:
+    """The shard read index made again from the partition markers, for the shard map in place
+    (its index damaged, removed, or of an earlier version). The markers must still give that
+    map: a shard already built from it must not be joined by ones cut differently."""
+    path = shard_map_path(cfg)
+    current = json.loads(path.read_text())
+    units, files, batches = marker_batches(markers)
+    if shards_of_buckets(_bucket_rows(batches, plan.n_buckets), plan.n_shards) != current[
+            "shards"]:
+        raise ValueError(f"{path}: the partition markers no longer give this shard map (a "
+                         "unit's rows changed since it was made); rerun with --overwrite")
+    digest = _write_read_index(cfg, plan, units, files, batches, current["shards"])
+    if current.get("files_xxh3") != digest:
+        atomic_write_json(path, {**current, "files_xxh3": digest})
