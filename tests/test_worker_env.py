@@ -37,7 +37,7 @@ def test_local_cluster_workers_start_with_one_polars_thread_and_slow_decay(tmp_p
 
 
 def test_a_units_peak_is_its_own():
-    """fresh_unit_memory starts the peak-RSS count afresh: a unit that holds 200 MB reports
+    """fresh_unit_memory starts the peak-RSS count afresh: a unit that holds 300 MB reports
     it over its start, and the next unit, which holds nothing, does not inherit it."""
     import sys
 
@@ -48,8 +48,10 @@ def test_a_units_peak_is_its_own():
     if not sys.platform.startswith("linux"):
         pytest.skip("VmHWM is Linux's")
     start = fresh_unit_memory()
-    held = np.ones(200 << 20, dtype=np.uint8)  # touched: resident
-    assert peak_rss_mb() - start >= 190
+    held = np.ones(300 << 20, dtype=np.uint8)  # touched: resident
+    # not all 300: in a long test process, memory other libraries free meanwhile (jemalloc's
+    # decay) lowers the RSS under the new pages (CI: 189 MiB of a 200 MiB array from 1.2 GB)
+    assert peak_rss_mb() - start >= 250
     del held
     start = fresh_unit_memory()
     assert peak_rss_mb() - start < 50
