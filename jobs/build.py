@@ -250,7 +250,12 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     except ReadIndexDamaged as e:  # made again (identical bytes if another shard does too)
         cache.note_damage(cfg, e.folder, e.why, "made again from the partition markers")
         remake_read_index(cfg, plan, partition_markers(cfg, plan))
-        markers = read_list(cfg, shard)
+        try:
+            markers = read_list(cfg, shard)
+        except ReadIndexDamaged as again:
+            raise ValueError(f"{again.folder}: the shard read index is damaged again just "
+                             f"after being made ({again.why}); is WORK_DIR's disk "
+                             "failing?") from again
     ev, texts, refs, meta = load_shard(cfg, plan, markers, buckets, luts)
     lap("read")
     counts: dict = {}

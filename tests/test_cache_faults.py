@@ -233,6 +233,25 @@ def test_a_damaged_shard_read_index_is_made_again(reference, tmp_path, monkeypat
                      warnings(cfg))
 
 
+def test_a_read_index_damaged_again_after_remaking_is_an_error(reference, tmp_path,
+                                                               monkeypatch):
+    """Damage that comes back at once (a failing disk) stops the build with an error that
+    says so, instead of remaking the index forever."""
+    from trajectory.cleaning.vocab import ReadIndexDamaged, shard_reads_dir
+
+    cfg = fresh(reference, tmp_path)
+    prepare_plan(cfg)
+    drop_sorted(cfg)
+
+    def always_damaged(c, shard):
+        raise ReadIndexDamaged(shard_reads_dir(c), "XXH3 mismatch")
+
+    monkeypatch.setattr(build, "read_list", always_damaged)
+    with pytest.raises(ValueError, match="shard_reads: the shard read index is damaged again "
+                                         r"just after being made \(XXH3 mismatch\)"):
+        run_build(cfg, progress=False)
+
+
 def test_prune_in_a_loop_beside_a_build(reference, tmp_path):
     """`cache prune --older-than-hours 0` over and over while the real CLI builds (Dask
     workers, another process): nothing the build holds is removed, the build ends with the
