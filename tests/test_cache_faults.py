@@ -252,6 +252,32 @@ def test_a_read_index_damaged_again_after_remaking_is_an_error(reference, tmp_pa
         run_build(cfg, progress=False)
 
 
+def test_a_build_stopped_between_the_read_index_and_the_shard_map_resumes(reference, tmp_path,
+                                                                         monkeypatch):
+    """The worst moment for the shard map: the read index written, shards.json (written last,
+    the map's done-marker) not. The rerun makes both again over the leftover (damaged here
+    too) and ends with the reference's bytes."""
+    import trajectory.cleaning.vocab as vocab
+
+    cfg = fresh(reference, tmp_path)
+    real = vocab.atomic_write_json
+
+    def stopped_at_the_map(path, obj, *args, **kwargs):
+        if path.name == "shards.json":
+            raise KeyboardInterrupt("stopped before the shard map")
+        return real(path, obj, *args, **kwargs)
+
+    monkeypatch.setattr(vocab, "atomic_write_json", stopped_at_the_map)
+    with pytest.raises(KeyboardInterrupt):
+        run_build(cfg, progress=False)
+    monkeypatch.undo()
+    leftover = vocab.shard_reads_dir(cfg) / vocab.BATCHES_NAME
+    assert leftover.exists() and not vocab.shard_map_path(cfg).exists()
+    flip(leftover)
+    run_build(cfg, progress=False)
+    assert_reference_bytes(cfg, reference)
+
+
 def test_prune_in_a_loop_beside_a_build(reference, tmp_path):
     """`cache prune --older-than-hours 0` over and over while the real CLI builds (Dask
     workers, another process): nothing the build holds is removed, the build ends with the
