@@ -83,6 +83,21 @@ def drop_sorted(cfg) -> None:
         shutil.rmtree(d)
 
 
+def before_first_shard(monkeypatch, fault) -> list:
+    """build.run patched to run `fault(cfg)` once, before the first shard (between the
+    stages); the list gets what it returned once it has run."""
+    real = build.run
+    done = []
+
+    def first(shard, c):
+        if not done:
+            done.append(fault(c))
+        return real(shard, c)
+
+    monkeypatch.setattr(build, "run", first)
+    return done
+
+
 def prepare_plan(cfg):
     from jobs.driver import prepare
     return prepare(cfg)
@@ -188,20 +203,16 @@ def test_entry_gone_mid_run_is_redone(reference, tmp_path, monkeypatch):
     cfg = fresh(reference, tmp_path)
     prepare_plan(cfg)
     drop_sorted(cfg)
-    real = build.run
-    gone = []
 
-    def first_removes(shard, c):
-        if not gone:
-            for table in ("labevents", "admissions"):
-                entry = cache.entry_dir(c, load_plan(c), table)
-                shutil.rmtree(entry)
-                gone.append(entry)
-        return real(shard, c)
+    def remove(c):
+        gone = [cache.entry_dir(c, load_plan(c), t) for t in ("labevents", "admissions")]
+        for entry in gone:
+            shutil.rmtree(entry)
+        return gone
 
-    monkeypatch.setattr(build, "run", first_removes)
+    done = before_first_shard(monkeypatch, remove)
     run_build(cfg, progress=False)
-    assert gone and all(e.is_dir() for e in gone)  # redone
+    assert done and all(e.is_dir() for e in done[0])  # redone
     assert_reference_bytes(cfg, reference)
 
 
@@ -214,20 +225,15 @@ def test_a_damaged_shard_read_index_is_made_again(reference, tmp_path, monkeypat
     cfg = fresh(reference, tmp_path)
     prepare_plan(cfg)
     drop_sorted(cfg)
-    real = build.run
-    hit = []
 
-    def first_damages(shard, c):
-        if not hit:
-            folder = shard_reads_dir(c)
-            flip(folder / BATCHES_NAME, at=(folder / BATCHES_NAME).stat().st_size - 5)
-            flip(folder / FILES_NAME)
-            hit.append(folder)
-        return real(shard, c)
+    def damage(c):
+        folder = shard_reads_dir(c)
+        flip(folder / BATCHES_NAME, at=(folder / BATCHES_NAME).stat().st_size - 5)
+        flip(folder / FILES_NAME)
 
-    monkeypatch.setattr(build, "run", first_damages)
+    done = before_first_shard(monkeypatch, damage)
     run_build(cfg, progress=False)
-    assert hit
+    assert done
     assert_reference_bytes(cfg, reference)
     assert re.search(r"shard_reads was damaged .*: made again from the partition markers",
                      warnings(cfg))
