@@ -171,9 +171,64 @@ def scaling_model(cfg) -> dict:
     part = [x for k, x in zip(order, secs) if not k.startswith("scan-") and k != "dictionaries"]
     scan = [x for k, x in zip(order, secs) if k.startswith("scan-")]
     return {"rows": rows, "units": len(part), "scans": len(scan), "shards": len(shards),
-            "unit_seconds": sum(part), "scan_seconds": sum(scan), "largest_unit": max(part),
+            "unit_seconds": sum(part), "scan_seconds": sum(scan),
+            "stage1_seconds": sum(secs), "largest_unit": max(part),
             "largest_share": max(part) / (sum(part) + sum(scan)),
             "build_unit_seconds": sum(shards)}
+
+
+def build_phases(cfg) -> dict[str, float]:
+    """Unit-seconds of every build phase (read, place_sort, clean, windows, records, ...),
+    summed over the shards' markers."""
+    phases: dict = {}
+    for marker in (cfg.work_dir / "done" / "build").glob("*.json"):
+        for name, sec in json.loads(marker.read_text())["phase_seconds"].items():
+            phases[name] = phases.get(name, 0.0) + sec
+    return phases
+
+
+def work_account(cfg, floor_s: float, cpus: int, model: dict) -> dict:
+    """Where the build's unit-seconds go, against the read floor's process-seconds (floor_s x
+    cpus: every input inflated and parsed once, which any design has to do). With the workers
+    busy throughout, a whole build within `ratio` x the floor leaves (ratio - 1) x floor_s x
+    cpus unit-seconds for everything beyond parsing: mapping, the shuffle to disk and back,
+    placement and sort, cleaning, windows, records, scans and the serial steps."""
+    phases = build_phases(cfg)
+    build_s = model["build_unit_seconds"]
+    parse = floor_s * cpus
+    serial = model["rows"][2]["finalize"] * cpus  # no unit runs then: every worker waits
+    total = model["stage1_seconds"] + build_s + serial
+    return {
+        "floor_process_s": round(parse, 1),
+        "stage1": {"partition_units": round(model["unit_seconds"], 1),
+                   "beyond_parse": round(model["unit_seconds"] - parse, 1),
+                   "scans": round(model["scan_seconds"], 1),
+                   "dictionaries": round(model["stage1_seconds"] - model["unit_seconds"]
+                                         - model["scan_seconds"], 1)},
+        "build": {"total": round(build_s, 1),
+                  **{k: round(v, 1) for k, v in sorted(phases.items(), key=lambda kv: -kv[1])},
+                  "outside_phases": round(build_s - sum(phases.values()), 1)},
+        "serial_x_workers": round(serial, 1),
+        "total": round(total, 1),
+        "beyond_parse": round(total - parse, 1),
+        "beyond_parse_allowed_at_1_5x": round(0.5 * parse, 1),
+        "beyond_parse_over_allowed": round((total - parse) / (0.5 * parse), 2),
+    }
+
+
+def print_account(k: int, a: dict) -> None:
+    s1, b = a["stage1"], a["build"]
+    phases = ", ".join(f"{n} {v:,.1f}" for n, v in b.items() if n != "total")
+    print(f"\nwork account, demo x{k} (unit-seconds; the floor: {a['floor_process_s']:,.1f} "
+          f"process-seconds of parsing)\n"
+          f"  stage 1: partition units {s1['partition_units']:,.1f} (beyond the floor's parse: "
+          f"{s1['beyond_parse']:,.1f}), scans {s1['scans']:,.1f}, dictionaries "
+          f"{s1['dictionaries']:,.1f}\n"
+          f"  build: {b['total']:,.1f} = {phases}\n"
+          f"  serial steps x workers: {a['serial_x_workers']:,.1f}; all: {a['total']:,.1f}\n"
+          f"  beyond parsing: {a['beyond_parse']:,.1f}; a whole build within 1.5x the floor "
+          f"leaves {a['beyond_parse_allowed_at_1_5x']:,.1f} ({a['beyond_parse_over_allowed']}x "
+          "over)", flush=True)
 
 
 def print_model(k: int, plan_workers: int, m: dict) -> None:
@@ -218,10 +273,7 @@ def run_scale(demo: Path, k: int, cpus: int, scratch: Path, plan_workers: int = 
         shard_bytes = sum(p.stat().st_size for p in
                           (packed.version_dir / "patients").glob("*.pack"))
     w = summary["driver_wall_seconds"]
-    phases: dict = {}
-    for marker in (cfg.work_dir / "done" / "build").glob("*.json"):
-        for name, sec in json.loads(marker.read_text())["phase_seconds"].items():
-            phases[name] = phases.get(name, 0.0) + sec
+    phases = build_phases(cfg)
     build_cpu = sum(phases.values())
     return {"K": k, "rows": rows, "events": n, "floor_s": floor, "build_s": wall,
             "ratio": wall / floor, "partition_s": w["partition"], "build_stage_s": w["build"],

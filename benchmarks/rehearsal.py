@@ -16,6 +16,10 @@ a MIMIC-IV-Note-shaped note/ module (trajectory.replicate), then in one run
   event;
 - the scaling model (benchmarks/bench_build.scaling_model) on 2, 16, 64 and 128 workers,
   cold index, warm index and the parallel index builder;
+- the work account (benchmarks/bench_build.work_account): the build's unit-seconds by stage
+  and phase against the floor's process-seconds, and what a whole build within 1.5x the
+  floor would leave for everything beyond parsing (`--account-only` prints it again for
+  the builds already in SCRATCH, from their markers and SCRATCH/rehearsal.json's floors);
 - the heavy patient: its record against its input rows, and `TrajectoryDataset(task=...)`
   reading the last 2,048 events before a prediction time 100 days into its ICU stay;
 - the loader in random order over all patients (benchmarks/bench_loader.random_cases), next
@@ -44,7 +48,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import config  # noqa: E402
-from bench_build import print_model, read_floor, sampled_build, scaling_model  # noqa: E402
+from bench_build import (print_account, print_model, read_floor, sampled_build,  # noqa: E402
+                         scaling_model, work_account)
 from bench_loader import print_random, random_cases  # noqa: E402
 from jobs.driver import run_build  # noqa: E402
 from trajectory.replicate import DONE, HEAVY_SUBJECT, heavy_patient, replicate  # noqa: E402
@@ -174,11 +179,27 @@ def run_scale(demo: Path, k: int, args, scratch: Path) -> dict:
                "total", "total_warm", "total_par", "speedup", "speedup_warm", "speedup_par",
                "stage1", "stage1_par", "build")} for w in MODEL_WORKERS}}
     print_model(k, args.plan_workers, model)
+    res["work"] = work_account(cfg, floor, args.max_cpus, model)
+    print_account(k, res["work"])
     if args.heavy_events:
         res["heavy"] = heavy_checks(cfg.version_dir, data, args.heavy_events)
     res["version_dir"] = str(cfg.version_dir)
     print(json.dumps({k2: v for k2, v in res.items() if k2 != "model"}, indent=1), flush=True)
     return res
+
+
+def account_only(args) -> int:
+    scratch = Path(args.scratch)
+    runs = {r["K"]: r for r in json.loads((scratch / "rehearsal.json").read_text())["scales"]}
+    for k in args.times:
+        if k not in runs:
+            raise SystemExit(f"{scratch / 'rehearsal.json'}: no run of x{k} (its floor)")
+        cfg = config.load({"DATA_DIR": str(scratch / f"demo_x{k}"),
+                           "OUT_DIR": str(scratch / f"out_x{k}"), "MAX_CPUS": args.max_cpus,
+                           "PLAN_WORKERS": args.plan_workers}, environ={})
+        print_account(k, work_account(cfg, runs[k]["floor_s"], args.max_cpus,
+                                      scaling_model(cfg)))
+    return 0
 
 
 def main() -> int:
@@ -196,7 +217,12 @@ def main() -> int:
     p.add_argument("--no-loader", action="store_true", help="skip the loader cases")
     p.add_argument("--reuse-floor", default=None, metavar="JSON",
                    help="an earlier run's rehearsal.json: its read floors, for the same input")
+    p.add_argument("--account-only", action="store_true",
+                   help="print the work account of the builds already in --scratch (out_xK, "
+                        "the floors from rehearsal.json) without building again")
     args = p.parse_args()
+    if args.account_only:
+        return account_only(args)
     args.floors = (json.loads(Path(args.reuse_floor).read_text())["scales"]
                    if args.reuse_floor else [])
     scratch = Path(args.scratch)
