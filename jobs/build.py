@@ -23,7 +23,7 @@ from trajectory.assembly.assemble import (count_cleaning_drops, encode_strings, 
                                           place_details, place_events)
 from trajectory.cleaning.flags import clean_events, code_tables, load_concepts, rule_mask
 from trajectory.cleaning.vocab import (ReadIndexDamaged, ensure_shard_map, ensure_vocab,
-                                       read_list, remake_read_index, restricted,
+                                       read_list, restricted, shard_map_from_markers,
                                        shard_map_path, vocab_ready)
 from trajectory.events.extra_tables import all_tables, streams
 from trajectory.events.map_rows import EVENT_SCHEMA
@@ -223,6 +223,27 @@ def load_shard(cfg, plan, markers: dict, buckets: list[int], luts: dict):
     return ev, texts, refs, meta
 
 
+class ShardMapChanged(Exception):
+    """The shard map was made again from the partition markers while this shard ran, and gives
+    it other buckets (`buckets`): the shard starts again with them."""
+
+    def __init__(self, buckets: list[int]):
+        self.buckets = buckets
+        super().__init__(f"the shard map gives this shard buckets {buckets}")
+
+
+def remade_map(cfg, plan, shard: int, buckets: list[int]) -> None:
+    """The shard map and read index made again from the partition markers (a shard found the
+    index damaged, or not made for this plan's inputs or this shard's buckets); a map that
+    disagreed with the markers is replaced and reported, and ShardMapChanged raised if this
+    shard's buckets are not what it was started with."""
+    shards, why = shard_map_from_markers(cfg, plan, partition_markers(cfg, plan), rewrite=True)
+    if why is not None:
+        cache.note_damage(cfg, shard_map_path(cfg), why, "made again from the partition markers")
+    if shards[shard] != list(buckets):
+        raise ShardMapChanged(shards[shard])
+
+
 def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     """(events, texts, refs, header tables, placement counts, cache entry) of one shard, read,
     placed and sorted: from CACHE_DIR when a version of the same inputs made them (jobs.cache;
@@ -246,12 +267,12 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
         except cache.Damaged as e:  # made again below, as on a miss
             cache.set_aside(cfg, final, f"{e.path.name}: {e.why}")
     try:
-        markers = read_list(cfg, shard)
+        markers = read_list(cfg, plan, shard, buckets)
     except ReadIndexDamaged as e:  # made again (identical bytes if another shard does too)
         cache.note_damage(cfg, e.folder, e.why, "made again from the partition markers")
-        remake_read_index(cfg, plan, partition_markers(cfg, plan))
+        remade_map(cfg, plan, shard, buckets)
         try:
-            markers = read_list(cfg, shard)
+            markers = read_list(cfg, plan, shard, buckets)
         except ReadIndexDamaged as again:
             raise ValueError(f"{again.folder}: the shard read index is damaged again just "
                              f"after being made ({again.why}); is WORK_DIR's disk "
@@ -287,14 +308,37 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     return ev, texts, refs, meta, counts, final
 
 
+def shard_buckets(cfg, plan, shard: int) -> list[int]:
+    # shards.json is written last, after the shard read index
+    return ensure_shard_map(cfg, plan, None if shard_map_path(cfg).exists()
+                            else partition_markers(cfg, plan))[shard]
+
+
 def run(shard: int, cfg) -> dict:
+    """The shard's done-marker: the one there when it holds the buckets the shard map gives
+    this shard now (a shard built from a map since replaced as damaged is built again), else
+    the shard built."""
     unit = shard_name(shard)
     done = read_done(cfg, STAGE, unit)
-    if done is not None:
+    plan = load_plan(cfg)
+    buckets = shard_buckets(cfg, plan, shard)
+    if done is not None and done.get("buckets") == buckets:
         return done
+    for attempt in range(3):
+        try:
+            return _run(shard, cfg, plan, buckets)
+        except ShardMapChanged as e:
+            if attempt == 2:
+                raise ValueError(f"{shard_map_path(cfg)}: the shard map keeps changing while "
+                                 f"shard {shard} is built; is another build of other inputs "
+                                 "writing to this WORK_DIR?") from e
+            buckets = e.buckets
+
+
+def _run(shard: int, cfg, plan, buckets: list[int]) -> dict:
+    unit = shard_name(shard)
     t0 = time.perf_counter()
     start_rss = fresh_unit_memory()
-    plan = load_plan(cfg)
     cache.hold(cfg, *(cache.entry_dir(cfg, plan, t) for t in plan.cache_keys))
     vocab, thresholds, luts = ensure_vocab(
         cfg, None if vocab_ready(cfg) else verified_unit_folders(cfg, plan))
@@ -307,9 +351,6 @@ def run(shard: int, cfg) -> dict:
         phase[name] = round(phase.get(name, 0.0) + now - tick, 4)
         tick = now
 
-    # shards.json is written last, after the shard read index
-    buckets = ensure_shard_map(cfg, plan, None if shard_map_path(cfg).exists()
-                               else partition_markers(cfg, plan))[shard]
     ev, texts, refs, meta, counts, entry = sorted_shard(cfg, plan, shard, buckets, luts, lap)
     patients = PREPARE["patients"](meta["patients"])
     admissions = meta["admissions"]
@@ -355,7 +396,8 @@ def run(shard: int, cfg) -> dict:
     code_ids = np.flatnonzero(code_counts)
     code_counts = code_counts[code_ids]
     return write_done(cfg, STAGE, unit, {
-        "shard": shard, "sorted": entry.name if entry else None, "index": index_path.name,
+        "shard": shard, "buckets": buckets, "sorted": entry.name if entry else None,
+        "index": index_path.name,
         "index_checksum": checksum_file(index_path),
         "qc": qc_path.name, "concept_histogram": array_to_json(hist),
         "n_patients": index.height, "n_events": ev.height, "bytes": int(index["bytes"].sum()),

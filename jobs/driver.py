@@ -8,7 +8,7 @@ import time
 
 import config
 from trajectory.atomic import atomic_write_json
-from trajectory.cleaning.vocab import ensure_shard_map
+from trajectory.cleaning.vocab import shard_map_from_markers, shard_map_path
 from trajectory.events import extra_tables
 from trajectory.events.plan import (input_differences, load_plan, make_plan, plan_path,
                                     same_inputs, split_unit)
@@ -118,7 +118,12 @@ def _run_build(cfg, progress: bool) -> dict:
         # idle while this process paid numba's start-up (0.3 of 0.43 s on demo x20).
         started = time.perf_counter()
         runner.recycle()
-        ensure_shard_map(cfg, plan, build.partition_markers(cfg, plan), started)
+        # made, or checked against the markers on a resume: a shards.json damaged, edited or
+        # copied from a build of other inputs is replaced here, before any shard reads it
+        _, why = shard_map_from_markers(cfg, plan, build.partition_markers(cfg, plan), started)
+        if why is not None:
+            cache.note_damage(cfg, shard_map_path(cfg), why,
+                              "made again from the partition markers")
         wall["partition"] = time.perf_counter() - t
         t = time.perf_counter()
         runner.map(build.run, range(plan.n_shards), cfg, "build", progress)

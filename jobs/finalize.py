@@ -27,23 +27,36 @@ from trajectory.use.ontology import code_parents
 from trajectory.windows.aggregate import STAT_NAMES
 
 from . import build, cache, dictionaries, lease, scan
-from .common import array_from_json, read_done
+from .common import array_from_json, done_path, read_done
 
 STAGE = "finalize"
 
 
 def shard_markers(cfg, n_shards: int) -> list[dict]:
-    markers, missing = [], []
+    """Every shard's done-marker, each checked against its index file and the shard map: a
+    shard built from other buckets than the map gives it (a map replaced as damaged after
+    the shard was built) loses its marker, so that the next run builds it again."""
+    markers, missing, stale = [], [], []
+    shards = json.loads(shard_map_path(cfg).read_text())["shards"]
     for shard in range(n_shards):
         m = read_done(cfg, build.STAGE, build.shard_name(shard))
         if m is None:
             missing.append(shard)
+            continue
+        if m.get("buckets") != shards[shard]:
+            done_path(cfg, build.STAGE, build.shard_name(shard)).unlink()
+            stale.append(shard)
             continue
         index = cfg.work_dir / "index" / m["index"]
         if not index.exists() or checksum_file(index) != m["index_checksum"]:
             raise ValueError(f"{index}: shard index missing or its checksum disagrees with its "
                              "done-marker; delete the marker to rebuild that shard")
         markers.append(m)
+    if stale:
+        raise ValueError(f"cannot publish: {len(stale)} of {n_shards} shards were built from "
+                         f"other buckets than {shard_map_path(cfg)} gives them (first: "
+                         f"{stale[:10]}); their done-markers are removed: rerun the build to "
+                         "build them again")
     if missing:
         raise ValueError(f"cannot publish: {len(missing)} of {n_shards} shards not built "
                          f"(first: {missing[:10]}); rerun the build to finish them")

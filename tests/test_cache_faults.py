@@ -249,7 +249,7 @@ def test_a_read_index_damaged_again_after_remaking_is_an_error(reference, tmp_pa
     prepare_plan(cfg)
     drop_sorted(cfg)
 
-    def always_damaged(c, shard):
+    def always_damaged(c, plan, shard, buckets):
         raise ReadIndexDamaged(shard_reads_dir(c), "XXH3 mismatch")
 
     monkeypatch.setattr(build, "read_list", always_damaged)
@@ -281,6 +281,125 @@ def test_a_build_stopped_between_the_read_index_and_the_shard_map_resumes(refere
     assert leftover.exists() and not vocab.shard_map_path(cfg).exists()
     flip(leftover)
     run_build(cfg, progress=False)
+    assert_reference_bytes(cfg, reference)
+
+
+def at_the_stage_boundary(cfg) -> None:
+    """A built version taken back to the stage boundary: stage 1, shards.json and the read
+    index kept, the version and every shard's done-marker gone (a build killed just after the
+    boundary, or a user's cleanup); the next run passes the boundary again."""
+    shutil.rmtree(cfg.version_dir)
+    shutil.rmtree(cfg.work_dir / "done" / "build")
+
+
+def forged_index(cfg, **changes) -> None:
+    """shards.json and the read index rewritten with `changes` to the file list (what an
+    index copied in from a build of other inputs holds), their checksums made to agree."""
+    import msgpack
+    import xxhash
+
+    from trajectory.cleaning.vocab import FILES_NAME, shard_map_path, shard_reads_dir
+
+    path = shard_reads_dir(cfg) / FILES_NAME
+    index = {**msgpack.unpackb(path.read_bytes()), **changes}
+    packed = msgpack.packb(index)
+    path.write_bytes(packed)
+    smap = json.loads(shard_map_path(cfg).read_text())
+    shard_map_path(cfg).write_text(json.dumps({**smap,
+                                               "files_xxh3": xxhash.xxh3_64_hexdigest(packed)}))
+
+
+def moved_bucket(cfg) -> None:
+    """One bucket moved from shard 0 to shard 1 in shards.json (nothing else changed)."""
+    from trajectory.cleaning.vocab import shard_map_path
+
+    smap = json.loads(shard_map_path(cfg).read_text())
+    smap["shards"][1].append(smap["shards"][0].pop())
+    shard_map_path(cfg).write_text(json.dumps(smap))
+
+
+@pytest.mark.parametrize("fault", ["moved bucket", "other inputs"])
+def test_a_shard_map_or_index_that_disagrees_with_the_markers_is_replaced(
+        reference, tmp_path, monkeypatch, fault):
+    """A shards.json whose bucket lists were edited, or a read index copied in (with its
+    shards.json) from a build of other inputs, all checksums agreeing: checksums cannot tell,
+    so the map and index are checked against what the partition markers give: by the driver
+    at the stage boundary of a resumed build, and by each shard (a SLURM array has no driver
+    between the stages), which makes them again and, given other buckets, starts again with
+    its own. Both end with the reference's bytes and say what was replaced."""
+    def tamper(c):
+        if fault == "moved bucket":
+            moved_bucket(c)
+        else:
+            forged_index(c, cache_keys={**load_plan(c).cache_keys, "labevents": "other"})
+
+    cfg = fresh(reference, tmp_path)
+    drop_sorted(cfg)
+    run_build(cfg, progress=False)
+    # the driver's check, on a resume
+    at_the_stage_boundary(cfg)
+    tamper(cfg)
+    run_build(cfg, progress=False)
+    assert_reference_bytes(cfg, reference)
+    assert re.search(r"shards.json was damaged \(its (shard map|read index) is not the one the "
+                     r"partition markers give.*\): made again from the partition markers",
+                     warnings(cfg))
+    # the shards' check: the same fault after the driver's check, before the first shard
+    # (the sorted shards kept by the last run go too: a shard that finds its own reads none)
+    at_the_stage_boundary(cfg)
+    drop_sorted(cfg)
+    done = before_first_shard(monkeypatch, tamper)
+    run_build(cfg, progress=False)
+    assert done
+    assert_reference_bytes(cfg, reference)
+    said = warnings(cfg)
+    assert re.search(r"shard_reads was damaged .*(gives shard 0 buckets .* not those the read "
+                     r"index was made for|made from the partition units of other inputs)",
+                     said), said
+
+
+def test_a_file_where_the_read_index_folder_goes_is_replaced(reference, tmp_path, monkeypatch):
+    """WORK_DIR/shard_reads replaced by a file between the stages: read as damage, the file
+    replaced by the index made again, the reference's bytes."""
+    from trajectory.cleaning.vocab import shard_reads_dir
+
+    cfg = fresh(reference, tmp_path)
+    prepare_plan(cfg)
+    drop_sorted(cfg)
+
+    def file_for_folder(c):
+        shutil.rmtree(shard_reads_dir(c))
+        shard_reads_dir(c).write_text("not a folder")
+
+    done = before_first_shard(monkeypatch, file_for_folder)
+    run_build(cfg, progress=False)
+    assert done and shard_reads_dir(cfg).is_dir()
+    assert_reference_bytes(cfg, reference)
+    assert "NotADirectoryError" in warnings(cfg)
+
+
+def test_a_shard_built_from_other_buckets_than_the_map_is_built_again(reference, tmp_path):
+    """A shard whose done-marker holds other buckets than the shard map gives it (built from a
+    map since replaced): a rerun builds it again; finalize alone refuses to publish it, names
+    it, and removes its marker so that the next run builds it."""
+    from jobs import finalize
+    from jobs.common import done_path
+
+    cfg = fresh(reference, tmp_path)
+    run_build(cfg, progress=False)
+    shutil.rmtree(cfg.version_dir)
+    marker = done_path(cfg, build.STAGE, build.shard_name(1))
+    stale = {**json.loads(marker.read_text()), "buckets": [0]}
+    marker.write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match=r"1 of 4 shards were built from other buckets than "
+                                         r".*shards.json gives them \(first: \[1\]\)"):
+        finalize.run("all", cfg)
+    assert not marker.exists()
+    marker.write_text(json.dumps(stale))
+    before = {p.name: p.stat().st_mtime_ns for p in (cfg.work_dir / "done" / "build").iterdir()}
+    run_build(cfg, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (cfg.work_dir / "done" / "build").iterdir()}
+    assert [n for n in before if before[n] != after[n]] == [marker.name]  # only it, again
     assert_reference_bytes(cfg, reference)
 
 

@@ -81,16 +81,19 @@ def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_pa
     """The shard read index gives each shard what cutting every unit's files down to its
     buckets gives (`restricted`, files with nothing for it left out); a damaged index (file
     list, a shard's slice of the batch table, a truncated or missing table, a shards.json of
-    an earlier version) raises ReadIndexDamaged naming the folder, never a wrong list, and is
-    made again, the same, from the markers, which must still give the same shards."""
+    an earlier version, an index of other inputs, a shards.json whose bucket lists were
+    edited) raises ReadIndexDamaged naming the folder, never a wrong list, and is made again,
+    the same, from the markers; a map that disagrees with them is replaced, and said so."""
     import json
+    import shutil
     from types import SimpleNamespace
 
     import pytest
 
     from trajectory.cleaning.vocab import (BATCHES_NAME, FILES_NAME, ReadIndexDamaged,
-                                           ensure_shard_map, read_list, remake_read_index,
-                                           restricted, shard_map_path, shard_reads_dir)
+                                           ensure_shard_map, read_list, restricted,
+                                           shard_map_from_markers, shard_map_path,
+                                           shard_reads_dir)
 
     rng = np.random.default_rng(5)
     n_shards = 3
@@ -111,11 +114,12 @@ def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_pa
                     "events": files(k), "meta": files(k) if t == "admissions" else []}
                    for k in range(2)] for t in ("admissions", "labevents")}
     cfg = SimpleNamespace(work_dir=tmp_path)
-    plan = SimpleNamespace(n_buckets=n_buckets, n_shards=n_shards)
+    plan = SimpleNamespace(n_buckets=n_buckets, n_shards=n_shards,
+                           cache_keys={"admissions": "a1", "labevents": "l1"})
     shards = ensure_shard_map(cfg, plan, markers)
     assert sorted(b for s in shards for b in s) == list(range(n_buckets))
     for s, buckets in enumerate(shards):
-        got = read_list(cfg, s)
+        got = read_list(cfg, plan, s, buckets)
         want = {t: [{"table": t, "part": m["part"], "marker_xxh3": m["marker_xxh3"],
                      "codes_xxh3": m["files"]["codes.parquet"]["xxh3"],
                      **{kind: [f for f in restricted(m[kind], buckets) if f["batches"]]
@@ -128,15 +132,19 @@ def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_pa
     index = json.loads(shard_map_path(cfg).read_text())
     assert ensure_shard_map(cfg, plan) == shards  # made once: read back, not made again
 
-    def damaged(shard, match):
+    def read_all(p=plan):
+        return [read_list(cfg, p, s, b) for s, b in enumerate(shards)]
+
+    def damaged(shard, match, buckets=None, map_why=None):
         with pytest.raises(ReadIndexDamaged, match=rf"shard_reads: damaged shard read index "
                                                    rf".*{match}.*made again"):
-            read_list(cfg, shard)
-        remake_read_index(cfg, plan, markers)  # what a shard does on ReadIndexDamaged
-        assert [read_list(cfg, s) for s in range(n_shards)] == lists
+            read_list(cfg, plan, shard, shards[shard] if buckets is None else buckets)
+        # what a shard does on ReadIndexDamaged (jobs/build.remade_map)
+        assert shard_map_from_markers(cfg, plan, markers, rewrite=True) == (shards, map_why)
+        assert read_all() == lists
         assert json.loads(shard_map_path(cfg).read_text()) == index
 
-    lists = [read_list(cfg, s) for s in range(n_shards)]
+    lists = read_all()
     good = (folder / FILES_NAME).read_bytes()
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0x20
@@ -149,7 +157,7 @@ def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_pa
     # one flipped bit in shard 1's rows: shard 1 finds it, shard 0 still reads its own
     raw[header + offsets[1] * table.shape[1] * 8 + 3] ^= 0x01
     (folder / BATCHES_NAME).write_bytes(bytes(raw))
-    assert read_list(cfg, 0) == lists[0]
+    assert read_list(cfg, plan, 0, shards[0]) == lists[0]
     damaged(1, "shard 1's rows .* fail their XXH3 checksum")
     (folder / BATCHES_NAME).write_bytes(bytes(raw[:-40]))  # truncated
     damaged(2, "")
@@ -157,10 +165,35 @@ def test_read_index_gives_each_shard_only_its_batches_and_damage_is_named(tmp_pa
     damaged(0, "No such file")
     shard_map_path(cfg).write_text(json.dumps({k: v for k, v in index.items()
                                                if k != "files_xxh3"}))
-    damaged(0, "earlier version")
-    # markers that no longer give this map are refused, not indexed under it
-    moved = {t: [{**m, "events": [{**f, "batches": batch_json(
+    damaged(0, "earlier version", map_why="its read index is not the one the partition markers "
+                                          "give (another build's, or an earlier version's)")
+    # the folder replaced by a file: read as damaged, and the folder made again in its place
+    shutil.rmtree(folder)
+    folder.write_text("not a folder")
+    damaged(2, "NotADirectoryError")
+    # a shard given other buckets than the index was made for (shards.json edited after the
+    # index): the shard refuses; the map made again from the markers is the index's
+    moved = [list(b) for b in shards]
+    moved[1].append(moved[0].pop())
+    shard_map_path(cfg).write_text(json.dumps({**index, "shards": moved}))
+    damaged(0, "gives shard 0 buckets .* not those the read index was made for",
+            buckets=moved[0], map_why="its shard map is not the one the partition markers give")
+    # an index made from other inputs' units, its checksums made to agree with it
+    other = SimpleNamespace(**{**vars(plan), "cache_keys": {"admissions": "a1",
+                                                            "labevents": "l2"}})
+    shard_map_from_markers(cfg, other, markers, rewrite=True)
+    with pytest.raises(ReadIndexDamaged, match="made from the partition units of other inputs"):
+        read_list(cfg, plan, 0, shards[0])
+    assert shard_map_from_markers(cfg, plan, markers) == (shards, (
+        "its read index is not the one the partition markers give (another build's, or an "
+        "earlier version's)"))
+    assert read_all() == lists
+    assert shard_map_from_markers(cfg, plan, markers) == (shards, None)  # in place: kept
+    # markers that give another map (a unit's rows changed) replace it, and say so
+    grown = {t: [{**m, "events": [{**f, "batches": batch_json(
         batch_table(f["batches"]) * np.array([1, 1, 50, 1, 1, 1], np.uint64))}
         for f in m["events"]]} for m in parts] for t, parts in markers.items()}
-    with pytest.raises(ValueError, match="no longer give this shard map .*--overwrite"):
-        remake_read_index(cfg, plan, moved)
+    new, why = shard_map_from_markers(cfg, plan, grown)
+    assert new != shards and why == "its shard map is not the one the partition markers give"
+    assert json.loads(shard_map_path(cfg).read_text())["shards"] == new
+    assert [read_list(cfg, plan, s, b) for s, b in enumerate(new)]

@@ -153,7 +153,7 @@ def shard_read_index(units: list, files: list, batches: np.ndarray, shard_of: np
 
 class ReadIndexDamaged(ValueError):
     """The shard read index is missing, damaged or of an earlier version (`why`); it is made
-    again from the partition markers (`remake_read_index`)."""
+    again from the partition markers (`shard_map_from_markers`)."""
 
     def __init__(self, folder: Path, why: str):
         self.folder, self.why = folder, why
@@ -161,14 +161,20 @@ class ReadIndexDamaged(ValueError):
                          "the partition markers")
 
 
-def read_list(cfg, shard: int) -> dict:
+def bucket_digest(buckets) -> str:
+    return xxhash.xxh3_64_hexdigest(np.asarray(list(buckets), np.int64).tobytes())
+
+
+def read_list(cfg, plan, shard: int, buckets: list[int]) -> dict:
     """Shard `shard`'s read list: per table, per unit (in part order), the unit's marker and
     codes checksums and its files (each file's size and checksummed ranges: the shard verifies
     what it reads) that hold this shard's batches, with only those batches, as raw bytes of
     their batch-table rows. What `restricted` gives for every unit's marker, less files with
     nothing for the shard. The index files are verified first (shards.json holds the file
-    list's XXH3, the file list each shard's slice's): damage raises ReadIndexDamaged, never
-    reads as a list."""
+    list's XXH3, the file list each shard's slice's), then that they are this build's: made
+    from the partition units of this plan's inputs (their cache keys), for the buckets
+    shards.json gives this shard. Damage, or an index of other inputs or of another shard
+    map, raises ReadIndexDamaged, never reads as a list."""
     folder = shard_reads_dir(cfg)
     fpath, bpath = folder / FILES_NAME, folder / BATCHES_NAME
     want = json.loads(shard_map_path(cfg).read_text()).get("files_xxh3")
@@ -193,7 +199,17 @@ def read_list(cfg, shard: int) -> dict:
         if xxhash.xxh3_64_hexdigest(rows.tobytes()) != index["xxh3"][shard]:
             raise ValueError(f"{bpath.name}: shard {shard}'s rows {a:,}-{b:,} fail their "
                              "XXH3 checksum")
-    except (OSError, ValueError, KeyError, IndexError, msgpack.UnpackException) as e:
+        # checksums that agree say nothing of whose index it is: one copied in with its
+        # shards.json from a build of other inputs, or a shards.json whose bucket lists
+        # were edited, passed them and read other batches or lost some
+        if index["cache_keys"] != dict(plan.cache_keys):
+            raise ValueError(f"{FILES_NAME} was made from the partition units of other "
+                             "inputs or settings (their cache keys differ from this plan's)")
+        if index["buckets_xxh3"][shard] != bucket_digest(buckets):
+            raise ValueError(f"{shard_map_path(cfg).name} gives shard {shard} buckets "
+                             f"{_short(buckets)}, not those the read index was made for")
+    except (OSError, ValueError, KeyError, IndexError, TypeError,
+            msgpack.UnpackException) as e:
         raise ReadIndexDamaged(folder, f"{type(e).__name__}: {e}") from e
     units, files = index["units"], index["files"]
     out: dict[str, list[dict]] = {}
@@ -217,16 +233,13 @@ def _bucket_rows(batches: np.ndarray, n_buckets: int) -> np.ndarray:
                        minlength=n_buckets).astype(np.int64)
 
 
-def _write_read_index(cfg, plan, units: list, files: list, batches: np.ndarray,
-                      shards: list[list[int]]) -> str:
-    """The shard read index of marker_batches' (units, files, batches) for these shards,
-    written (atomic renames; the same bytes from every writer of the same markers); returns
-    its file list's XXH3."""
-    shard_of = np.zeros(plan.n_buckets, np.int64)
-    for s, buckets in enumerate(shards):
-        shard_of[buckets] = s
-    files, batches = shard_read_index(units, files, batches, shard_of, plan.n_shards)
+def _write_read_index(cfg, packed: bytes, batches: np.ndarray) -> str:
+    """The shard read index (`_read_index_bytes`) written: batches.npy, then files.msgpack
+    (atomic renames; the same bytes from every writer of the same markers); returns the file
+    list's XXH3, which shards.json keeps."""
     folder = shard_reads_dir(cfg)
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        folder.unlink()  # a file (or a dangling link) where the folder goes: replaced
     folder.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(folder / BATCHES_NAME)
     with open(tmp, "wb") as f:
@@ -234,47 +247,79 @@ def _write_read_index(cfg, plan, units: list, files: list, batches: np.ndarray,
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, folder / BATCHES_NAME)
-    packed = msgpack.packb(files)
     atomic_write_bytes(folder / FILES_NAME, packed)
     return xxhash.xxh3_64_hexdigest(packed)
 
 
+def _read_index_bytes(plan, units: list, files: list, batches: np.ndarray,
+                      shards: list[list[int]]) -> tuple[bytes, np.ndarray]:
+    """(files.msgpack's bytes, batches.npy's table) of the read index for these shards."""
+    shard_of = np.zeros(plan.n_buckets, np.int64)
+    for s, buckets in enumerate(shards):
+        shard_of[buckets] = s
+    index, batches = shard_read_index(units, files, batches, shard_of, plan.n_shards)
+    index["cache_keys"] = dict(plan.cache_keys)
+    index["buckets_xxh3"] = [bucket_digest(b) for b in shards]
+    return msgpack.packb(index), batches
+
+
+def _short(buckets) -> str:
+    buckets = list(buckets)
+    return str(buckets) if len(buckets) <= 8 else f"[{', '.join(map(str, buckets[:8]))}, ...]"
+
+
 def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
                      started: float | None = None) -> list[list[int]]:
-    """Buckets of every shard, packed by the partition stage's row counts (all tables, events
-    and header rows); created if absent, by whichever unit or driver gets there first (same
-    bytes from every writer, atomic rename). With it, the shard read index (`read_list`): each
-    shard finds its own batches there instead of parsing every unit's marker (with 141 units
-    and 1,024 buckets, ~0.2 s per shard)."""
+    """Buckets of every shard: shards.json's when it is there (a shard's usual read), else
+    made from the partition markers (`shard_map_from_markers`)."""
     path = shard_map_path(cfg)
     if path.exists():
         return json.loads(path.read_text())["shards"]
     if markers is None:
         raise ValueError(f"{path}: no shard map yet, and no partition markers to make it from")
+    return shard_map_from_markers(cfg, plan, markers, started)[0]
+
+
+def shard_map_from_markers(cfg, plan, markers: dict[str, list[dict]],
+                           started: float | None = None, rewrite: bool = False,
+                           ) -> tuple[list[list[int]], str | None]:
+    """(buckets of every shard, what was wrong with the map replaced or None): the shard map
+    and the shard read index (`read_list`) the partition markers give. Buckets are packed by
+    the partition stage's row counts (all tables, events and header rows). Written unless
+    shards.json already holds exactly this map and this index's checksum (the driver at every
+    stage boundary, a resumed build included), or always with `rewrite` (a shard found the
+    index damaged). Any writer writes the same bytes (atomic renames; shards.json last, the
+    map's done-marker). The markers are what the map is made from: a shards.json that
+    disagrees with them (damaged, edited, copied from a build of other inputs) is replaced,
+    and `why` says how it differed, for the caller to report; a shard already built from the
+    replaced map is rebuilt (its done-marker keeps its buckets, jobs/build.py)."""
+    path = shard_map_path(cfg)
     units, files, batches = marker_batches(markers)
     rows = _bucket_rows(batches, plan.n_buckets)
     shards = shards_of_buckets(rows, plan.n_shards)
-    digest = _write_read_index(cfg, plan, units, files, batches, shards)
+    packed, table = _read_index_bytes(plan, units, files, batches, shards)
+    digest = xxhash.xxh3_64_hexdigest(packed)
+    why = None
+    if path.exists():
+        try:
+            current = json.loads(path.read_text())
+            if not isinstance(current, dict):
+                raise ValueError(f"holds a {type(current).__name__}, not an object")
+            if current.get("shards") != shards:
+                why = "its shard map is not the one the partition markers give"
+            elif current.get("files_xxh3") != digest:
+                why = ("its read index is not the one the partition markers give (another "
+                       "build's, or an earlier version's)")
+        except ValueError as e:
+            why = f"unreadable ({e})"
+        if why is None and not rewrite:
+            return shards, None
+    _write_read_index(cfg, packed, table)
     sizes = [int(rows[b].sum()) for b in shards]
     # `started`: when the caller began reading the markers; the wall between the stages is a
     # serial step of the build, which the scaling model adds (benchmarks/bench_build.py)
     seconds = round(time.perf_counter() - started, 3) if started is not None else None
-    atomic_write_json(path, {"shards": shards, "rows": sizes, "seconds": seconds,
-                             "files_xxh3": digest})
-    return shards
-
-
-def remake_read_index(cfg, plan, markers: dict[str, list[dict]]) -> None:
-    """The shard read index made again from the partition markers, for the shard map in place
-    (its index damaged, removed, or of an earlier version). The markers must still give that
-    map: a shard already built from it must not be joined by ones cut differently."""
-    path = shard_map_path(cfg)
-    current = json.loads(path.read_text())
-    units, files, batches = marker_batches(markers)
-    if shards_of_buckets(_bucket_rows(batches, plan.n_buckets), plan.n_shards) != current[
-            "shards"]:
-        raise ValueError(f"{path}: the partition markers no longer give this shard map (a "
-                         "unit's rows changed since it was made); rerun with --overwrite")
-    digest = _write_read_index(cfg, plan, units, files, batches, current["shards"])
-    if current.get("files_xxh3") != digest:
-        atomic_write_json(path, {**current, "files_xxh3": digest})
+    if why is not None or not path.exists() or started is not None:
+        atomic_write_json(path, {"shards": shards, "rows": sizes, "seconds": seconds,
+                                 "files_xxh3": digest})
+    return shards, why
