@@ -22,9 +22,9 @@ from trajectory.assembly.assemble import (count_cleaning_drops, encode_strings, 
                                           merge_string_ids, order_events, patient_records,
                                           place_details, place_events)
 from trajectory.cleaning.flags import clean_events, code_tables, load_concepts, rule_mask
-from trajectory.cleaning.vocab import (ReadIndexDamaged, ensure_shard_map, ensure_vocab,
-                                       read_list, restricted, shard_map_from_markers,
-                                       shard_map_path, vocab_ready)
+from trajectory.cleaning.vocab import (ReadIndexDamaged, ShardMapDamaged, ensure_shard_map,
+                                       ensure_vocab, read_list, restricted,
+                                       shard_map_from_markers, shard_map_path, vocab_ready)
 from trajectory.events.extra_tables import all_tables, streams
 from trajectory.events.map_rows import EVENT_SCHEMA
 from trajectory.events.plan import batch_table, load_plan, unit_name
@@ -309,20 +309,57 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
 
 
 def shard_buckets(cfg, plan, shard: int) -> list[int]:
-    # shards.json is written last, after the shard read index
-    return ensure_shard_map(cfg, plan, None if shard_map_path(cfg).exists()
-                            else partition_markers(cfg, plan))[shard]
+    """This shard's buckets: shards.json's (written last, after the shard read index), made
+    from the partition markers when it is not there yet, or not a map of this plan (a SLURM
+    array has no driver between the stages to replace it)."""
+    try:
+        return ensure_shard_map(cfg, plan, None if shard_map_path(cfg).exists()
+                                else partition_markers(cfg, plan))[shard]
+    except ShardMapDamaged as e:
+        shards, _ = shard_map_from_markers(cfg, plan, partition_markers(cfg, plan))
+        cache.note_damage(cfg, e.path, e.why, "made again from the partition markers")
+        return shards[shard]
+
+
+def shard_basis(plan, buckets: list[int]) -> dict:
+    """What a shard's records are made from, kept in its done-marker: its buckets and the
+    inputs (the plan's stage-1 cache keys). A marker of another basis (a map replaced since,
+    a marker copied in from a build of other inputs) does not count as done."""
+    keys = json.dumps(dict(plan.cache_keys), sort_keys=True).encode()
+    return {"buckets": list(buckets), "inputs": xxhash.xxh3_64_hexdigest(keys)}
+
+
+def records_problem(cfg, marker: dict) -> str | None:
+    """Why the records a shard's done-marker stands for are not all in the version (its
+    folder or pack gone, short of files or bytes: a version folder deleted by hand), or
+    None. By names and sizes only: reading every record back is the loader's check."""
+    unit = marker["unit"]
+    if cfg.layout == "shards":
+        path = cfg.version_dir / "patients" / f"{unit}{PACK_SUFFIX}"
+        size = path.stat().st_size if path.is_file() else None
+        files = marker["n_patients"] if size is not None else 0
+    else:
+        path = cfg.version_dir / "patients" / unit
+        sizes = ([e.stat().st_size for e in os.scandir(path)
+                  if e.name.endswith(RECORD_SUFFIX)] if path.is_dir() else None)
+        size, files = (sum(sizes), len(sizes)) if sizes is not None else (None, 0)
+    if size is None:
+        return f"{path} is missing"
+    if files != marker["n_patients"] or size != marker["bytes"]:
+        return (f"{path} holds {files:,} records, {size:,} bytes; its done-marker says "
+                f"{marker['n_patients']:,} and {marker['bytes']:,}")
+    return None
 
 
 def run(shard: int, cfg) -> dict:
-    """The shard's done-marker: the one there when it holds the buckets the shard map gives
-    this shard now (a shard built from a map since replaced as damaged is built again), else
-    the shard built."""
+    """The shard's done-marker: the one there when it was made from what the shard is made
+    from now (`shard_basis`) and its records are in place, else the shard built (again)."""
     unit = shard_name(shard)
     done = read_done(cfg, STAGE, unit)
     plan = load_plan(cfg)
     buckets = shard_buckets(cfg, plan, shard)
-    if done is not None and done.get("buckets") == buckets:
+    if done is not None and {k: done.get(k) for k in ("buckets", "inputs")} == shard_basis(
+            plan, buckets) and records_problem(cfg, done) is None:
         return done
     for attempt in range(3):
         try:
@@ -396,7 +433,7 @@ def _run(shard: int, cfg, plan, buckets: list[int]) -> dict:
     code_ids = np.flatnonzero(code_counts)
     code_counts = code_counts[code_ids]
     return write_done(cfg, STAGE, unit, {
-        "shard": shard, "buckets": buckets, "sorted": entry.name if entry else None,
+        "shard": shard, **shard_basis(plan, buckets), "sorted": entry.name if entry else None,
         "index": index_path.name,
         "index_checksum": checksum_file(index_path),
         "qc": qc_path.name, "concept_histogram": array_to_json(hist),

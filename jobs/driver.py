@@ -47,6 +47,10 @@ def prepare(cfg):
                              "pass --overwrite to rebuild it")
         shutil.rmtree(vdir)
         shutil.rmtree(cfg.work_dir, ignore_errors=True)
+    elif cfg.overwrite:
+        # an unfinished build of this version started again, whatever its WORK_DIR holds
+        # (a done-marker of other settings or inputs, a map): stage 1's cache still serves it
+        shutil.rmtree(cfg.work_dir, ignore_errors=True)
     path = plan_path(cfg)
     if path.exists():
         try:

@@ -18,7 +18,8 @@ from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_wri
 from trajectory.cleaning import qc_html
 from trajectory.cleaning.flags import BITS, load_concepts
 from trajectory.cleaning.qc_report import cleaning_report, rate_failures
-from trajectory.cleaning.vocab import shard_map_path, thresholds_path, vocab_path
+from trajectory.cleaning.vocab import (read_shard_map, shard_map_from_markers, shard_map_path,
+                                       thresholds_path, vocab_path)
 from trajectory.events import extra_tables, inputs
 from trajectory.events.map_rows import merge_counts
 from trajectory.events.plan import load_plan
@@ -32,20 +33,24 @@ from .common import array_from_json, done_path, read_done
 STAGE = "finalize"
 
 
-def shard_markers(cfg, n_shards: int) -> list[dict]:
-    """Every shard's done-marker, each checked against its index file and the shard map: a
-    shard built from other buckets than the map gives it (a map replaced as damaged after
-    the shard was built) loses its marker, so that the next run builds it again."""
+def shard_markers(cfg, plan) -> list[dict]:
+    """Every shard's done-marker, each checked against its index file, the shard map and
+    inputs (`build.shard_basis`) and its records in the version: a shard built from other
+    buckets or inputs (a map replaced as damaged after it was built, a marker copied in) or
+    whose records are gone loses its marker, so that the next run builds it again."""
     markers, missing, stale = [], [], []
-    shards = json.loads(shard_map_path(cfg).read_text())["shards"]
-    for shard in range(n_shards):
+    shards = read_shard_map(cfg, plan)
+    for shard in range(plan.n_shards):
         m = read_done(cfg, build.STAGE, build.shard_name(shard))
         if m is None:
             missing.append(shard)
             continue
-        if m.get("buckets") != shards[shard]:
+        basis = build.shard_basis(plan, shards[shard])
+        why = ("built from other buckets or inputs than the shard map and plan give it"
+               if {k: m.get(k) for k in basis} != basis else build.records_problem(cfg, m))
+        if why is not None:
             done_path(cfg, build.STAGE, build.shard_name(shard)).unlink()
-            stale.append(shard)
+            stale.append(f"{shard} ({why})")
             continue
         index = cfg.work_dir / "index" / m["index"]
         if not index.exists() or checksum_file(index) != m["index_checksum"]:
@@ -53,12 +58,11 @@ def shard_markers(cfg, n_shards: int) -> list[dict]:
                              "done-marker; delete the marker to rebuild that shard")
         markers.append(m)
     if stale:
-        raise ValueError(f"cannot publish: {len(stale)} of {n_shards} shards were built from "
-                         f"other buckets than {shard_map_path(cfg)} gives them (first: "
-                         f"{stale[:10]}); their done-markers are removed: rerun the build to "
-                         "build them again")
+        raise ValueError(f"cannot publish: {len(stale)} of {plan.n_shards} built shards do "
+                         f"not stand (first: {'; '.join(stale[:3])}); their done-markers are "
+                         "removed: rerun the build to build them again")
     if missing:
-        raise ValueError(f"cannot publish: {len(missing)} of {n_shards} shards not built "
+        raise ValueError(f"cannot publish: {len(missing)} of {plan.n_shards} shards not built "
                          f"(first: {missing[:10]}); rerun the build to finish them")
     return markers
 
@@ -163,7 +167,14 @@ def run(unit: str, cfg) -> dict:
     except ValueError as e:
         raise ValueError(f"cannot publish: {e}") from e
     part = {name: merge_parts(ms) for name, ms in part_lists.items()}
-    markers = shard_markers(cfg, plan.n_shards)
+    # The map checked against the markers once more, here, where every way of running
+    # passes: a SLURM array has no driver between the stages, and a map written after the
+    # driver's check (another process) would otherwise be published. A shard built from the
+    # replaced map then fails shard_markers.
+    _, why = shard_map_from_markers(cfg, plan, part_lists)
+    if why is not None:
+        cache.note_damage(cfg, shard_map_path(cfg), why, "made again from the partition markers")
+    markers = shard_markers(cfg, plan)
     vdir = cfg.version_dir
     # one read_parquet over all shards' files: it reads them in parallel, in list order
     # (0.008 s against 0.03-0.07 s one by one, for 32 shards: finalize is the build's serial tail)

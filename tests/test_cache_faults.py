@@ -387,12 +387,12 @@ def test_a_shard_built_from_other_buckets_than_the_map_is_built_again(reference,
 
     cfg = fresh(reference, tmp_path)
     run_build(cfg, progress=False)
-    shutil.rmtree(cfg.version_dir)
+    (cfg.version_dir / "dataset.json").unlink()  # unfinished again: the shards kept
     marker = done_path(cfg, build.STAGE, build.shard_name(1))
     stale = {**json.loads(marker.read_text()), "buckets": [0]}
     marker.write_text(json.dumps(stale))
-    with pytest.raises(ValueError, match=r"1 of 4 shards were built from other buckets than "
-                                         r".*shards.json gives them \(first: \[1\]\)"):
+    with pytest.raises(ValueError, match=r"1 of 4 built shards do not stand \(first: 1 \(built "
+                                         r"from other buckets or inputs"):
         finalize.run("all", cfg)
     assert not marker.exists()
     marker.write_text(json.dumps(stale))
@@ -401,6 +401,95 @@ def test_a_shard_built_from_other_buckets_than_the_map_is_built_again(reference,
     after = {p.name: p.stat().st_mtime_ns for p in (cfg.work_dir / "done" / "build").iterdir()}
     assert [n for n in before if before[n] != after[n]] == [marker.name]  # only it, again
     assert_reference_bytes(cfg, reference)
+
+
+def test_a_deleted_version_folder_is_built_again_not_published_empty(reference, tmp_path):
+    """The version folder of a finished build deleted by hand (the done-markers in WORK_DIR
+    kept), or one shard's records: the rerun sees the records are not there, builds those
+    shards again, and publishes the reference's records, never a manifest without them."""
+    from trajectory import open_version
+
+    cfg = fresh(reference, tmp_path)
+    run_build(cfg, progress=False)
+    shutil.rmtree(cfg.version_dir)
+    run_build(cfg, progress=False)
+    assert_reference_bytes(cfg, reference)
+    v = open_version(cfg.version_dir)
+    assert all(v.read_bytes(s) for s in v.subject_ids)
+    (cfg.version_dir / "dataset.json").unlink()
+    victim = sorted((cfg.version_dir / "patients" / build.shard_name(2)).iterdir())[0]
+    victim.unlink()
+    run_build(cfg, progress=False)
+    assert victim.exists()
+    assert_reference_bytes(cfg, reference)
+
+
+def test_a_forged_map_and_index_without_a_driver_are_not_published(reference, tmp_path):
+    """As a SLURM array runs (no driver between the stages): a shards.json with a bucket moved
+    and a read index made for it, every checksum agreeing, put in place between the stages.
+    The shards build from it (nothing they read disagrees); finalize, which checks the map
+    against the partition markers, replaces it and refuses the shards built from it; the
+    rerun of the stages gives the reference's records, where they belong."""
+    import xxhash
+
+    from jobs import finalize
+    from trajectory.cleaning import vocab
+
+    cfg = fresh(reference, tmp_path)
+    drop_sorted(cfg)
+    plan = prepare_plan(cfg)
+    from jobs.driver import partition_tasks
+    for _, fn, unit, _ in partition_tasks(plan):
+        fn(unit, cfg)
+    markers = build.partition_markers(cfg, plan)
+    units, files, batches = vocab.marker_batches(markers)
+    shards = vocab.shards_of_buckets(vocab._bucket_rows(batches, plan.n_buckets), plan.n_shards)
+    shards[1].append(shards[0].pop())
+    packed, table = vocab._read_index_bytes(plan, units, files, batches, shards)
+    vocab._write_read_index(cfg, packed, table)
+    vocab.atomic_write_json(vocab.shard_map_path(cfg), {
+        "shards": shards, "files_xxh3": xxhash.xxh3_64_hexdigest(packed)})
+    for shard in range(plan.n_shards):
+        build.run(shard, cfg)
+    with pytest.raises(ValueError, match=r"2 of 4 built shards do not stand \(first: 0 \(built "
+                                         r"from other buckets"):
+        finalize.run("all", cfg)
+    for shard in range(plan.n_shards):
+        build.run(shard, cfg)
+    finalize.run("all", cfg)
+    assert_reference_bytes(cfg, reference)
+    m = pl.read_parquet(cfg.version_dir / "manifest.parquet")
+    r = pl.read_parquet(reference.version_dir / "manifest.parquet")
+    assert m.select("subject_id", "shard").equals(r.select("subject_id", "shard"))
+    assert "shards.json was damaged (its shard map is not the one" in warnings(cfg)
+
+
+@pytest.mark.parametrize("broken", ["a list short", "not JSON", "no shards", "float buckets"])
+def test_a_broken_shard_map_is_made_again_by_the_shard_that_finds_it(reference, tmp_path,
+                                                                      broken):
+    """shards.json not a map of this plan (a list short, not JSON, no `shards`, buckets as
+    2.0), found by a shard with no driver before it (a SLURM array task): made again from
+    the partition markers, not a crash on every resubmission; the reference's records."""
+    from jobs import finalize
+    from trajectory.cleaning.vocab import shard_map_path
+
+    cfg = fresh(reference, tmp_path)
+    drop_sorted(cfg)
+    run_build(cfg, progress=False)
+    at_the_stage_boundary(cfg)
+    path = shard_map_path(cfg)
+    smap = json.loads(path.read_text())
+    path.write_text({"a list short": json.dumps({**smap, "shards": smap["shards"][:-1]}),
+                     "not JSON": "{", "no shards": json.dumps({"rows": smap["rows"]}),
+                     "float buckets": json.dumps({**smap, "shards": [[float(b) for b in s]
+                                                                    for s in smap["shards"]]}),
+                     }[broken])
+    for shard in range(4):
+        build.run(shard, cfg)
+    finalize.run("all", cfg)
+    assert_reference_bytes(cfg, reference)
+    assert json.loads(path.read_text())["shards"] == smap["shards"]
+    assert "shards.json was damaged" in warnings(cfg)
 
 
 def test_prune_in_a_loop_beside_a_build(reference, tmp_path):

@@ -118,3 +118,21 @@ def test_done_marker_of_another_plan_names_only_the_hashes(data, tmp_path):
     assert str(e.value).endswith(f"unit was built with config {third.output_hash()}, this run "
                                  f"has {second.output_hash()}; use --overwrite or another "
                                  "WORK_DIR")
+
+
+def test_overwrite_starts_an_unfinished_build_again_over_a_foreign_marker(data, tmp_path):
+    """A done-marker of other settings in an unfinished build of the same plan (copied in,
+    left by hand): refused, naming --overwrite; --overwrite then starts the version again
+    (WORK_DIR discarded, stage 1's cache reused) instead of refusing the same way."""
+    from jobs import build
+
+    first = make_cfg(data, tmp_path, trajectory_version="a")
+    prepare(first)
+    other = make_cfg(data, tmp_path, trajectory_version="a", outlier_k=2.5)
+    write_done(other, "build", build.shard_name(0), {})
+    with pytest.raises(ValueError, match="unit was built with config .*use --overwrite"):
+        run_build(first, progress=False)
+    summary = run_build(make_cfg(data, tmp_path, trajectory_version="a", overwrite=True),
+                        progress=False)
+    assert summary["n_events"] > 0
+    assert read_done(first, "build", build.shard_name(0))["config_hash"] == first.output_hash()

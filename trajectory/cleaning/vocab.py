@@ -177,11 +177,12 @@ def read_list(cfg, plan, shard: int, buckets: list[int]) -> dict:
     map, raises ReadIndexDamaged, never reads as a list."""
     folder = shard_reads_dir(cfg)
     fpath, bpath = folder / FILES_NAME, folder / BATCHES_NAME
-    want = json.loads(shard_map_path(cfg).read_text()).get("files_xxh3")
-    if want is None:
-        raise ReadIndexDamaged(folder, f"{shard_map_path(cfg).name} was made by an earlier "
-                                       "version of this tool, without one")
     try:
+        smap = json.loads(shard_map_path(cfg).read_text())
+        want = smap.get("files_xxh3") if isinstance(smap, dict) else None
+        if want is None:
+            raise ValueError(f"{shard_map_path(cfg).name} was made by an earlier version of "
+                             "this tool, without the read index's checksum")
         raw = fpath.read_bytes()
         if xxhash.xxh3_64_hexdigest(raw) != want:
             raise ValueError(f"{FILES_NAME} fails the XXH3 checksum shards.json holds")
@@ -274,10 +275,45 @@ def ensure_shard_map(cfg, plan, markers: dict[str, list[dict]] | None = None,
     made from the partition markers (`shard_map_from_markers`)."""
     path = shard_map_path(cfg)
     if path.exists():
-        return json.loads(path.read_text())["shards"]
+        return read_shard_map(cfg, plan)
     if markers is None:
         raise ValueError(f"{path}: no shard map yet, and no partition markers to make it from")
     return shard_map_from_markers(cfg, plan, markers, started)[0]
+
+
+def read_shard_map(cfg, plan) -> list[list[int]]:
+    """shards.json's buckets of every shard, checked to be a map of this plan: one list of
+    integers per shard, every bucket in exactly one. Anything else (unreadable, a list
+    short, a bucket twice or as 2.0) raises ShardMapDamaged."""
+    path = shard_map_path(cfg)
+    try:
+        shards = json.loads(path.read_text())["shards"]
+        problem = map_problem(shards, plan)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ShardMapDamaged(path, f"{type(e).__name__}: {e}") from e
+    if problem:
+        raise ShardMapDamaged(path, problem)
+    return shards
+
+
+class ShardMapDamaged(ValueError):
+    """shards.json unreadable or not a map of this plan's buckets (`why`); it is made again
+    from the partition markers (`shard_map_from_markers`)."""
+
+    def __init__(self, path: Path, why: str):
+        self.path, self.why = path, why
+        super().__init__(f"{path}: damaged shard map ({why})")
+
+
+def map_problem(shards, plan) -> str | None:
+    """What keeps `shards` from being a shard map of this plan, or None."""
+    if not isinstance(shards, list) or len(shards) != plan.n_shards:
+        return f"expected a list of {plan.n_shards} bucket lists"
+    if not all(isinstance(b, list) and all(type(x) is int for x in b) for b in shards):
+        return "expected lists of integer buckets"
+    if sorted(x for b in shards for x in b) != list(range(plan.n_buckets)):
+        return f"expected every bucket 0-{plan.n_buckets - 1} in exactly one shard"
+    return None
 
 
 def shard_map_from_markers(cfg, plan, markers: dict[str, list[dict]],
@@ -305,7 +341,7 @@ def shard_map_from_markers(cfg, plan, markers: dict[str, list[dict]],
             current = json.loads(path.read_text())
             if not isinstance(current, dict):
                 raise ValueError(f"holds a {type(current).__name__}, not an object")
-            if current.get("shards") != shards:
+            if json.dumps(current.get("shards")) != json.dumps(shards):  # 2.0 == 2, not here
                 why = "its shard map is not the one the partition markers give"
             elif current.get("files_xxh3") != digest:
                 why = ("its read index is not the one the partition markers give (another "
