@@ -330,24 +330,42 @@ def shard_basis(plan, buckets: list[int]) -> dict:
 
 
 def records_problem(cfg, marker: dict) -> str | None:
-    """Why the records a shard's done-marker stands for are not all in the version (its
-    folder or pack gone, short of files or bytes: a version folder deleted by hand), or
-    None. By names and sizes only: reading every record back is the loader's check."""
+    """Why the records a shard's done-marker stands for are not all in the version as its
+    index lists them (its folder or pack gone; a record missing, renamed, of another size, or
+    a file the index does not list: a version folder changed by hand), or None. By names and
+    sizes: a record damaged in place with its size kept is the loader's to find (it checks
+    every record's checksum as it reads it)."""
     unit = marker["unit"]
+    ipath = cfg.work_dir / "index" / marker["index"]
+    try:
+        if checksum_file(ipath) != marker["index_checksum"]:
+            return f"{ipath} fails its checksum"
+        index = pl.read_parquet(ipath, columns=["path", "bytes"])
+    except (OSError, pl.exceptions.PolarsError) as e:
+        return f"{ipath}: {type(e).__name__}: {e}"
     if cfg.layout == "shards":
         path = cfg.version_dir / "patients" / f"{unit}{PACK_SUFFIX}"
-        size = path.stat().st_size if path.is_file() else None
-        files = marker["n_patients"] if size is not None else 0
-    else:
-        path = cfg.version_dir / "patients" / unit
-        sizes = ([e.stat().st_size for e in os.scandir(path)
-                  if e.name.endswith(RECORD_SUFFIX)] if path.is_dir() else None)
-        size, files = (sum(sizes), len(sizes)) if sizes is not None else (None, 0)
-    if size is None:
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != marker["bytes"]:
+            return (f"{path} holds {path.stat().st_size:,} bytes, its done-marker says "
+                    f"{marker['bytes']:,}")
+        return None
+    path = cfg.version_dir / "patients" / unit
+    if not path.is_dir():
         return f"{path} is missing"
-    if files != marker["n_patients"] or size != marker["bytes"]:
-        return (f"{path} holds {files:,} records, {size:,} bytes; its done-marker says "
-                f"{marker['n_patients']:,} and {marker['bytes']:,}")
+    have = {e.name: e.stat().st_size for e in os.scandir(path)}
+    want = dict(zip((p.rsplit("/", 1)[-1] for p in index["path"]), index["bytes"].to_list()))
+    if have != want:
+        lost = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        sized = sorted(n for n in set(want) & set(have) if want[n] != have[n])
+        return (f"{path}: " + "; ".join(f"{what} {', '.join(names[:3])}"
+                                        f"{' ...' if len(names) > 3 else ''}"
+                                        for what, names in (("missing", lost),
+                                                            ("not in its index", extra),
+                                                            ("of another size", sized))
+                                        if names))
     return None
 
 
@@ -359,8 +377,11 @@ def run(shard: int, cfg) -> dict:
     plan = load_plan(cfg)
     buckets = shard_buckets(cfg, plan, shard)
     if done is not None and {k: done.get(k) for k in ("buckets", "inputs")} == shard_basis(
-            plan, buckets) and records_problem(cfg, done) is None:
-        return done
+            plan, buckets):
+        why = records_problem(cfg, done)
+        if why is None:
+            return done
+        cache.note_damage(cfg, cfg.version_dir / "patients" / unit, why, "the shard built again")
     for attempt in range(3):
         try:
             return _run(shard, cfg, plan, buckets)

@@ -13,8 +13,7 @@ import numpy as np
 import polars as pl
 
 import trajectory
-from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_parquet,
-                               checksum_file)
+from trajectory.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from trajectory.cleaning import qc_html
 from trajectory.cleaning.flags import BITS, load_concepts
 from trajectory.cleaning.qc_report import cleaning_report, rate_failures
@@ -52,10 +51,6 @@ def shard_markers(cfg, plan) -> list[dict]:
             done_path(cfg, build.STAGE, build.shard_name(shard)).unlink()
             stale.append(f"{shard} ({why})")
             continue
-        index = cfg.work_dir / "index" / m["index"]
-        if not index.exists() or checksum_file(index) != m["index_checksum"]:
-            raise ValueError(f"{index}: shard index missing or its checksum disagrees with its "
-                             "done-marker; delete the marker to rebuild that shard")
         markers.append(m)
     if stale:
         raise ValueError(f"cannot publish: {len(stale)} of {plan.n_shards} built shards do "
@@ -65,6 +60,20 @@ def shard_markers(cfg, plan) -> list[dict]:
         raise ValueError(f"cannot publish: {len(missing)} of {plan.n_shards} shards not built "
                          f"(first: {missing[:10]}); rerun the build to finish them")
     return markers
+
+
+def strays(cfg, plan) -> list[str]:
+    """Warnings for what OUT_DIR/<version>/patients holds besides this version's shards (put
+    there by hand, or left by a build with more shards): never listed in the manifest, so
+    never read, but not this build's either."""
+    ours = {f"{build.shard_name(s)}{build.PACK_SUFFIX if cfg.layout == 'shards' else ''}"
+            for s in range(plan.n_shards)}
+    folder = cfg.version_dir / "patients"
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in ours
+                   and not p.name.startswith(".")) if folder.is_dir() else []
+    return ([f"{folder} holds {len(extra)} entries that are not this version's shards "
+             f"({', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}): not in the "
+             "manifest, left alone"] if extra else [])
 
 
 def codes_table(cfg, plan, markers: list[dict]) -> pl.DataFrame:
@@ -222,7 +231,7 @@ def run(unit: str, cfg) -> dict:
         "cache_keys": plan.cache_keys,
         "sorted_cache": sorted(m["sorted"] for m in markers if m["sorted"]),
         "warnings": [f"table {m} not found in DATA_DIR: skipped" for m in plan.missing]
-        + inputs.warnings(not_read) + cache.damage_warnings(cfg),
+        + inputs.warnings(not_read) + cache.damage_warnings(cfg) + strays(cfg, plan),
         # every file under DATA_DIR/{hosp,icu,note} not read as events, and why
         "not_read": not_read,
         "n_shards": plan.n_shards, "n_patients": manifest.height, "n_events": n_events,

@@ -416,12 +416,28 @@ def test_a_deleted_version_folder_is_built_again_not_published_empty(reference, 
     assert_reference_bytes(cfg, reference)
     v = open_version(cfg.version_dir)
     assert all(v.read_bytes(s) for s in v.subject_ids)
-    (cfg.version_dir / "dataset.json").unlink()
-    victim = sorted((cfg.version_dir / "patients" / build.shard_name(2)).iterdir())[0]
-    victim.unlink()
+    # one record deleted, one renamed, a file no index lists, a folder of no shard (in a
+    # version of their own: dataset.json names each damaged entry once)
+    (tmp_path / "2").mkdir()
+    cfg = fresh(reference, tmp_path / "2", version="c")
     run_build(cfg, progress=False)
-    assert victim.exists()
+    (cfg.version_dir / "dataset.json").unlink()
+    patients = cfg.version_dir / "patients"
+    victim = sorted((patients / build.shard_name(2)).iterdir())[0]
+    victim.unlink()
+    renamed = sorted((patients / build.shard_name(1)).iterdir())[0]
+    renamed.rename(renamed.with_name("999" + renamed.name))
+    (patients / build.shard_name(3) / "notes.txt").write_text("mine")
+    (patients / "99999").mkdir()
+    run_build(cfg, progress=False)
+    assert victim.exists() and renamed.exists()
+    assert not (patients / build.shard_name(3) / "notes.txt").exists()
     assert_reference_bytes(cfg, reference)
+    said = warnings(cfg)
+    for shard, what in ((2, "missing"), (1, "not in its index"), (3, "not in its index")):
+        assert re.search(rf"patients/{build.shard_name(shard)} was damaged \(.*{what} .*\): "
+                         "the shard built again", said), said
+    assert "holds 1 entries that are not this version's shards (99999)" in said
 
 
 def test_a_forged_map_and_index_without_a_driver_are_not_published(reference, tmp_path):

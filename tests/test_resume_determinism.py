@@ -145,6 +145,11 @@ def test_finalize_refuses_missing_or_corrupt_shard(tmp_path):
     build.run(1, cfg)
     index = cfg.work_dir / "index" / f"{build.shard_name(1)}.parquet"
     index.write_bytes(index.read_bytes() + b"x")
-    with pytest.raises(ValueError, match="checksum disagrees with its done-marker"):
+    with pytest.raises(ValueError, match=r"1 of 2 built shards do not stand \(first: 1 \(.*"
+                                         r"00001.parquet fails its checksum\)\); their "
+                                         "done-markers are removed"):
         finalize.run("all", cfg)
     assert not (cfg.version_dir / "dataset.json").exists()
+    build.run(1, cfg)  # built again: its marker went with the damaged index
+    finalize.run("all", cfg)
+    assert (cfg.version_dir / "dataset.json").exists()
