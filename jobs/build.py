@@ -329,20 +329,22 @@ def shard_basis(plan, buckets: list[int]) -> dict:
     return {"buckets": list(buckets), "inputs": xxhash.xxh3_64_hexdigest(keys)}
 
 
-def records_problem(cfg, marker: dict) -> str | None:
+def records_problem(cfg, marker: dict, index: pl.DataFrame | None = None) -> str | None:
     """Why the records a shard's done-marker stands for are not all in the version as its
     index lists them (its folder or pack gone; a record missing, renamed, of another size, or
     a file the index does not list: a version folder changed by hand), or None. By names and
     sizes: a record damaged in place with its size kept is the loader's to find (it checks
-    every record's checksum as it reads it)."""
+    every record's checksum as it reads it). `index`: the shard's index rows (path, bytes),
+    read here from its file when not given."""
     unit = marker["unit"]
-    ipath = cfg.work_dir / "index" / marker["index"]
-    try:
-        if checksum_file(ipath) != marker["index_checksum"]:
-            return f"{ipath} fails its checksum"
-        index = pl.read_parquet(ipath, columns=["path", "bytes"])
-    except (OSError, pl.exceptions.PolarsError) as e:
-        return f"{ipath}: {type(e).__name__}: {e}"
+    if index is None:
+        ipath = cfg.work_dir / "index" / marker["index"]
+        try:
+            if checksum_file(ipath) != marker["index_checksum"]:
+                return f"{ipath} fails its checksum"
+            index = pl.read_parquet(ipath, columns=["path", "bytes"])
+        except (OSError, pl.exceptions.PolarsError) as e:
+            return f"{ipath}: {type(e).__name__}: {e}"
     if cfg.layout == "shards":
         path = cfg.version_dir / "patients" / f"{unit}{PACK_SUFFIX}"
         if not path.is_file():

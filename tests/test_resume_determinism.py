@@ -146,7 +146,7 @@ def test_finalize_refuses_missing_or_corrupt_shard(tmp_path):
     index = cfg.work_dir / "index" / f"{build.shard_name(1)}.parquet"
     index.write_bytes(index.read_bytes() + b"x")
     with pytest.raises(ValueError, match=r"1 of 2 built shards do not stand \(first: 1 \(.*"
-                                         r"00001.parquet fails its checksum\)\); their "
+                                         r"00001.parquet is missing or fails its checksum\)\); their "
                                          "done-markers are removed"):
         finalize.run("all", cfg)
     assert not (cfg.version_dir / "dataset.json").exists()
