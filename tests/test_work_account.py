@@ -44,5 +44,5 @@ def test_the_work_account_adds_up_to_the_markers(demo_build):
     assert a["total"] == pytest.approx(whole, abs=0.5)
     assert a["beyond_parse"] == pytest.approx(a["total"] - floor_s * cpus, abs=0.05)
     assert a["beyond_parse_allowed_at_1_5x"] == pytest.approx(0.5 * floor_s * cpus, abs=0.05)
-    assert a["beyond_parse_over_allowed"] == pytest.approx(
-        a["beyond_parse"] / (0.5 * floor_s * cpus), abs=0.01)
+    assert a["beyond_parse_over_allowed"] == pytest.approx(  # both rounded: 0.1 s, 0.01
+        a["beyond_parse"] / (0.5 * floor_s * cpus), abs=0.03)
