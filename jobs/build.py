@@ -232,14 +232,25 @@ class ShardMapChanged(Exception):
         super().__init__(f"the shard map gives this shard buckets {buckets}")
 
 
+REMADE = "made again from the partition markers"
+
+
+def checked_map(cfg, plan, markers: dict, started: float | None = None,
+                rewrite: bool = False) -> list[list[int]]:
+    """`shard_map_from_markers`, with a map it replaced (damaged, edited, another build's)
+    reported in dataset.json's warnings: the driver between the stages, finalize, a shard
+    that found the read index damaged."""
+    shards, why = shard_map_from_markers(cfg, plan, markers, started, rewrite)
+    if why is not None:
+        cache.note_damage(cfg, shard_map_path(cfg), why, REMADE)
+    return shards
+
+
 def remade_map(cfg, plan, shard: int, buckets: list[int]) -> None:
     """The shard map and read index made again from the partition markers (a shard found the
-    index damaged, or not made for this plan's inputs or this shard's buckets); a map that
-    disagreed with the markers is replaced and reported, and ShardMapChanged raised if this
-    shard's buckets are not what it was started with."""
-    shards, why = shard_map_from_markers(cfg, plan, partition_markers(cfg, plan), rewrite=True)
-    if why is not None:
-        cache.note_damage(cfg, shard_map_path(cfg), why, "made again from the partition markers")
+    index damaged, or not made for this plan's inputs or this shard's buckets), and
+    ShardMapChanged raised if this shard's buckets are not what it was started with."""
+    shards = checked_map(cfg, plan, partition_markers(cfg, plan), rewrite=True)
     if shards[shard] != list(buckets):
         raise ShardMapChanged(shards[shard])
 
@@ -269,7 +280,7 @@ def sorted_shard(cfg, plan, shard: int, buckets: list[int], luts: dict, lap):
     try:
         markers = read_list(cfg, plan, shard, buckets)
     except ReadIndexDamaged as e:  # made again (identical bytes if another shard does too)
-        cache.note_damage(cfg, e.folder, e.why, "made again from the partition markers")
+        cache.note_damage(cfg, e.folder, e.why, REMADE)
         remade_map(cfg, plan, shard, buckets)
         try:
             markers = read_list(cfg, plan, shard, buckets)
@@ -317,7 +328,7 @@ def shard_buckets(cfg, plan, shard: int) -> list[int]:
                                 else partition_markers(cfg, plan))[shard]
     except ShardMapDamaged as e:
         shards, _ = shard_map_from_markers(cfg, plan, partition_markers(cfg, plan))
-        cache.note_damage(cfg, e.path, e.why, "made again from the partition markers")
+        cache.note_damage(cfg, e.path, e.why, REMADE)
         return shards[shard]
 
 

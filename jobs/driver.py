@@ -8,7 +8,6 @@ import time
 
 import config
 from trajectory.atomic import atomic_write_json
-from trajectory.cleaning.vocab import shard_map_from_markers, shard_map_path
 from trajectory.events import extra_tables
 from trajectory.events.plan import (input_differences, load_plan, make_plan, plan_path,
                                     same_inputs, split_unit)
@@ -124,10 +123,7 @@ def _run_build(cfg, progress: bool) -> dict:
         runner.recycle()
         # made, or checked against the markers on a resume: a shards.json damaged, edited or
         # copied from a build of other inputs is replaced here, before any shard reads it
-        _, why = shard_map_from_markers(cfg, plan, build.partition_markers(cfg, plan), started)
-        if why is not None:
-            cache.note_damage(cfg, shard_map_path(cfg), why,
-                              "made again from the partition markers")
+        build.checked_map(cfg, plan, build.partition_markers(cfg, plan), started)
         wall["partition"] = time.perf_counter() - t
         t = time.perf_counter()
         runner.map(build.run, range(plan.n_shards), cfg, "build", progress)

@@ -18,8 +18,7 @@ from trajectory.atomic import (atomic_write_bytes, atomic_write_json, atomic_wri
 from trajectory.cleaning import qc_html
 from trajectory.cleaning.flags import BITS, load_concepts
 from trajectory.cleaning.qc_report import cleaning_report, rate_failures
-from trajectory.cleaning.vocab import (read_shard_map, shard_map_from_markers, shard_map_path,
-                                       thresholds_path, vocab_path)
+from trajectory.cleaning.vocab import read_shard_map, shard_map_path, thresholds_path, vocab_path
 from trajectory.events import extra_tables, inputs
 from trajectory.events.map_rows import merge_counts
 from trajectory.events.plan import load_plan
@@ -201,9 +200,7 @@ def run(unit: str, cfg) -> dict:
     # passes: a SLURM array has no driver between the stages, and a map written after the
     # driver's check (another process) would otherwise be published. A shard built from the
     # replaced map then fails shard_markers.
-    _, why = shard_map_from_markers(cfg, plan, part_lists)
-    if why is not None:
-        cache.note_damage(cfg, shard_map_path(cfg), why, "made again from the partition markers")
+    build.checked_map(cfg, plan, part_lists)
     markers, manifest = shard_markers(cfg, plan)
     vdir = cfg.version_dir
     n_events = int(manifest["n_events"].sum())

@@ -234,10 +234,9 @@ def _bucket_rows(batches: np.ndarray, n_buckets: int) -> np.ndarray:
                        minlength=n_buckets).astype(np.int64)
 
 
-def _write_read_index(cfg, packed: bytes, batches: np.ndarray) -> str:
+def _write_read_index(cfg, packed: bytes, batches: np.ndarray) -> None:
     """The shard read index (`_read_index_bytes`) written: batches.npy, then files.msgpack
-    (atomic renames; the same bytes from every writer of the same markers); returns the file
-    list's XXH3, which shards.json keeps."""
+    (atomic renames; the same bytes from every writer of the same markers)."""
     folder = shard_reads_dir(cfg)
     if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
         folder.unlink()  # a file (or a dangling link) where the folder goes: replaced
@@ -249,7 +248,6 @@ def _write_read_index(cfg, packed: bytes, batches: np.ndarray) -> str:
         os.fsync(f.fileno())
     os.replace(tmp, folder / BATCHES_NAME)
     atomic_write_bytes(folder / FILES_NAME, packed)
-    return xxhash.xxh3_64_hexdigest(packed)
 
 
 def _read_index_bytes(plan, units: list, files: list, batches: np.ndarray,
